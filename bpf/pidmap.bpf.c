@@ -1,0 +1,332 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* pidmap's BPF side: the pid+address trie, the sync-request protocol, the
+ * exec/fork programs that ask user space for syncs, and the CPU sampler that
+ * resolves every user frame through the trie at sample time. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "pidmap.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define PF_KTHREAD 0x00200000
+#define MAX_ANCESTORS 8
+#define FIRST_REQUEST_GAP_NS 1000000ULL
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, PIDMAP_TRIE_MAX_ENTRIES);
+	__type(key, struct pid_page_key);
+	__type(value, struct mapping_info);
+} pid_page_to_mapping_info SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PIDMAP_EVENTS_MAX_ENTRIES);
+	__type(key, __u64);
+	__type(value, __u8);
+} pid_events SEC(".maps");
+
+/* Wakes user space after a request; see request_sync. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} report_events SEC(".maps");
+
+/* Set when a wake-up is in flight, cleared by user space before it drains
+ * pid_events, so a storm of requests produces few wake-ups. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} report_latch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pidmap_config);
+} pidmap_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} sample_events SEC(".maps");
+
+struct request_state {
+	__u64 last_ns;
+	__u64 gap_ns;
+};
+
+/* Per-process rate limit of the sampler's sync requests. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct request_state);
+} sample_requests SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SAMPLER_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} sampler_stats SEC(".maps");
+
+struct sample_scratch {
+	struct sample_header header;
+	struct sample_frame frames[PIDMAP_MAX_USER_FRAMES];
+	__u64 kernel[PIDMAP_MAX_KERNEL_FRAMES];
+	__u64 ustack[PIDMAP_MAX_USER_FRAMES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sample_scratch);
+} sample_scratch SEC(".maps");
+
+static __always_inline void stat_add(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&sampler_stats, &idx);
+	if (v)
+		*v += n;
+}
+
+static __always_inline struct pidmap_config *get_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&pidmap_config, &zero);
+}
+
+static __always_inline bool is_known(__u32 tgid)
+{
+	struct pid_page_key key = {
+		.prefix_len = PIDMAP_FULL_PREFIX,
+		.pid = bpf_htonl(tgid),
+		.page = 0,
+	};
+	struct mapping_info *info = bpf_map_lookup_elem(&pid_page_to_mapping_info, &key);
+	return info && info->file_id == 0;
+}
+
+/* The request protocol: record pid<<32|tid in pid_events, then wake user
+ * space unless a wake-up is already in flight. */
+static __always_inline int request_sync(void *ctx, __u32 tgid, __u32 tid)
+{
+	__u64 key = ((__u64)tgid << 32) | tid;
+	__u8 one = 1;
+	__u32 zero = 0;
+
+	if (bpf_map_update_elem(&pid_events, &key, &one, BPF_NOEXIST))
+		return 0; /* already pending, or the map is full */
+	__u32 *latch = bpf_map_lookup_elem(&report_latch, &zero);
+	/* A plain read-then-set: a race only costs a spare wake-up. */
+	if (latch) {
+		if (*latch)
+			return 1;
+		*latch = 1;
+	}
+	struct report_event ev = { .pid = tgid, .tid = tid };
+	bpf_perf_event_output(ctx, &report_events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
+	return 1;
+}
+
+static __always_inline bool ancestor_known(struct task_struct *task)
+{
+	for (int i = 0; i < MAX_ANCESTORS; i++) {
+		struct task_struct *parent = BPF_CORE_READ(task, real_parent);
+		if (!parent || parent == task)
+			return false;
+		__u32 ptgid = BPF_CORE_READ(parent, tgid);
+		if (ptgid <= 1)
+			return false;
+		if (is_known(ptgid))
+			return true;
+		task = parent;
+	}
+	return false;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(pidmap_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct pidmap_config *cfg = get_config();
+	__u32 tgid = p->tgid;
+
+	if (!cfg)
+		return 0;
+	if (cfg->track_all || is_known(tgid) ||
+	    (cfg->track_children && ancestor_known(p)))
+		request_sync(ctx, tgid, p->pid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(pidmap_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct pidmap_config *cfg = get_config();
+
+	if (!cfg || child->pid != child->tgid)
+		return 0; /* a new thread shares its process's mappings */
+	if (cfg->track_all || (cfg->track_children && is_known(parent->tgid)))
+		request_sync(ctx, child->tgid, child->pid);
+	return 0;
+}
+
+/* Rate-limited request from the sampler: the first request of a process
+ * goes out at once, later ones back off from 1 ms to request_interval_ns. */
+static __always_inline __u32 sampler_request(void *ctx, __u32 tgid, __u32 tid, __u64 interval)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct request_state *st = bpf_map_lookup_elem(&sample_requests, &tgid);
+
+	if (st) {
+		if (now - st->last_ns < st->gap_ns) {
+			stat_add(SAMPLER_STAT_REQUESTS_SUPPRESSED, 1);
+			return 0;
+		}
+		st->last_ns = now;
+		st->gap_ns = st->gap_ns * 2 > interval ? interval : st->gap_ns * 2;
+	} else {
+		struct request_state fresh = { .last_ns = now, .gap_ns = FIRST_REQUEST_GAP_NS };
+		bpf_map_update_elem(&sample_requests, &tgid, &fresh, BPF_ANY);
+	}
+	stat_add(SAMPLER_STAT_REQUESTS, 1);
+	request_sync(ctx, tgid, tid);
+	return SAMPLE_REQUESTED;
+}
+
+struct resolve_ctx {
+	__u32 tgid;
+	__u32 unresolved;
+};
+
+static long resolve_frame(__u64 i, void *data)
+{
+	struct resolve_ctx *rc = data;
+	__u32 zero = 0;
+	struct sample_scratch *s = bpf_map_lookup_elem(&sample_scratch, &zero);
+
+	if (!s || i >= PIDMAP_MAX_USER_FRAMES)
+		return 1;
+	__u64 ip = s->ustack[i];
+	struct pid_page_key key = {
+		.prefix_len = PIDMAP_FULL_PREFIX,
+		.pid = bpf_htonl(rc->tgid),
+		.page = bpf_cpu_to_be64(ip),
+	};
+	struct mapping_info *info = bpf_map_lookup_elem(&pid_page_to_mapping_info, &key);
+	if (info && info->file_id) {
+		__u64 bias = info->bias_and_prog & ((1ULL << 56) - 1);
+		s->frames[i].file_id = info->file_id;
+		s->frames[i].offset = ip - bias;
+	} else {
+		s->frames[i].file_id = 0;
+		s->frames[i].offset = ip;
+		rc->unresolved++;
+	}
+	return 0;
+}
+
+SEC("perf_event")
+int pidmap_sample(struct bpf_perf_event_data *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, tid = (__u32)id, zero = 0;
+	struct pidmap_config *cfg = get_config();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	if (!cfg || tgid == 0)
+		return 0;
+	bool known = is_known(tgid);
+	if (!cfg->track_all && !known && !ancestor_known(task)) {
+		stat_add(SAMPLER_STAT_OUT_OF_SCOPE, 1);
+		return 0;
+	}
+	stat_add(SAMPLER_STAT_SAMPLES, 1);
+
+	struct sample_scratch *s = bpf_map_lookup_elem(&sample_scratch, &zero);
+	if (!s)
+		return 0;
+	__builtin_memset(&s->header, 0, sizeof(s->header));
+	s->header.pid = tgid;
+	s->header.tid = tid;
+	s->header.cpu = bpf_get_smp_processor_id();
+	s->header.time_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(s->header.comm, sizeof(s->header.comm));
+
+	__u32 flags = 0;
+	if (BPF_CORE_READ(task, flags) & PF_KTHREAD) {
+		flags |= SAMPLE_KTHREAD;
+		stat_add(SAMPLER_STAT_KTHREAD, 1);
+	}
+	if (!known)
+		flags |= SAMPLE_UNKNOWN_PROCESS;
+
+	__u32 nuser = 0;
+	if (!(flags & SAMPLE_KTHREAD)) {
+		long n = bpf_get_stack(ctx, s->ustack, sizeof(s->ustack), BPF_F_USER_STACK);
+		if (n < 0) {
+			flags |= SAMPLE_USER_STACK_ERROR;
+			stat_add(SAMPLER_STAT_STACK_ERRORS, 1);
+		} else {
+			nuser = n / sizeof(__u64);
+			/* frame pointer walks end at a null return address */
+			for (__u32 i = 0; i < PIDMAP_MAX_USER_FRAMES; i++) {
+				if (i >= nuser)
+					break;
+				if (s->ustack[i] == 0) {
+					nuser = i;
+					break;
+				}
+			}
+		}
+	}
+	if (nuser > PIDMAP_MAX_USER_FRAMES)
+		nuser = PIDMAP_MAX_USER_FRAMES;
+	struct resolve_ctx rc = { .tgid = tgid, .unresolved = 0 };
+	if (nuser)
+		bpf_loop(nuser, resolve_frame, &rc, 0);
+	stat_add(SAMPLER_STAT_FRAMES, nuser);
+	stat_add(SAMPLER_STAT_UNRESOLVED_FRAMES, rc.unresolved);
+	if (!known)
+		stat_add(SAMPLER_STAT_UNKNOWN_PROCESS, 1);
+	if ((!known || rc.unresolved) && !(flags & SAMPLE_KTHREAD))
+		flags |= sampler_request(ctx, tgid, tid, cfg->request_interval_ns);
+
+	__u32 nkernel = 0;
+	if (cfg->kernel_stacks) {
+		/* kernel addresses follow the user frames directly */
+		__u32 off = nuser * sizeof(struct sample_frame);
+		if (off > sizeof(s->frames))
+			off = sizeof(s->frames);
+		long n = bpf_get_stack(ctx, (void *)s->frames + off, sizeof(s->kernel), 0);
+		if (n < 0) {
+			flags |= SAMPLE_KERNEL_STACK_ERROR;
+			stat_add(SAMPLER_STAT_STACK_ERRORS, 1);
+		} else {
+			nkernel = n / sizeof(__u64);
+		}
+	}
+	if (nkernel > PIDMAP_MAX_KERNEL_FRAMES)
+		nkernel = PIDMAP_MAX_KERNEL_FRAMES;
+	s->header.user_frames = nuser;
+	s->header.kernel_frames = nkernel;
+	s->header.flags = flags;
+
+	__u64 size = sizeof(s->header) + nuser * sizeof(struct sample_frame) +
+		     nkernel * sizeof(__u64);
+	if (size > sizeof(struct sample_header) + sizeof(s->frames) + sizeof(s->kernel))
+		return 0;
+	if (bpf_perf_event_output(ctx, &sample_events, BPF_F_CURRENT_CPU, s, size))
+		stat_add(SAMPLER_STAT_OUTPUT_ERRORS, 1);
+	return 0;
+}

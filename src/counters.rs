@@ -1,0 +1,65 @@
+//! Process-wide monotonic counters of every engine outcome, and of the
+//! agent's work, readable as a snapshot and exported as metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident: $help:literal,)*) => {
+        /// The live counters.
+        pub struct Counters { $(pub $name: AtomicU64,)* }
+
+        pub static COUNTERS: Counters = Counters { $($name: AtomicU64::new(0),)* };
+
+        /// A point-in-time copy of every counter.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Snapshot { $(pub $name: u64,)* }
+
+        impl Counters {
+            pub fn snapshot(&self) -> Snapshot {
+                Snapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl Snapshot {
+            /// (name, help, value) of every counter.
+            pub fn entries(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $help, self.$name),)*]
+            }
+
+            /// The difference `self - earlier`, counter by counter.
+            pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+                Snapshot { $($name: self.$name.wrapping_sub(earlier.$name),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    batch_calls: "batch syscalls issued (delete and update)",
+    single_calls: "single-key syscalls issued (delete and update)",
+    keys_deleted: "trie/map keys deleted",
+    keys_absent: "keys that were already absent when deleted",
+    keys_invalid: "keys the kernel refused as malformed",
+    keys_failed: "keys whose delete failed for another reason",
+    resumes: "batches resumed after the kernel stopped at a key",
+    retries: "retries of a key after a transient error",
+    single_fallbacks: "keys deleted one by one after a fault, retry exhaustion or missing batch support",
+    untrusted_counts: "batch answers whose count could not be trusted",
+    keys_inserted: "keys inserted",
+    keys_refused: "keys refused on insert (map full, invalid, failed)",
+    syncs_ok: "process syncs that succeeded",
+    syncs_gone: "process syncs of a process that had exited",
+    syncs_failed: "process syncs that failed",
+    exits: "process exits handled",
+    lost_records: "perf records lost",
+    pidfd_fallbacks: "processes tracked without a pidfd (liveness sweep)",
+    bias_refused: "mappings refused because the bias does not fit 56 bits",
+    requests_drained: "sync requests drained from pid_events",
+    samples_read: "samples read from the sampler ring",
+    samples_malformed: "malformed sample records",
+    samples_lost: "sample records lost",
+}
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}

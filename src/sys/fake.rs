@@ -1,0 +1,251 @@
+//! A fake kernel for unit tests: one in-memory map per thread behind the
+//! bpf(2) dispatch, with knobs for the answers old or unhappy kernels give
+//! (no batch command, ENOTSUPP, transient errors, EFAULT, untouched counts).
+
+use libbpf_sys as sys;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+/// How the fake answers a batch command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FakeBatch {
+    Supported,
+    /// ENOTSUPP: map type without batch ops.
+    NotSupported,
+    /// EINVAL with count untouched: command unknown.
+    Unknown,
+}
+
+#[derive(Debug)]
+pub struct FakeKernel {
+    pub key_size: usize,
+    pub value_size: usize,
+    pub max_entries: usize,
+    pub entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    pub delete_batch: FakeBatch,
+    pub update_batch: FakeBatch,
+    /// A key that fails with errno for its next n delete attempts.
+    pub transient: HashMap<Vec<u8>, (i32, u32)>,
+    /// The next delete batch that reaches a key at this position of its
+    /// list answers EFAULT with a garbage count.
+    pub efault_at: Option<usize>,
+    /// The next batch call fails with this errno, count left untouched.
+    pub setup_error: Option<i32>,
+    /// (command, count sent) of every call.
+    pub calls: Vec<(u32, u32)>,
+}
+
+impl FakeKernel {
+    pub fn new(key_size: usize, value_size: usize, max_entries: usize) -> FakeKernel {
+        FakeKernel {
+            key_size,
+            value_size,
+            max_entries,
+            entries: BTreeMap::new(),
+            delete_batch: FakeBatch::Supported,
+            update_batch: FakeBatch::Supported,
+            transient: HashMap::new(),
+            efault_at: None,
+            setup_error: None,
+            calls: Vec::new(),
+        }
+    }
+
+    pub fn calls_of(&self, cmd: u32) -> usize {
+        self.calls.iter().filter(|(c, _)| *c == cmd).count()
+    }
+
+    fn invalid(&self, key: &[u8]) -> bool {
+        // an LPM key whose prefix_len exceeds 96 bits
+        self.key_size == 16 && u32::from_ne_bytes([key[0], key[1], key[2], key[3]]) > 96
+    }
+
+    fn delete_one(&mut self, key: &[u8]) -> Result<(), i32> {
+        if let Some((errno, n)) = self.transient.get_mut(key) {
+            if *n > 0 {
+                *n -= 1;
+                return Err(*errno);
+            }
+        }
+        if self.invalid(key) {
+            return Err(libc::EINVAL);
+        }
+        self.entries.remove(key).map(drop).ok_or(libc::ENOENT)
+    }
+
+    fn update_one(&mut self, key: &[u8], value: &[u8], flags: u64) -> Result<(), i32> {
+        if self.invalid(key) {
+            return Err(libc::EINVAL);
+        }
+        let exists = self.entries.contains_key(key);
+        if exists && flags == sys::BPF_NOEXIST as u64 {
+            return Err(libc::EEXIST);
+        }
+        if !exists && self.entries.len() >= self.max_entries {
+            return Err(libc::ENOSPC);
+        }
+        self.entries.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+}
+
+thread_local! {
+    static FAKE: RefCell<Option<FakeKernel>> = const { RefCell::new(None) };
+}
+
+/// Routes this thread's bpf(2) calls to `k` until [`uninstall`].
+pub fn install(k: FakeKernel) {
+    FAKE.with(|f| *f.borrow_mut() = Some(k));
+}
+
+pub fn uninstall() -> Option<FakeKernel> {
+    FAKE.with(|f| f.borrow_mut().take())
+}
+
+pub fn with<R>(f: impl FnOnce(&mut FakeKernel) -> R) -> R {
+    FAKE.with(|k| f(k.borrow_mut().as_mut().expect("fake kernel installed")))
+}
+
+/// # Safety
+/// `addr` must point to `len` readable bytes.
+unsafe fn read(addr: u64, len: usize) -> Vec<u8> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::slice::from_raw_parts(addr as *const u8, len).to_vec() }
+}
+
+/// # Safety
+/// `addr` must point to `data.len()` writable bytes.
+unsafe fn write(addr: u64, data: &[u8]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) }
+}
+
+pub(super) fn dispatch(cmd: u32, attr: &mut sys::bpf_attr) -> Option<Result<i64, i32>> {
+    FAKE.with(|f| {
+        let mut guard = f.borrow_mut();
+        let k = guard.as_mut()?;
+        // SAFETY: the wrappers in bpf.rs fill attr with pointers to live
+        // buffers of the map's key/value sizes, exactly as for the kernel.
+        Some(unsafe { answer(k, cmd, attr) })
+    })
+}
+
+/// # Safety
+/// The pointers in `attr` must be valid for the command, as for bpf(2).
+unsafe fn answer(k: &mut FakeKernel, cmd: u32, attr: &mut sys::bpf_attr) -> Result<i64, i32> {
+    let (ks, vs) = (k.key_size, k.value_size);
+    match cmd {
+        sys::BPF_MAP_CREATE => {
+            // SAFETY: opening /dev/null for an fd the caller will own.
+            let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            k.calls.push((cmd, 0));
+            Ok(fd as i64)
+        }
+        sys::BPF_MAP_DELETE_ELEM => {
+            // SAFETY: the caller's key pointer covers key_size bytes.
+            let key = unsafe { read(attr.__bindgen_anon_2.key, ks) };
+            k.calls.push((cmd, 1));
+            k.delete_one(&key).map(|_| 0)
+        }
+        sys::BPF_MAP_UPDATE_ELEM => {
+            // SAFETY: key and value pointers cover their sizes.
+            let (key, value, flags) = unsafe {
+                let a = &attr.__bindgen_anon_2;
+                (read(a.key, ks), read(a.__bindgen_anon_1.value, vs), a.flags)
+            };
+            k.calls.push((cmd, 1));
+            k.update_one(&key, &value, flags).map(|_| 0)
+        }
+        sys::BPF_MAP_LOOKUP_ELEM => {
+            // SAFETY: key pointer covers key_size bytes.
+            let key = unsafe { read(attr.__bindgen_anon_2.key, ks) };
+            k.calls.push((cmd, 1));
+            match k.entries.get(&key) {
+                // SAFETY: the value buffer covers value_size bytes.
+                Some(v) => unsafe {
+                    write(attr.__bindgen_anon_2.__bindgen_anon_1.value, v);
+                    Ok(0)
+                },
+                None => Err(libc::ENOENT),
+            }
+        }
+        sys::BPF_MAP_GET_NEXT_KEY => {
+            // SAFETY: key is null or covers key_size bytes.
+            let cur = unsafe {
+                let p = attr.__bindgen_anon_2.key;
+                (p != 0).then(|| read(p, ks))
+            };
+            let next = match cur {
+                None => k.entries.keys().next().cloned(),
+                Some(c) => k
+                    .entries
+                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .next()
+                    .map(|(kk, _)| kk.clone()),
+            };
+            match next {
+                // SAFETY: next_key buffer covers key_size bytes.
+                Some(n) => unsafe {
+                    write(attr.__bindgen_anon_2.__bindgen_anon_1.next_key, &n);
+                    Ok(0)
+                },
+                None => Err(libc::ENOENT),
+            }
+        }
+        sys::BPF_OBJ_GET_INFO_BY_FD => {
+            // SAFETY: info points to a bpf_map_info of info_len bytes.
+            unsafe {
+                let info = &mut *(attr.info.info as *mut sys::bpf_map_info);
+                info.key_size = ks as u32;
+                info.value_size = vs as u32;
+                info.max_entries = k.max_entries as u32;
+            }
+            Ok(0)
+        }
+        sys::BPF_MAP_DELETE_BATCH | sys::BPF_MAP_UPDATE_BATCH => {
+            // SAFETY: reading the batch member the wrapper filled.
+            let b = unsafe { attr.batch };
+            k.calls.push((cmd, b.count));
+            let support = if cmd == sys::BPF_MAP_DELETE_BATCH {
+                k.delete_batch
+            } else {
+                k.update_batch
+            };
+            match support {
+                FakeBatch::NotSupported => return Err(crate::sys::ENOTSUPP),
+                FakeBatch::Unknown => return Err(libc::EINVAL),
+                FakeBatch::Supported => {}
+            }
+            if let Some(e) = k.setup_error.take() {
+                return Err(e); // count untouched, as kernels before 6.8
+            }
+            let n = b.count as usize;
+            let mut done = 0;
+            let mut result = Ok(0);
+            for i in 0..n {
+                if cmd == sys::BPF_MAP_DELETE_BATCH && k.efault_at == Some(i) {
+                    k.efault_at = None;
+                    attr.batch.count = 0xdead;
+                    return Err(libc::EFAULT);
+                }
+                // SAFETY: keys/values cover count elements.
+                let key = unsafe { read(b.keys + (i * ks) as u64, ks) };
+                let r = if cmd == sys::BPF_MAP_DELETE_BATCH {
+                    k.delete_one(&key)
+                } else {
+                    // SAFETY: as above.
+                    let value = unsafe { read(b.values + (i * vs) as u64, vs) };
+                    k.update_one(&key, &value, b.elem_flags)
+                };
+                if let Err(e) = r {
+                    result = Err(e);
+                    break;
+                }
+                done += 1;
+            }
+            attr.batch.count = done;
+            result
+        }
+        _ => Err(libc::EINVAL),
+    }
+}

@@ -1,0 +1,109 @@
+//! Every system call of pidmap, and all of its `unsafe`.
+//!
+//! Each family goes through one dispatch function (`bpf::sys_bpf`,
+//! `pidfd::pidfd_open`, ...) so unit tests can replace the kernel with the
+//! fake in `fake.rs`. Errors name the call and the object and keep the errno.
+
+pub mod bpf;
+#[cfg(test)]
+pub mod fake;
+pub mod object;
+pub mod perf;
+pub mod pidfd;
+
+use std::fmt;
+use std::io;
+
+/// A failed system call: which call, on which object, and the errno.
+#[derive(Debug)]
+pub struct SysError {
+    pub call: &'static str,
+    pub object: String,
+    pub source: io::Error,
+}
+
+impl SysError {
+    pub fn new(call: &'static str, object: impl Into<String>, errno: i32) -> SysError {
+        SysError {
+            call,
+            object: object.into(),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    pub fn last(call: &'static str, object: impl Into<String>) -> SysError {
+        SysError {
+            call,
+            object: object.into(),
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    pub fn errno(&self) -> i32 {
+        self.source.raw_os_error().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.object.is_empty() {
+            write!(f, "{}: {}", self.call, self.source)
+        } else {
+            write!(f, "{} on {}: {}", self.call, self.object, self.source)
+        }
+    }
+}
+
+impl std::error::Error for SysError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<SysError> for io::Error {
+    fn from(e: SysError) -> io::Error {
+        io::Error::new(e.source.kind(), e.to_string())
+    }
+}
+
+/// ENOTSUPP (524): kernel-internal, no libc name; what a map type without
+/// batch operations answers.
+pub const ENOTSUPP: i32 = 524;
+
+/// Types that are plain bytes: no padding the kernel could leak into, no
+/// pointers, every bit pattern valid.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types without padding whose every bit
+/// pattern is a valid value.
+pub unsafe trait Plain: Copy + 'static {}
+
+// SAFETY: integers have no padding and accept every bit pattern.
+unsafe impl Plain for u8 {}
+// SAFETY: as above.
+unsafe impl Plain for u32 {}
+// SAFETY: as above.
+unsafe impl Plain for u64 {}
+
+/// The bytes of a slice of plain values.
+pub fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: T is Plain (no padding), so every byte of the slice is
+    // initialised; the length is the slice's size in bytes.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// The bytes of a mutable slice of plain values.
+pub fn bytes_of_mut<T: Plain>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: T is Plain, so any bytes written form valid values.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// Reads a plain value from the front of `bytes`, if long enough.
+pub fn read_plain<T: Plain>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length is checked above; T accepts every bit pattern and
+    // read_unaligned has no alignment requirement.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}

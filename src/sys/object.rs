@@ -1,0 +1,180 @@
+//! A libbpf object: the embedded BPF ELF opened from memory, its maps
+//! (possibly reusing pinned ones), its programs and their links.
+
+use super::SysError;
+use libbpf_sys as sys;
+use std::ffi::{CStr, CString};
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// An opened (and later loaded) BPF object with the links it attached.
+pub struct BpfObject {
+    obj: NonNull<sys::bpf_object>,
+    links: Vec<NonNull<sys::bpf_link>>,
+    name: String,
+}
+
+fn errno_now() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn cname(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}
+
+impl BpfObject {
+    /// bpf_object__open_mem on an embedded object.
+    pub fn open(bytes: &'static [u8], name: &str) -> Result<BpfObject, SysError> {
+        let cn = cname(name);
+        // SAFETY: opts is a plain C struct; zero then set its size as libbpf
+        // requires. The object bytes are 'static; libbpf copies what it keeps.
+        let obj = unsafe {
+            let mut opts: sys::bpf_object_open_opts = std::mem::zeroed();
+            opts.sz = std::mem::size_of::<sys::bpf_object_open_opts>() as _;
+            opts.object_name = cn.as_ptr();
+            sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len() as _, &opts)
+        };
+        let obj = NonNull::new(obj).ok_or_else(|| SysError::new("bpf_object__open_mem", name, errno_now()))?;
+        Ok(BpfObject {
+            obj,
+            links: Vec::new(),
+            name: name.to_string(),
+        })
+    }
+
+    fn map_ptr(&self, map: &str) -> Result<NonNull<sys::bpf_map>, SysError> {
+        let c = cname(map);
+        // SAFETY: obj is a live object; the name is a valid C string.
+        let p = unsafe { sys::bpf_object__find_map_by_name(self.obj.as_ptr(), c.as_ptr()) };
+        NonNull::new(p).ok_or_else(|| SysError::new("bpf_object__find_map_by_name", map, libc::ENOENT))
+    }
+
+    fn prog_ptr(&self, prog: &str) -> Result<NonNull<sys::bpf_program>, SysError> {
+        let c = cname(prog);
+        // SAFETY: obj is a live object; the name is a valid C string.
+        let p = unsafe { sys::bpf_object__find_program_by_name(self.obj.as_ptr(), c.as_ptr()) };
+        NonNull::new(p).ok_or_else(|| SysError::new("bpf_object__find_program_by_name", prog, libc::ENOENT))
+    }
+
+    /// Sets a map's max_entries before load.
+    pub fn set_max_entries(&mut self, map: &str, n: u32) -> Result<(), SysError> {
+        let m = self.map_ptr(map)?;
+        // SAFETY: m belongs to the live, not yet loaded object.
+        let r = unsafe { sys::bpf_map__set_max_entries(m.as_ptr(), n) };
+        if r < 0 {
+            return Err(SysError::new("bpf_map__set_max_entries", map, -r));
+        }
+        Ok(())
+    }
+
+    /// Makes the object use an existing map (a pinned one) instead of
+    /// creating its own.
+    pub fn reuse_map(&mut self, map: &str, fd: BorrowedFd<'_>) -> Result<(), SysError> {
+        use std::os::fd::AsRawFd;
+        let m = self.map_ptr(map)?;
+        // SAFETY: m belongs to the live object; libbpf dups the fd.
+        let r = unsafe { sys::bpf_map__reuse_fd(m.as_ptr(), fd.as_raw_fd()) };
+        if r < 0 {
+            return Err(SysError::new("bpf_map__reuse_fd", map, -r));
+        }
+        Ok(())
+    }
+
+    /// Chooses whether a program is loaded at all.
+    pub fn set_autoload(&mut self, prog: &str, on: bool) -> Result<(), SysError> {
+        let p = self.prog_ptr(prog)?;
+        // SAFETY: p belongs to the live, not yet loaded object.
+        let r = unsafe { sys::bpf_program__set_autoload(p.as_ptr(), on) };
+        if r < 0 {
+            return Err(SysError::new("bpf_program__set_autoload", prog, -r));
+        }
+        Ok(())
+    }
+
+    /// bpf_object__load: creates maps, verifies and loads programs.
+    pub fn load(&mut self) -> Result<(), SysError> {
+        // SAFETY: obj is a live, opened object.
+        let r = unsafe { sys::bpf_object__load(self.obj.as_ptr()) };
+        if r < 0 {
+            return Err(SysError::new("bpf_object__load", self.name.clone(), -r));
+        }
+        Ok(())
+    }
+
+    /// The fd of a loaded map, borrowed from the object.
+    pub fn map_fd(&self, map: &str) -> Result<BorrowedFd<'_>, SysError> {
+        let m = self.map_ptr(map)?;
+        // SAFETY: m belongs to the live object.
+        let fd = unsafe { sys::bpf_map__fd(m.as_ptr()) };
+        if fd < 0 {
+            return Err(SysError::new("bpf_map__fd", map, -fd));
+        }
+        // SAFETY: the fd stays open as long as the object, which the
+        // returned borrow cannot outlive.
+        Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// Attaches a program by its section (tp_btf, ...), keeping the link.
+    pub fn attach(&mut self, prog: &str) -> Result<(), SysError> {
+        let p = self.prog_ptr(prog)?;
+        // SAFETY: p belongs to the live, loaded object.
+        let link = unsafe { sys::bpf_program__attach(p.as_ptr()) };
+        let link = NonNull::new(link).ok_or_else(|| SysError::new("bpf_program__attach", prog, errno_now()))?;
+        self.links.push(link);
+        Ok(())
+    }
+
+    /// Attaches a perf_event program to a perf event, which the link then
+    /// owns (and closes on detach).
+    pub fn attach_perf_event(&mut self, prog: &str, event: OwnedFd) -> Result<(), SysError> {
+        let p = self.prog_ptr(prog)?;
+        let raw = event.into_raw_fd();
+        // SAFETY: p belongs to the live, loaded object; raw is an open perf
+        // event fd whose ownership passes to the link.
+        let link = unsafe { sys::bpf_program__attach_perf_event(p.as_ptr(), raw) };
+        match NonNull::new(link) {
+            Some(l) => {
+                self.links.push(l);
+                Ok(())
+            }
+            None => {
+                let e = errno_now();
+                // SAFETY: the attach failed, so the fd is still ours to close.
+                unsafe { libc::close(raw) };
+                Err(SysError::new("bpf_program__attach_perf_event", prog, e))
+            }
+        }
+    }
+
+    /// Detaches every link.
+    pub fn detach_all(&mut self) {
+        for l in self.links.drain(..) {
+            // SAFETY: each link was returned by libbpf and is destroyed once.
+            unsafe { sys::bpf_link__destroy(l.as_ptr()) };
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for BpfObject {
+    fn drop(&mut self) {
+        self.detach_all();
+        // SAFETY: the object is live and closed exactly once.
+        unsafe { sys::bpf_object__close(self.obj.as_ptr()) };
+    }
+}
+
+/// The kernel release, for error messages.
+pub fn kernel_release() -> String {
+    // SAFETY: utsname is a plain C struct filled by uname(2).
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return "unknown".into();
+        }
+        CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+    }
+}
