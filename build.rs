@@ -49,7 +49,10 @@ fn main() {
         std::process::exit(1);
     }
 
-    println!("cargo:rerun-if-changed={}", vendor.join("vmlinux.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        vendor.join("vmlinux.h").display()
+    );
     println!("cargo:rerun-if-changed={}", bpf_dir.display());
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&bpf_dir)
         .expect("read bpf/")
@@ -59,12 +62,26 @@ fn main() {
     for src in &sources {
         println!("cargo:rerun-if-changed={}", src.display());
     }
-    for src in sources.iter().filter(|p| p.to_string_lossy().ends_with(".bpf.c")) {
-        let name = src.file_name().unwrap().to_string_lossy().replace(".bpf.c", ".bpf.o");
+    for src in sources
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
+    {
+        let name = src
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".bpf.c", ".bpf.o");
         let obj = out.join(&name);
         run(
             Command::new(&clang)
-                .args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall"])
+                .args([
+                    "-g",
+                    "-O2",
+                    "-target",
+                    "bpf",
+                    "-D__TARGET_ARCH_x86",
+                    "-Wall",
+                ])
                 .arg(format!("-I{}", vendor.display()))
                 .arg(format!("-I{}", libbpf_include))
                 .arg(format!("-I{}", bpf_dir.display()))
@@ -75,7 +92,9 @@ fn main() {
             "compiling BPF (needs Debian package clang-19)",
         );
         run(
-            Command::new(strip.as_deref().unwrap()).arg("-g").arg(Path::new(&obj)),
+            Command::new(strip.as_deref().unwrap())
+                .arg("-g")
+                .arg(Path::new(&obj)),
             "stripping BPF object (needs Debian package llvm-19)",
         );
     }

@@ -271,8 +271,14 @@ mod tests {
                 ..Default::default()
             },
             user: vec![
-                SampleFrame { file_id: 9, offset: 0x10 },
-                SampleFrame { file_id: 0, offset: 0x20 },
+                SampleFrame {
+                    file_id: 9,
+                    offset: 0x10,
+                },
+                SampleFrame {
+                    file_id: 0,
+                    offset: 0x20,
+                },
             ],
             kernel: vec![0xffff_ffff_8100_0000],
         };

@@ -70,14 +70,25 @@ impl BatchMap {
         let delete = support_of(map.delete_batch(&none, 0).result);
         let update = support_of(map.update_batch(&none, &nov, 0, BPF_ANY).result);
         if delete != BatchSupport::Supported {
-            log::info!("{}: no batch delete ({delete:?}); single deletes", map.name());
+            log::info!(
+                "{}: no batch delete ({delete:?}); single deletes",
+                map.name()
+            );
         }
-        BatchMap { map, delete, update }
+        BatchMap {
+            map,
+            delete,
+            update,
+        }
     }
 
     /// A map whose capabilities are forced (tests, benchmarks).
     pub fn with_support(map: MapHandle, delete: BatchSupport, update: BatchSupport) -> BatchMap {
-        BatchMap { map, delete, update }
+        BatchMap {
+            map,
+            delete,
+            update,
+        }
     }
 }
 
@@ -112,9 +123,12 @@ impl DeleteReport {
         self.deleted += o.deleted;
         self.absent += o.absent;
         self.invalid += o.invalid;
-        self.failed.extend(o.failed.into_iter().map(|(i, e)| (i + index_offset, e)));
-        self.absent_keys.extend(o.absent_keys.into_iter().map(|i| i + index_offset));
-        self.invalid_keys.extend(o.invalid_keys.into_iter().map(|i| i + index_offset));
+        self.failed
+            .extend(o.failed.into_iter().map(|(i, e)| (i + index_offset, e)));
+        self.absent_keys
+            .extend(o.absent_keys.into_iter().map(|i| i + index_offset));
+        self.invalid_keys
+            .extend(o.invalid_keys.into_iter().map(|i| i + index_offset));
         self.syscalls += o.syscalls;
         self.batch_calls += o.batch_calls;
         self.resumes += o.resumes;
@@ -318,7 +332,10 @@ pub struct InsertReport {
 
 impl InsertReport {
     pub fn landed(&self) -> usize {
-        self.outcomes.iter().filter(|o| **o == InsertOutcome::Landed).count()
+        self.outcomes
+            .iter()
+            .filter(|o| **o == InsertOutcome::Landed)
+            .count()
     }
 
     pub fn refused(&self) -> usize {
@@ -376,12 +393,16 @@ pub fn insert_keys<K: Plain, V: Plain>(
         }
         let end = (i + chunk).min(n);
         let m = (end - i) as u32;
-        let answer = map.map.update_batch(&keys[i..end], &values[i..end], m, BPF_ANY);
+        let answer = map
+            .map
+            .update_batch(&keys[i..end], &values[i..end], m, BPF_ANY);
         report.syscalls += 1;
         report.batch_calls += 1;
         let err = match answer.result {
             Ok(()) => {
-                report.outcomes.extend(std::iter::repeat_n(InsertOutcome::Landed, m as usize));
+                report
+                    .outcomes
+                    .extend(std::iter::repeat_n(InsertOutcome::Landed, m as usize));
                 i = end;
                 continue;
             }
@@ -399,7 +420,9 @@ pub fn insert_keys<K: Plain, V: Plain>(
             continue;
         }
         let c = answer.count as usize;
-        report.outcomes.extend(std::iter::repeat_n(InsertOutcome::Landed, c));
+        report
+            .outcomes
+            .extend(std::iter::repeat_n(InsertOutcome::Landed, c));
         i += c;
         if c > 0 {
             tries = 0;
@@ -461,3 +484,60 @@ fn insert_single<K: Plain, V: Plain>(
 
 #[cfg(test)]
 mod tests;
+
+/// The upstream profiler's deletion, kept as a baseline: one batch, and on
+/// any error every key of the list again, one syscall each.
+pub fn reissue_all<K: Plain>(map: &BatchMap, keys: &[K]) -> DeleteReport {
+    let mut report = DeleteReport::default();
+    if keys.is_empty() {
+        return report;
+    }
+    let answer = map.map.delete_batch(keys, keys.len() as u32);
+    report.syscalls += 1;
+    report.batch_calls += 1;
+    if answer.result.is_ok() {
+        report.deleted = keys.len() as u64;
+    } else {
+        for (i, k) in keys.iter().enumerate() {
+            report.syscalls += 1;
+            match map.map.delete(k) {
+                Ok(()) => report.deleted += 1,
+                Err(e) if e.errno() == libc::ENOENT => {
+                    report.absent += 1;
+                    report.absent_keys.push(i);
+                }
+                Err(e) if e.errno() == libc::EINVAL => {
+                    report.invalid += 1;
+                    report.invalid_keys.push(i);
+                }
+                Err(e) => report.failed.push((i, e.errno())),
+            }
+        }
+    }
+    publish_delete(&report);
+    report
+}
+
+/// One batch, no recovery: what is left after a stop stays (benchmarks).
+pub fn batch_once<K: Plain>(map: &BatchMap, keys: &[K]) -> DeleteReport {
+    let mut report = DeleteReport::default();
+    let answer = map.map.delete_batch(keys, keys.len() as u32);
+    report.syscalls = 1;
+    report.batch_calls = 1;
+    report.deleted = if answer.result.is_ok() {
+        keys.len() as u64
+    } else {
+        (answer.count as u64).min(keys.len() as u64)
+    };
+    report
+}
+
+/// One delete syscall per key (benchmarks).
+pub fn single_all<K: Plain>(map: &BatchMap, keys: &[K]) -> DeleteReport {
+    let mut report = DeleteReport::default();
+    let opts = EngineOptions::default();
+    for (i, k) in keys.iter().enumerate() {
+        delete_single(map, k, i, &opts, &mut report, false);
+    }
+    report
+}

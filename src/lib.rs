@@ -2,8 +2,21 @@
 //! which address of which process" exact, and samples CPUs through it.
 
 pub mod abi;
+pub mod agent;
+pub mod audit;
+pub mod audit_cmd;
+pub mod bench;
+pub mod churn;
+pub mod cli;
 pub mod counters;
 pub mod engine;
+pub mod error;
+pub mod loader;
+pub mod metrics;
 pub mod prefix;
+pub mod process;
 pub mod procmaps;
+pub mod profile_cmd;
+pub mod registry;
 pub mod sys;
+pub mod tables;

@@ -1,1 +1,100 @@
-fn main(){}
+//! The `pidmap` binary: parses the command line, runs the command, maps the
+//! outcome to an exit status.
+
+use pidmap::agent::{Agent, AgentConfig};
+use pidmap::cli::{self, Cmd};
+use pidmap::error::{Error, Result};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let cmd = match cli::parse(std::env::args_os().collect()) {
+        Ok(c) => c,
+        Err(u) => {
+            let see = if u.command.is_empty() {
+                "pidmap --help".to_string()
+            } else {
+                format!("pidmap {} --help", u.command)
+            };
+            eprintln!("pidmap: {}\nSee `{see}`.", u.msg);
+            return ExitCode::from(2);
+        }
+    };
+    match run(cmd) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("pidmap: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Blocks the signals the agent takes through its signalfd; done before
+/// any thread or child exists.
+fn block_signals() -> Result<()> {
+    use nix::sys::signal::{SigSet, SIGHUP, SIGINT, SIGTERM};
+    let mut set = SigSet::empty();
+    for s in [SIGINT, SIGTERM, SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()
+        .map_err(|e| Error::new(format!("pthread_sigmask: {e}")))
+}
+
+fn run(cmd: Cmd) -> Result<u8> {
+    match cmd {
+        Cmd::Help(text) => {
+            print(text)?;
+            Ok(0)
+        }
+        Cmd::Version => {
+            print(&format!("pidmap {}\n", env!("CARGO_PKG_VERSION")))?;
+            Ok(0)
+        }
+        Cmd::Run(r) => {
+            block_signals()?;
+            let cfg = AgentConfig {
+                mode: r.mode,
+                pin_dir: r.pin_dir,
+                keep_pins: r.keep_pins,
+                metrics_file: r.metrics_file,
+                max_entries: r.max_entries,
+                ring_pages: r.ring_pages,
+                delete_strategy: r.delete_strategy,
+                signals: true,
+                ..Default::default()
+            };
+            let (agent, _handle) = Agent::new(cfg)?;
+            let ended = agent.run()?;
+            Ok(ended.exit_code.map_or(0, |c| c.clamp(0, 255) as u8))
+        }
+        Cmd::Audit {
+            pin_dir,
+            repair,
+            json,
+        } => pidmap::audit_cmd::run(&pin_dir, repair, json),
+        Cmd::Bench(b) => {
+            match b.kind.as_str() {
+                "delete" => {
+                    let rows = pidmap::bench::delete_bench(&b)?;
+                    pidmap::bench::print_delete(&b, &rows);
+                }
+                "insert" => pidmap::bench::insert_bench(&b)?,
+                _ => pidmap::churn::run(&b)?,
+            }
+            Ok(0)
+        }
+        Cmd::Profile(p) => pidmap::profile_cmd::run(p),
+    }
+}

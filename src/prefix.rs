@@ -25,7 +25,11 @@ pub struct EmptyRange {
 
 impl fmt::Display for EmptyRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "empty or inverted address range [{:#x}, {:#x})", self.start, self.end)
+        write!(
+            f,
+            "empty or inverted address range [{:#x}, {:#x})",
+            self.start, self.end
+        )
     }
 }
 
@@ -78,7 +82,10 @@ mod tests {
                 b(0x7f5b6ef5c000, 52)
             ]
         );
-        assert_eq!(cover(10, 22).unwrap(), vec![b(10, 63), b(12, 62), b(16, 62), b(20, 63)]);
+        assert_eq!(
+            cover(10, 22).unwrap(),
+            vec![b(10, 63), b(12, 62), b(16, 62), b(20, 63)]
+        );
         assert_eq!(cover(0, 1).unwrap(), vec![b(0, 64)]);
         assert_eq!(cover(0x1000, 0x2000).unwrap(), vec![b(0x1000, 52)]);
     }
@@ -107,21 +114,22 @@ mod tests {
         let mut cursor = start as u128;
         for w in &blocks {
             assert_eq!(w.start as u128, cursor, "disjoint and contiguous");
-            assert_eq!(w.start as u128 % w.size(), 0, "aligned");
+            assert!((w.start as u128).is_multiple_of(w.size()), "aligned");
             cursor += w.size();
         }
         assert_eq!(cursor, end as u128, "covers exactly");
         for pair in blocks.windows(2) {
             let (a, c) = (pair[0], pair[1]);
             let merged = a.size() * 2;
-            let mergeable = a.len == c.len && (a.start as u128) % merged == 0;
+            let mergeable = a.len == c.len && (a.start as u128).is_multiple_of(merged);
             assert!(!mergeable, "{a:?} {c:?} could be one block");
         }
         // the greedy choice is optimal: each block is the largest aligned
         // block at its start that fits
         for w in &blocks {
             let bigger = w.size() * 2;
-            let fits = (w.start as u128) % bigger == 0 && w.start as u128 + bigger <= end as u128;
+            let fits =
+                (w.start as u128).is_multiple_of(bigger) && w.start as u128 + bigger <= end as u128;
             assert!(!fits || w.len == 0, "{w:?} not maximal");
         }
     }
@@ -148,7 +156,11 @@ mod tests {
                 check(s, e);
             }
             let page = a & !0xfff;
-            check(page, page.saturating_add(0x1000 * (1 + next() % 4096)).max(page + 1));
+            check(
+                page,
+                page.saturating_add(0x1000 * (1 + next() % 4096))
+                    .max(page + 1),
+            );
         }
     }
 }

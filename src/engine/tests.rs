@@ -6,7 +6,9 @@ use crate::sys::fake::{self, FakeBatch, FakeKernel};
 use libbpf_sys as sys;
 
 fn keys(n: usize) -> Vec<PidPage> {
-    (0..n).map(|i| PidPage::new(100, 0x1000 * (i as u64 + 1), 52)).collect()
+    (0..n)
+        .map(|i| PidPage::new(100, 0x1000 * (i as u64 + 1), 52))
+        .collect()
 }
 
 /// A fake map holding `present` of `all`.
@@ -21,8 +23,15 @@ fn setup(all: &[PidPage], present: impl Fn(usize) -> bool, batch: FakeBatch) -> 
         }
     }
     fake::install(k);
-    let map = MapHandle::create(crate::sys::bpf::MAP_TYPE_LPM_TRIE, "fake", 16, 16, 1 << 20, 1)
-        .expect("fake create");
+    let map = MapHandle::create(
+        crate::sys::bpf::MAP_TYPE_LPM_TRIE,
+        "fake",
+        16,
+        16,
+        1 << 20,
+        1,
+    )
+    .expect("fake create");
     BatchMap::probe::<PidPage, MappingInfo>(map)
 }
 
@@ -39,7 +48,10 @@ fn the_original_leak_takes_two_batches() {
     let all = keys(10);
     let m = setup(&all, |i| i != 3, FakeBatch::Supported);
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
-    assert_eq!((r.deleted, r.absent, r.absent_keys.clone()), (9, 1, vec![3]));
+    assert_eq!(
+        (r.deleted, r.absent, r.absent_keys.clone()),
+        (9, 1, vec![3])
+    );
     assert_eq!((r.batch_calls, r.syscalls, r.resumes), (2, 2, 1));
     assert!(fake::with(|k| k.entries.is_empty()));
     fake::uninstall();
@@ -63,7 +75,10 @@ fn probe_enotsupp_and_einval_mean_single_deletes() {
         let m = setup(&all, |i| i % 3 != 0, batch);
         assert_ne!(m.delete, BatchSupport::Supported);
         let r = delete_keys(&m, &all, &EngineOptions::default());
-        assert_eq!((r.deleted, r.absent, r.batch_calls, r.syscalls), (6, 4, 0, 10));
+        assert_eq!(
+            (r.deleted, r.absent, r.batch_calls, r.syscalls),
+            (6, 4, 0, 10)
+        );
         assert_eq!(r.absent_keys, vec![0, 3, 6, 9]);
         let k = fake::uninstall().unwrap();
         assert!(k.entries.is_empty());
@@ -119,7 +134,10 @@ fn invalid_keys_are_stepped_over() {
     all[5] = PidPage::with_prefix_len(100, 0, 120);
     let m = setup(&all, |i| i != 5, FakeBatch::Supported);
     let r = delete_keys(&m, &all, &opts(4, ResumePolicy::Batch));
-    assert_eq!((r.deleted, r.invalid, r.invalid_keys.clone()), (9, 1, vec![5]));
+    assert_eq!(
+        (r.deleted, r.invalid, r.invalid_keys.clone()),
+        (9, 1, vec![5])
+    );
     assert!(fake::uninstall().unwrap().entries.is_empty());
 }
 
@@ -145,7 +163,11 @@ fn random_patterns_leave_nothing_behind() {
         }
         let m = setup(&all[..n], |i| present[i], FakeBatch::Supported);
         let chunk = 1 + rnd(64) as usize;
-        let policy = if round % 2 == 0 { ResumePolicy::Batch } else { ResumePolicy::Single };
+        let policy = if round % 2 == 0 {
+            ResumePolicy::Batch
+        } else {
+            ResumePolicy::Single
+        };
         let r = delete_keys(&m, &all, &opts(chunk, policy));
         let want_deleted = present.iter().filter(|p| **p).count() as u64;
         assert_eq!(r.deleted, want_deleted, "round {round}");
@@ -155,7 +177,10 @@ fn random_patterns_leave_nothing_behind() {
         if policy == ResumePolicy::Batch {
             assert!(r.syscalls <= 1 + r.absent + chunks, "round {round}: {r:?}");
         }
-        assert!(fake::uninstall().unwrap().entries.is_empty(), "round {round}");
+        assert!(
+            fake::uninstall().unwrap().entries.is_empty(),
+            "round {round}"
+        );
     }
 }
 
@@ -168,7 +193,8 @@ fn inserts_into_a_full_map_name_what_landed() {
         k.update_batch = batch;
         k.delete_batch = batch;
         fake::install(k);
-        let map = MapHandle::create(crate::sys::bpf::MAP_TYPE_LPM_TRIE, "fake", 16, 16, 13, 1).unwrap();
+        let map =
+            MapHandle::create(crate::sys::bpf::MAP_TYPE_LPM_TRIE, "fake", 16, 16, 13, 1).unwrap();
         let m = BatchMap::probe::<PidPage, MappingInfo>(map);
         let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(8, ResumePolicy::Batch));
         assert_eq!(r.landed(), 13);

@@ -25,7 +25,9 @@ fn sys_bpf(cmd: sys::bpf_cmd, attr: &mut sys::bpf_attr) -> Result<i64, i32> {
         )
     };
     if r < 0 {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
     } else {
         Ok(r)
     }
@@ -163,7 +165,12 @@ impl MapHandle {
     }
 
     /// BPF_MAP_UPDATE_ELEM.
-    pub fn update<K: Plain, V: Plain>(&self, key: &K, value: &V, flags: u64) -> Result<(), SysError> {
+    pub fn update<K: Plain, V: Plain>(
+        &self,
+        key: &K,
+        value: &V,
+        flags: u64,
+    ) -> Result<(), SysError> {
         self.check::<K>("BPF_MAP_UPDATE_ELEM")?;
         let mut attr = zeroed_attr();
         // SAFETY: plain fields of the element member; key and value outlive
@@ -185,7 +192,11 @@ impl MapHandle {
         self.check::<K>("BPF_MAP_LOOKUP_ELEM")?;
         let mut value = vec![0u8; self.info.value_size as usize];
         if value.len() < std::mem::size_of::<V>() {
-            return Err(SysError::new("BPF_MAP_LOOKUP_ELEM", self.info.name.clone(), libc::EINVAL));
+            return Err(SysError::new(
+                "BPF_MAP_LOOKUP_ELEM",
+                self.info.name.clone(),
+                libc::EINVAL,
+            ));
         }
         let mut attr = zeroed_attr();
         // SAFETY: plain fields; key and the value buffer (value_size bytes,
@@ -199,7 +210,11 @@ impl MapHandle {
         match sys_bpf(sys::BPF_MAP_LOOKUP_ELEM, &mut attr) {
             Ok(_) => Ok(super::read_plain(&value)),
             Err(libc::ENOENT) => Ok(None),
-            Err(e) => Err(SysError::new("BPF_MAP_LOOKUP_ELEM", self.info.name.clone(), e)),
+            Err(e) => Err(SysError::new(
+                "BPF_MAP_LOOKUP_ELEM",
+                self.info.name.clone(),
+                e,
+            )),
         }
     }
 
@@ -219,7 +234,11 @@ impl MapHandle {
         match sys_bpf(sys::BPF_MAP_LOOKUP_ELEM, &mut attr) {
             Ok(_) => Ok(true),
             Err(libc::ENOENT) => Ok(false),
-            Err(e) => Err(SysError::new("BPF_MAP_LOOKUP_ELEM", self.info.name.clone(), e)),
+            Err(e) => Err(SysError::new(
+                "BPF_MAP_LOOKUP_ELEM",
+                self.info.name.clone(),
+                e,
+            )),
         }
     }
 
@@ -245,7 +264,11 @@ impl MapHandle {
         let mut next = [0u8; 64];
         let len = std::mem::size_of::<K>();
         if len > next.len() {
-            return Err(SysError::new("BPF_MAP_GET_NEXT_KEY", self.info.name.clone(), libc::EINVAL));
+            return Err(SysError::new(
+                "BPF_MAP_GET_NEXT_KEY",
+                self.info.name.clone(),
+                libc::EINVAL,
+            ));
         }
         let mut attr = zeroed_attr();
         // SAFETY: plain fields; key (or null) and `next` (64 bytes >= key
@@ -259,7 +282,11 @@ impl MapHandle {
         match sys_bpf(sys::BPF_MAP_GET_NEXT_KEY, &mut attr) {
             Ok(_) => Ok(super::read_plain(&next[..len])),
             Err(libc::ENOENT) => Ok(None),
-            Err(e) => Err(SysError::new("BPF_MAP_GET_NEXT_KEY", self.info.name.clone(), e)),
+            Err(e) => Err(SysError::new(
+                "BPF_MAP_GET_NEXT_KEY",
+                self.info.name.clone(),
+                e,
+            )),
         }
     }
 
@@ -283,7 +310,10 @@ impl MapHandle {
     /// kernel's count untouched.
     pub fn delete_batch<K: Plain>(&self, keys: &[K], count: u32) -> BatchAnswer {
         if let Err(e) = self.check::<K>("BPF_MAP_DELETE_BATCH") {
-            return BatchAnswer { count, result: Err(e) };
+            return BatchAnswer {
+                count,
+                result: Err(e),
+            };
         }
         let count = count.min(keys.len() as u32);
         let mut attr = zeroed_attr();
@@ -315,7 +345,10 @@ impl MapHandle {
         elem_flags: u64,
     ) -> BatchAnswer {
         if let Err(e) = self.check::<K>("BPF_MAP_UPDATE_BATCH") {
-            return BatchAnswer { count, result: Err(e) };
+            return BatchAnswer {
+                count,
+                result: Err(e),
+            };
         }
         let count = count.min(keys.len().min(values.len()) as u32);
         let mut attr = zeroed_attr();
@@ -359,7 +392,11 @@ impl MapHandle {
         unsafe {
             let b = &mut attr.batch;
             b.map_fd = self.fd.as_raw_fd() as u32;
-            b.in_batch = if token.is_some() { &in_batch as *const u64 as u64 } else { 0 };
+            b.in_batch = if token.is_some() {
+                &in_batch as *const u64 as u64
+            } else {
+                0
+            };
             b.out_batch = &mut out_batch as *mut u64 as u64;
             b.keys = bytes_of_mut(keys).as_mut_ptr() as u64;
             b.values = bytes_of_mut(values).as_mut_ptr() as u64;

@@ -10,6 +10,7 @@ pub mod fake;
 pub mod object;
 pub mod perf;
 pub mod pidfd;
+pub mod process;
 
 use std::fmt;
 use std::io;

@@ -15,7 +15,9 @@ pub struct BpfObject {
 }
 
 fn errno_now() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn cname(s: &str) -> CString {
@@ -34,7 +36,8 @@ impl BpfObject {
             opts.object_name = cn.as_ptr();
             sys::bpf_object__open_mem(bytes.as_ptr().cast(), bytes.len() as _, &opts)
         };
-        let obj = NonNull::new(obj).ok_or_else(|| SysError::new("bpf_object__open_mem", name, errno_now()))?;
+        let obj = NonNull::new(obj)
+            .ok_or_else(|| SysError::new("bpf_object__open_mem", name, errno_now()))?;
         Ok(BpfObject {
             obj,
             links: Vec::new(),
@@ -46,14 +49,16 @@ impl BpfObject {
         let c = cname(map);
         // SAFETY: obj is a live object; the name is a valid C string.
         let p = unsafe { sys::bpf_object__find_map_by_name(self.obj.as_ptr(), c.as_ptr()) };
-        NonNull::new(p).ok_or_else(|| SysError::new("bpf_object__find_map_by_name", map, libc::ENOENT))
+        NonNull::new(p)
+            .ok_or_else(|| SysError::new("bpf_object__find_map_by_name", map, libc::ENOENT))
     }
 
     fn prog_ptr(&self, prog: &str) -> Result<NonNull<sys::bpf_program>, SysError> {
         let c = cname(prog);
         // SAFETY: obj is a live object; the name is a valid C string.
         let p = unsafe { sys::bpf_object__find_program_by_name(self.obj.as_ptr(), c.as_ptr()) };
-        NonNull::new(p).ok_or_else(|| SysError::new("bpf_object__find_program_by_name", prog, libc::ENOENT))
+        NonNull::new(p)
+            .ok_or_else(|| SysError::new("bpf_object__find_program_by_name", prog, libc::ENOENT))
     }
 
     /// Sets a map's max_entries before load.
@@ -119,7 +124,8 @@ impl BpfObject {
         let p = self.prog_ptr(prog)?;
         // SAFETY: p belongs to the live, loaded object.
         let link = unsafe { sys::bpf_program__attach(p.as_ptr()) };
-        let link = NonNull::new(link).ok_or_else(|| SysError::new("bpf_program__attach", prog, errno_now()))?;
+        let link = NonNull::new(link)
+            .ok_or_else(|| SysError::new("bpf_program__attach", prog, errno_now()))?;
         self.links.push(link);
         Ok(())
     }
@@ -175,6 +181,8 @@ pub fn kernel_release() -> String {
         if libc::uname(&mut u) != 0 {
             return "unknown".into();
         }
-        CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+        CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
     }
 }

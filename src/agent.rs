@@ -1,0 +1,774 @@
+//! The agent: one thread, one `mio::Poll` over the perf rings, the pidfds
+//! of tracked processes, a signalfd and a waker for the control API.
+//! Nothing busy-polls: the poll timeout only drives the metrics timer and
+//! the liveness sweep.
+
+use crate::abi::{Config, Sample};
+use crate::audit::{self, AuditReport};
+use crate::counters::{add, Snapshot, COUNTERS};
+use crate::error::{Error, Result};
+use crate::loader::{self, Loaded};
+use crate::metrics::{self, Gauges};
+use crate::process::{ProcessManager, SyncOutcome};
+use crate::sys::perf::{PerfRing, Record};
+use crate::sys::process::{self as sysproc, Gated};
+use crate::tables::DeleteStrategy;
+use crossbeam_channel::{Receiver, Sender};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SIGNALS: Token = Token(0);
+const WAKER: Token = Token(1);
+const RING_BASE: usize = 1 << 16;
+const SAMPLE_RING_BASE: usize = 1 << 20;
+const PIDFD_BASE: usize = 1 << 32;
+
+/// What the agent tracks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve sync requests arriving through pid_events.
+    Serve,
+    /// Every process: a /proc scan at start, then fork/exec events.
+    All,
+    /// Given processes and their children.
+    Pids(Vec<u32>),
+    /// Start a command, track it and its descendants until it exits.
+    Command(Vec<OsString>),
+}
+
+/// The sampler's settings (pidmap profile).
+#[derive(Clone, Debug)]
+pub struct Sampling {
+    pub freq: u64,
+    pub kernel: bool,
+    pub ring_pages: usize,
+    pub request_interval: Duration,
+}
+
+pub struct AgentConfig {
+    pub mode: Mode,
+    pub pin_dir: PathBuf,
+    pub keep_pins: bool,
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
+    pub max_entries: u32,
+    /// Data pages per report ring (a power of two).
+    pub ring_pages: usize,
+    pub delete_strategy: DeleteStrategy,
+    pub sweep_interval: Duration,
+    /// Take SIGINT/SIGTERM/SIGHUP through a signalfd (the caller blocked them).
+    pub signals: bool,
+    /// Stop after this long (profile --duration).
+    pub duration: Option<Duration>,
+    pub sampling: Option<Sampling>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            mode: Mode::Serve,
+            pin_dir: PathBuf::from(loader::DEFAULT_PIN_DIR),
+            keep_pins: false,
+            metrics_file: None,
+            metrics_interval: Duration::from_secs(5),
+            max_entries: crate::abi::TRIE_MAX_ENTRIES,
+            ring_pages: 8,
+            delete_strategy: DeleteStrategy::Resume,
+            sweep_interval: Duration::from_secs(10),
+            signals: false,
+            duration: None,
+            sampling: None,
+        }
+    }
+}
+
+/// The agent's state as the control API reports it.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub tracked: Vec<u32>,
+    pub keys: usize,
+    pub files: usize,
+    pub file_refs: usize,
+    pub counters: Snapshot,
+    pub pin_dir: PathBuf,
+}
+
+pub enum Command {
+    Sync(u32, Sender<SyncOutcome>),
+    Forget(u32, Sender<bool>),
+    Status(Sender<Status>),
+    Audit(Sender<Result<AuditReport>>),
+    /// Answered once the pid is tracked.
+    WhenTracked(u32, Sender<()>),
+    /// Answered once the pid is not tracked (its exit handled).
+    WhenGone(u32, Sender<()>),
+    Shutdown,
+}
+
+/// The control API: commands into the loop from any thread.
+#[derive(Clone)]
+pub struct AgentHandle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+}
+
+const REPLY: Duration = Duration::from_secs(30);
+
+impl AgentHandle {
+    fn send(&self, c: Command) -> bool {
+        self.tx.send(c).is_ok() && self.waker.wake().is_ok()
+    }
+
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command, timeout: Duration) -> Option<T> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if !self.send(make(tx)) {
+            return None;
+        }
+        rx.recv_timeout(timeout).ok()
+    }
+
+    pub fn sync(&self, pid: u32) -> Option<SyncOutcome> {
+        self.ask(|t| Command::Sync(pid, t), REPLY)
+    }
+
+    pub fn forget(&self, pid: u32) -> Option<bool> {
+        self.ask(|t| Command::Forget(pid, t), REPLY)
+    }
+
+    pub fn status(&self) -> Option<Status> {
+        self.ask(Command::Status, REPLY)
+    }
+
+    pub fn audit(&self) -> Option<Result<AuditReport>> {
+        self.ask(Command::Audit, REPLY)
+    }
+
+    /// Waits until `pid` is tracked; false on timeout.
+    pub fn when_tracked(&self, pid: u32, timeout: Duration) -> bool {
+        self.ask(|t| Command::WhenTracked(pid, t), timeout)
+            .is_some()
+    }
+
+    /// Waits until `pid` is no longer tracked; false on timeout.
+    pub fn when_gone(&self, pid: u32, timeout: Duration) -> bool {
+        self.ask(|t| Command::WhenGone(pid, t), timeout).is_some()
+    }
+
+    pub fn shutdown(&self) {
+        self.send(Command::Shutdown);
+    }
+}
+
+/// How the loop ended.
+#[derive(Debug, Default)]
+pub struct Ended {
+    /// The exit status of `-- CMD`.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// Receives every decoded sample, with the process model to resolve files.
+pub type SampleSink = Box<dyn FnMut(&Sample, &ProcessManager)>;
+
+pub struct Agent {
+    cfg: AgentConfig,
+    poll: Poll,
+    loaded: Loaded,
+    pm: ProcessManager,
+    rings: Vec<PerfRing>,
+    sample_rings: Vec<PerfRing>,
+    signals: Option<nix::sys::signalfd::SignalFd>,
+    rx: Receiver<Command>,
+    _waker: Arc<Waker>,
+    when_tracked: HashMap<u32, Vec<Sender<()>>>,
+    when_gone: HashMap<u32, Vec<Sender<()>>>,
+    child: Option<u32>,
+    ended: Option<Ended>,
+    sink: Option<SampleSink>,
+    resync_all: bool,
+}
+
+fn token_pid(t: Token) -> Option<u32> {
+    (t.0 >= PIDFD_BASE).then(|| (t.0 - PIDFD_BASE) as u32)
+}
+
+impl Agent {
+    /// Loads the BPF side, reconciles pins left by an earlier run and
+    /// prepares the loop. Nothing is served until [`Agent::run`].
+    pub fn new(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
+        raise_nofile();
+        let mut programs = vec!["pidmap_exec", "pidmap_fork"];
+        if cfg.sampling.is_some() {
+            programs.push("pidmap_sample");
+        }
+        let (loaded, mut tables) = loader::load(&cfg.pin_dir, cfg.max_entries, &programs)?;
+        tables.strategy = cfg.delete_strategy;
+        let poll = Poll::new().map_err(|e| Error::new(format!("epoll_create: {e}")))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER)
+                .map_err(|e| Error::new(format!("eventfd (mio waker): {e}")))?,
+        );
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut rings = Vec::new();
+        for cpu in crate::sys::perf::online_cpus()? {
+            let mut ring = PerfRing::open_bpf_output(cpu, cfg.ring_pages, 1)?;
+            loaded
+                .object
+                .map_fd("report_events")
+                .and_then(|fd| crate::sys::bpf::MapHandle::from_borrowed(fd))
+                .and_then(|m| {
+                    m.update(
+                        &cpu,
+                        &(ring.as_fd().as_raw_fd() as u32),
+                        crate::sys::bpf::BPF_ANY,
+                    )
+                })?;
+            poll.registry()
+                .register(
+                    &mut ring,
+                    Token(RING_BASE + cpu as usize),
+                    Interest::READABLE,
+                )
+                .map_err(|e| Error::new(format!("epoll_ctl(perf ring cpu {cpu}): {e}")))?;
+            rings.push(ring);
+        }
+        let signals = if cfg.signals {
+            let mut mask = nix::sys::signal::SigSet::empty();
+            for s in [
+                nix::sys::signal::SIGINT,
+                nix::sys::signal::SIGTERM,
+                nix::sys::signal::SIGHUP,
+            ] {
+                mask.add(s);
+            }
+            let sfd = nix::sys::signalfd::SignalFd::with_flags(
+                &mask,
+                nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
+                    | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+            )
+            .map_err(|e| Error::new(format!("signalfd: {e}")))?;
+            poll.registry()
+                .register(&mut SourceFd(&sfd.as_raw_fd()), SIGNALS, Interest::READABLE)
+                .map_err(|e| Error::new(format!("epoll_ctl(signalfd): {e}")))?;
+            Some(sfd)
+        } else {
+            None
+        };
+        let track_all =
+            cfg.mode == Mode::All || (cfg.sampling.is_some() && cfg.mode == Mode::Serve);
+        let interval = cfg
+            .sampling
+            .as_ref()
+            .map_or(Duration::from_millis(250), |s| s.request_interval);
+        loaded.set_config(&Config {
+            track_all: track_all as u32,
+            track_children: matches!(cfg.mode, Mode::Pids(_) | Mode::Command(_)) as u32,
+            kernel_stacks: cfg.sampling.as_ref().is_some_and(|s| s.kernel) as u32,
+            pad: 0,
+            request_interval_ns: interval.as_nanos() as u64,
+        })?;
+        let mut agent = Agent {
+            poll,
+            pm: ProcessManager::new(tables),
+            loaded,
+            rings,
+            sample_rings: Vec::new(),
+            signals,
+            rx,
+            _waker: waker.clone(),
+            when_tracked: HashMap::new(),
+            when_gone: HashMap::new(),
+            child: None,
+            ended: None,
+            sink: None,
+            resync_all: false,
+            cfg: AgentConfig {
+                mode: std::mem::replace(&mut cfg.mode, Mode::Serve),
+                ..cfg
+            },
+        };
+        agent.reconcile()?;
+        Ok((agent, AgentHandle { tx, waker }))
+    }
+
+    /// Installs the receiver of samples (before [`Agent::run`]).
+    pub fn set_sample_sink(&mut self, sink: SampleSink) {
+        self.sink = Some(sink);
+    }
+
+    pub fn process_manager(&self) -> &ProcessManager {
+        &self.pm
+    }
+
+    /// Entries left in the pins by an earlier run: dead or reused pids are
+    /// removed through the engine; live ones are deleted and synced afresh
+    /// (their old keys may describe mappings that changed since).
+    fn reconcile(&mut self) -> Result<()> {
+        if !self.loaded.reused {
+            return Ok(());
+        }
+        let tables = &self.pm.tables;
+        let mut report = audit::audit(&tables.trie.map, &tables.events, &|pid| {
+            crate::process::start_time(pid)
+        })?;
+        let live: BTreeSet<u32> = {
+            let leaked: BTreeSet<u32> = report.leaked.iter().map(|l| l.pid).collect();
+            let keys = tables.trie_keys()?;
+            keys.iter()
+                .map(|k| k.pid())
+                .filter(|p| !leaked.contains(p))
+                .collect()
+        };
+        audit::repair(&tables.trie, &mut report);
+        let live_keys: Vec<_> = tables
+            .trie_keys()?
+            .into_iter()
+            .filter(|k| live.contains(&k.pid()))
+            .collect();
+        let (markers, mut rest): (Vec<_>, Vec<_>) =
+            live_keys.into_iter().partition(|k| k.is_marker());
+        rest.extend(markers);
+        tables.delete(&rest);
+        log::info!(
+            "reconciled pins: {} leaked keys of {} dead or reused pids removed, {} live pids re-synced",
+            report.leaked_keys(),
+            report.leaked.len(),
+            live.len()
+        );
+        for pid in live {
+            self.sync(pid);
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, pid: u32) -> SyncOutcome {
+        let out = self.pm.sync(pid);
+        match &out {
+            SyncOutcome::Synced { new: true, .. } => {
+                if let Some(fd) = self.pm.pidfd(pid) {
+                    let raw = fd.as_raw_fd();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&raw),
+                        Token(PIDFD_BASE + pid as usize),
+                        Interest::READABLE,
+                    ) {
+                        log::warn!("epoll_ctl(pidfd of {pid}): {e}");
+                    }
+                }
+                for w in self.when_tracked.remove(&pid).unwrap_or_default() {
+                    let _ = w.send(());
+                }
+            }
+            SyncOutcome::Synced { .. } => {}
+            SyncOutcome::Gone | SyncOutcome::Failed(_) => self.notify_gone(pid),
+        }
+        out
+    }
+
+    fn exit(&mut self, pid: u32) {
+        if let Some(fd) = self.pm.pidfd(pid) {
+            let raw = fd.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        }
+        self.pm.process_exit(pid);
+        self.notify_gone(pid);
+    }
+
+    fn notify_gone(&mut self, pid: u32) {
+        if self.pm.is_tracked(pid) {
+            return;
+        }
+        for w in self.when_gone.remove(&pid).unwrap_or_default() {
+            let _ = w.send(());
+        }
+        if self.child == Some(pid) {
+            if let Some(code) = sysproc::try_wait(pid) {
+                self.child = None;
+                self.ended.get_or_insert_with(Ended::default).exit_code = Some(code);
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            tracked: self.pm.pids(),
+            keys: self.pm.key_count(),
+            files: self.pm.registry.len(),
+            file_refs: self.pm.registry.refs(),
+            counters: COUNTERS.snapshot(),
+            pin_dir: self.cfg.pin_dir.clone(),
+        }
+    }
+
+    fn write_metrics(&self) {
+        let Some(path) = &self.cfg.metrics_file else {
+            return;
+        };
+        let g = Gauges {
+            tracked_processes: self.pm.len() as u64,
+            trie_entries: self.pm.key_count() as u64,
+            files: self.pm.registry.len() as u64,
+        };
+        if let Err(e) = metrics::write_atomic(path, &metrics::render(&COUNTERS.snapshot(), &g)) {
+            log::warn!("writing metrics to {}: {e}", path.display());
+        }
+    }
+
+    /// Drains pid_events (clearing the wake-up latch first, so a request
+    /// arriving meanwhile wakes us again) and syncs what was asked.
+    fn drain_requests(&mut self) {
+        let _ = self
+            .loaded
+            .latch
+            .update(&0u32, &0u32, crate::sys::bpf::BPF_ANY);
+        let mut pids = BTreeSet::new();
+        let mut token = None;
+        loop {
+            let mut keys = [0u64; 1024];
+            let mut vals = [0u8; 1024];
+            match self
+                .pm
+                .tables
+                .events
+                .lookup_and_delete_batch(&mut token, &mut keys, &mut vals)
+            {
+                Ok((n, done)) => {
+                    add(&COUNTERS.requests_drained, n as u64);
+                    pids.extend(keys[..n].iter().map(|k| (k >> 32) as u32));
+                    if done || n == 0 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("{e}");
+                    break;
+                }
+            }
+        }
+        for pid in pids {
+            self.sync(pid);
+        }
+    }
+
+    fn scan_proc(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let pids: Vec<u32> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+            .collect();
+        for pid in pids {
+            self.sync(pid);
+        }
+    }
+
+    fn resync_everything(&mut self) {
+        self.drain_requests();
+        for pid in self.pm.pids() {
+            self.sync(pid);
+        }
+        if self.cfg.mode == Mode::All {
+            self.scan_proc();
+        }
+    }
+
+    fn handle_command(&mut self, c: Command) {
+        match c {
+            Command::Sync(pid, tx) => {
+                let _ = tx.send(self.sync(pid));
+            }
+            Command::Forget(pid, tx) => {
+                let was = self.pm.is_tracked(pid);
+                self.exit(pid);
+                let _ = tx.send(was);
+            }
+            Command::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+            Command::Audit(tx) => {
+                let t = &self.pm.tables;
+                let _ = tx.send(audit::audit(&t.trie.map, &t.events, &|p| {
+                    crate::process::start_time(p)
+                }));
+            }
+            Command::WhenTracked(pid, tx) => {
+                if self.pm.is_tracked(pid) {
+                    let _ = tx.send(());
+                } else {
+                    self.when_tracked.entry(pid).or_default().push(tx);
+                }
+            }
+            Command::WhenGone(pid, tx) => {
+                if !self.pm.is_tracked(pid) {
+                    let _ = tx.send(());
+                } else {
+                    self.when_gone.entry(pid).or_default().push(tx);
+                }
+            }
+            Command::Shutdown => {
+                self.ended.get_or_insert_with(Ended::default);
+            }
+        }
+    }
+
+    fn read_rings(&mut self, cpu_index: usize) {
+        let mut lost = 0u64;
+        if let Some(ring) = self
+            .rings
+            .iter_mut()
+            .find(|r| r.cpu() as usize == cpu_index)
+        {
+            ring.read(|rec| {
+                if let Record::Lost(n) = rec {
+                    lost += n;
+                }
+            });
+        }
+        if lost > 0 {
+            add(&COUNTERS.lost_records, lost);
+            log::info!("{lost} perf records lost: re-syncing everything");
+            self.resync_all = true;
+        }
+    }
+
+    fn read_samples(&mut self, cpu_index: usize) {
+        let Some(pos) = self
+            .sample_rings
+            .iter()
+            .position(|r| r.cpu() as usize == cpu_index)
+        else {
+            return;
+        };
+        let mut ring = self.sample_rings.swap_remove(pos);
+        let mut lost = 0;
+        let mut samples = Vec::new();
+        ring.read(|rec| match rec {
+            Record::Sample(raw) => match Sample::parse(raw) {
+                Some(s) => samples.push(s),
+                None => add(&COUNTERS.samples_malformed, 1),
+            },
+            Record::Lost(n) => lost += n,
+            Record::Other(_) => {}
+        });
+        self.sample_rings.push(ring);
+        add(&COUNTERS.samples_read, samples.len() as u64);
+        add(&COUNTERS.samples_lost, lost);
+        if let Some(sink) = self.sink.as_mut() {
+            for s in &samples {
+                sink(s, &self.pm);
+            }
+        }
+    }
+
+    /// Opens the sampler's rings and perf events (profile mode).
+    fn start_sampling(&mut self) -> Result<()> {
+        let Some(s) = self.cfg.sampling.clone() else {
+            return Ok(());
+        };
+        let events =
+            crate::sys::bpf::MapHandle::from_borrowed(self.loaded.object.map_fd("sample_events")?)?;
+        for cpu in crate::sys::perf::online_cpus()? {
+            let mut ring = PerfRing::open_bpf_output(cpu, s.ring_pages, 16)?;
+            events.update(
+                &cpu,
+                &(ring.as_fd().as_raw_fd() as u32),
+                crate::sys::bpf::BPF_ANY,
+            )?;
+            self.poll
+                .registry()
+                .register(
+                    &mut ring,
+                    Token(SAMPLE_RING_BASE + cpu as usize),
+                    Interest::READABLE,
+                )
+                .map_err(|e| Error::new(format!("epoll_ctl(sample ring cpu {cpu}): {e}")))?;
+            self.sample_rings.push(ring);
+            let fd = crate::sys::perf::open_cpu_clock(cpu, s.freq)?;
+            self.loaded.object.attach_perf_event("pidmap_sample", fd)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the loop until shutdown, a signal, the command's exit or the
+    /// duration. Removes the pins unless `keep_pins`.
+    pub fn run(mut self) -> Result<Ended> {
+        let started = Instant::now();
+        match self.cfg.mode.clone() {
+            Mode::Serve => {}
+            Mode::All => self.scan_proc(),
+            Mode::Pids(pids) => {
+                for pid in pids {
+                    if let SyncOutcome::Gone | SyncOutcome::Failed(_) = self.sync(pid) {
+                        return Err(Error::new(format!(
+                            "--pid {pid}: no such process (or not readable)"
+                        )));
+                    }
+                }
+            }
+            Mode::Command(argv) => {
+                let gated: Gated = sysproc::spawn_gated(&argv)?;
+                self.child = Some(gated.pid);
+                self.sync(gated.pid);
+                gated.release().map_err(|e| {
+                    Error::from(e).context("starting the command (is it in PATH and executable?)")
+                })?;
+            }
+        }
+        self.start_sampling()?;
+        self.drain_requests();
+        self.write_metrics();
+        log::info!(
+            "serving: {} processes tracked, {} keys, pins in {}",
+            self.pm.len(),
+            self.pm.key_count(),
+            self.cfg.pin_dir.display()
+        );
+        let mut events = Events::with_capacity(256);
+        let mut next_metrics = Instant::now() + self.cfg.metrics_interval;
+        let mut next_sweep = Instant::now() + self.cfg.sweep_interval;
+        while self.ended.is_none() {
+            let now = Instant::now();
+            let mut deadline = next_metrics;
+            if !self.pm.without_pidfd().is_empty() || self.child.is_some() {
+                deadline = deadline.min(next_sweep);
+            }
+            if let Some(d) = self.cfg.duration {
+                deadline = deadline.min(started + d);
+            }
+            let timeout = deadline.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::new(format!("epoll_wait: {e}")));
+            }
+            let mut requests = false;
+            let mut exited = Vec::new();
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => self.read_signals(),
+                    WAKER => {}
+                    t if t.0 >= PIDFD_BASE => exited.extend(token_pid(t)),
+                    t if t.0 >= SAMPLE_RING_BASE => self.read_samples(t.0 - SAMPLE_RING_BASE),
+                    t if t.0 >= RING_BASE => {
+                        self.read_rings(t.0 - RING_BASE);
+                        requests = true;
+                    }
+                    _ => {}
+                }
+            }
+            // samples first: they were taken while the exited processes
+            // were alive and resolve through the model
+            let cpus: Vec<usize> = self.sample_rings.iter().map(|r| r.cpu() as usize).collect();
+            if !exited.is_empty() {
+                for cpu in cpus {
+                    self.read_samples(cpu);
+                }
+            }
+            if self.resync_all {
+                self.resync_all = false;
+                self.resync_everything();
+            } else if requests {
+                self.drain_requests();
+            }
+            for pid in exited {
+                self.exit(pid);
+            }
+            while let Ok(c) = self.rx.try_recv() {
+                self.handle_command(c);
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = now + self.cfg.sweep_interval;
+                for pid in self.pm.sweep() {
+                    self.notify_gone(pid);
+                }
+                if let Some(c) = self.child {
+                    if !self.pm.is_tracked(c) {
+                        self.notify_gone(c);
+                    }
+                }
+            }
+            if now >= next_metrics {
+                next_metrics = now + self.cfg.metrics_interval;
+                self.write_metrics();
+            }
+            if self.cfg.duration.is_some_and(|d| now >= started + d) {
+                self.ended.get_or_insert_with(Ended::default);
+            }
+        }
+        self.finish()
+    }
+
+    fn read_signals(&mut self) {
+        let Some(sfd) = self.signals.as_mut() else {
+            return;
+        };
+        while let Ok(Some(info)) = sfd.read_signal() {
+            let sig = info.ssi_signo as i32;
+            if sig == libc::SIGHUP {
+                log::info!("SIGHUP: re-syncing everything");
+                self.resync_all = true;
+            } else {
+                log::info!("signal {sig}: shutting down");
+                self.ended.get_or_insert_with(Ended::default).signal = Some(sig);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Result<Ended> {
+        let cpus: Vec<usize> = self.sample_rings.iter().map(|r| r.cpu() as usize).collect();
+        for cpu in cpus {
+            self.read_samples(cpu);
+        }
+        self.loaded.object.detach_all();
+        if !self.cfg.keep_pins {
+            self.pm.forget_all();
+            loader::remove_pins(&self.cfg.pin_dir);
+        }
+        self.write_metrics();
+        Ok(self.ended.take().unwrap_or_default())
+    }
+}
+
+/// Raises RLIMIT_NOFILE to its hard limit: one pidfd per tracked process.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// Runs an agent on its own thread (tests and embedders); the handle
+/// drives it. The agent itself stays single-threaded.
+pub fn spawn(cfg: AgentConfig) -> Result<(AgentHandle, std::thread::JoinHandle<Result<Ended>>)> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let join = std::thread::Builder::new()
+        .name("pidmap-agent".into())
+        .spawn(move || match Agent::new(cfg) {
+            Ok((agent, handle)) => {
+                let _ = tx.send(Ok(handle));
+                agent.run()
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = tx.send(Err(e));
+                Err(Error::new(msg))
+            }
+        })
+        .map_err(|e| Error::new(format!("spawning the agent thread: {e}")))?;
+    match rx.recv() {
+        Ok(Ok(h)) => Ok((h, join)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::new("the agent thread ended before starting")),
+    }
+}

@@ -1,0 +1,568 @@
+//! The command line: a small hand-written parser (no dependency) and the
+//! help texts, which must stay true.
+
+use crate::agent::Mode;
+use crate::tables::DeleteStrategy;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+pub const HELP: &str = "\
+pidmap: keeps the kernel's pid+address -> file table exact, and profiles CPUs through it
+
+Usage: pidmap <COMMAND> [OPTIONS]
+
+Commands:
+  run       the agent: track processes and keep pid_page_to_mapping_info exact
+  profile   sample CPUs and attribute every frame to a file and function
+  audit     check the pinned maps for leaked entries (and --repair them)
+  bench     benchmarks: delete, insert, churn
+  help      this text, or `pidmap help COMMAND`
+
+Options:
+  -h, --help     print help (also after a command)
+  -V, --version  print the version
+
+Needs root (or CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE) and Linux >= 5.5 with BTF.
+Logging: RUST_LOG=debug|info|warn (default info).
+";
+
+pub const RUN_HELP: &str = "\
+pidmap run: the agent
+
+Usage: pidmap run [--all | --pid PID... | -- CMD ARGS...] [OPTIONS]
+
+Modes (default: serve sync requests that BPF programs write to pid_events):
+  --all              track every process (a /proc scan, then fork/exec events)
+  --pid PID          track PID and its children (repeatable)
+  -- CMD ARGS...     start CMD, track it and its descendants, and exit with
+                     its exit status when it ends
+
+Options:
+  --pin-dir DIR          where the maps are pinned [default: /sys/fs/bpf/pidmap]
+  --keep-pins            keep the pinned maps at exit (default: remove them)
+  --metrics-file FILE    write Prometheus metrics there every 5 s and at exit
+  --max-entries N        trie capacity [default: 1048576]
+  --ring-pages N         data pages per perf ring, a power of two [default: 8]
+  --delete-strategy S    resume (this engine) or reissue-all (the upstream
+                         profiler's way, for comparison) [default: resume]
+
+SIGINT/SIGTERM stop cleanly; SIGHUP re-syncs every tracked process.
+";
+
+pub const AUDIT_HELP: &str = "\
+pidmap audit: check the pinned maps for leaked entries
+
+Usage: pidmap audit [--pin-dir DIR] [--repair] [--json]
+
+Walks pid_page_to_mapping_info and pid_events, groups keys by pid and reports
+pids whose process is gone or reused (marker start time differs) and keys
+without a marker.
+
+Options:
+  --pin-dir DIR   [default: /sys/fs/bpf/pidmap]
+  --repair        delete the leaked entries and report what was done
+  --json          one JSON object instead of text
+
+Exit status: 0 clean (or repaired), 1 leaked entries found, 2 error.
+";
+
+pub const BENCH_HELP: &str = "\
+pidmap bench: benchmarks (each strategy side by side in one run)
+
+Usage:
+  pidmap bench delete [--map lpm|hash] [--keys N] [--missing-pct P]
+                      [--pattern random|front|middle|back] [--reps R]
+                      [--chunk N] [--json]
+  pidmap bench insert [--map lpm|hash] [--keys N] [--reps R] [--json]
+  pidmap bench churn  [--procs N] [--rate R] [--missing-pct P] [--threads-pct T]
+                      [--json]
+
+delete: fills a fresh map with N keys [default 100000] and deletes a list in
+  which P percent [default 1] are absent, with the strategies resume,
+  resume-single, reissue-all, single and batch-once; prints median ns per
+  key, syscalls, and entries left in the map (read back from the kernel).
+insert: batch insert versus one update per key.
+churn: spawns N [default 2000] short-lived processes at R per second
+  [default 500] under the agent, deleting P percent of their keys behind its
+  back, for --delete-strategy resume and reissue-all; prints exit-to-cleanup
+  latency, entries left, agent CPU per process and peak RSS.
+";
+
+pub const PROFILE_HELP: &str = "\
+pidmap profile: sample CPUs, attribute every frame through the trie
+
+Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS]
+
+Targets (default: the whole system for --duration seconds [default 10]):
+  --duration SECS   profile for this long (also a limit with --pid)
+  --pid PID         profile PID and its descendants (repeatable)
+  -- CMD ARGS...    start CMD, profile it and every descendant until it
+                    exits, then exit with its status
+
+Options:
+  -F, --freq HZ     samples per second per CPU, 1..9999 [default: 99]
+  --kernel          also record kernel stacks
+  -o FILE           write the folded stacks there [default: stdout]
+  --top N           rows of the top-functions table on stderr [default: 15]
+  --pin-dir DIR     [default: /sys/fs/bpf/pidmap-profile]
+  --keep-pins       keep the pinned maps at exit (for pidmap audit)
+  --ring-pages N    data pages per sample ring [default: 64]
+
+Output: folded stacks, `comm;outer;...;leaf count`, one stack a line (for
+flamegraph.pl, inferno, speedscope). SIGINT ends early and still writes.
+";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunArgs {
+    pub mode: Mode,
+    pub pin_dir: PathBuf,
+    pub keep_pins: bool,
+    pub metrics_file: Option<PathBuf>,
+    pub max_entries: u32,
+    pub ring_pages: usize,
+    pub delete_strategy: DeleteStrategy,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileArgs {
+    pub mode: Mode,
+    pub duration: Option<f64>,
+    pub freq: u64,
+    pub kernel: bool,
+    pub output: Option<PathBuf>,
+    pub top: usize,
+    pub pin_dir: PathBuf,
+    pub keep_pins: bool,
+    pub ring_pages: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchArgs {
+    pub kind: String,
+    pub map: String,
+    pub keys: usize,
+    pub missing_pct: f64,
+    pub pattern: String,
+    pub reps: usize,
+    pub chunk: usize,
+    pub procs: usize,
+    pub rate: f64,
+    pub threads_pct: f64,
+    pub json: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cmd {
+    Help(&'static str),
+    Version,
+    Run(RunArgs),
+    Profile(ProfileArgs),
+    Audit {
+        pin_dir: PathBuf,
+        repair: bool,
+        json: bool,
+    },
+    Bench(BenchArgs),
+}
+
+/// A usage error: the message, and the help text to point at.
+#[derive(Debug, PartialEq)]
+pub struct Usage {
+    pub msg: String,
+    pub command: &'static str,
+}
+
+struct Args {
+    items: Vec<OsString>,
+    pos: usize,
+    command: &'static str,
+}
+
+impl Args {
+    fn err<T>(&self, msg: String) -> Result<T, Usage> {
+        Err(Usage {
+            msg,
+            command: self.command,
+        })
+    }
+
+    fn next(&mut self) -> Option<String> {
+        let a = self.items.get(self.pos)?;
+        self.pos += 1;
+        Some(a.to_string_lossy().into_owned())
+    }
+
+    fn rest(&mut self) -> Vec<OsString> {
+        let r = self.items[self.pos..].to_vec();
+        self.pos = self.items.len();
+        r
+    }
+
+    fn value<T: std::str::FromStr>(&mut self, flag: &str) -> Result<T, Usage> {
+        let Some(v) = self.next() else {
+            return self.err(format!("{flag} needs a value"));
+        };
+        match v.parse() {
+            Ok(x) => Ok(x),
+            Err(_) => self.err(format!("{flag}: invalid value {v:?}")),
+        }
+    }
+}
+
+pub fn parse(argv: Vec<OsString>) -> Result<Cmd, Usage> {
+    let mut a = Args {
+        items: argv,
+        pos: 1,
+        command: "",
+    };
+    let Some(cmd) = a.next() else {
+        return Ok(Cmd::Help(HELP));
+    };
+    match cmd.as_str() {
+        "-h" | "--help" => Ok(Cmd::Help(HELP)),
+        "-V" | "--version" => Ok(Cmd::Version),
+        "help" => Ok(Cmd::Help(match a.next().as_deref() {
+            Some("run") => RUN_HELP,
+            Some("audit") => AUDIT_HELP,
+            Some("bench") => BENCH_HELP,
+            Some("profile") => PROFILE_HELP,
+            _ => HELP,
+        })),
+        "run" => {
+            a.command = "run";
+            parse_run(&mut a)
+        }
+        "audit" => {
+            a.command = "audit";
+            parse_audit(&mut a)
+        }
+        "bench" => {
+            a.command = "bench";
+            parse_bench(&mut a)
+        }
+        "profile" => {
+            a.command = "profile";
+            parse_profile(&mut a)
+        }
+        other => a.err(format!("unknown command {other:?}")),
+    }
+}
+
+fn set_mode(a: &Args, mode: &mut Mode, new: Mode) -> Result<(), Usage> {
+    match (&*mode, new) {
+        (Mode::Serve, n) => *mode = n,
+        (Mode::Pids(p), Mode::Pids(q)) => *mode = Mode::Pids([p.clone(), q].concat()),
+        _ => return a.err("choose one of --all, --pid and -- CMD".into()),
+    }
+    Ok(())
+}
+
+fn parse_run(a: &mut Args) -> Result<Cmd, Usage> {
+    let mut r = RunArgs {
+        mode: Mode::Serve,
+        pin_dir: PathBuf::from(crate::loader::DEFAULT_PIN_DIR),
+        keep_pins: false,
+        metrics_file: None,
+        max_entries: crate::abi::TRIE_MAX_ENTRIES,
+        ring_pages: 8,
+        delete_strategy: DeleteStrategy::Resume,
+    };
+    while let Some(f) = a.next() {
+        match f.as_str() {
+            "-h" | "--help" => return Ok(Cmd::Help(RUN_HELP)),
+            "--all" => set_mode(a, &mut r.mode, Mode::All)?,
+            "--pid" => {
+                let p: u32 = a.value("--pid")?;
+                if p == 0 {
+                    return a.err("--pid: 0 is not a process".into());
+                }
+                set_mode(a, &mut r.mode, Mode::Pids(vec![p]))?
+            }
+            "--" => {
+                let cmd = a.rest();
+                if cmd.is_empty() {
+                    return a.err("-- needs a command".into());
+                }
+                set_mode(a, &mut r.mode, Mode::Command(cmd))?
+            }
+            "--pin-dir" => r.pin_dir = a.value("--pin-dir")?,
+            "--keep-pins" => r.keep_pins = true,
+            "--metrics-file" => r.metrics_file = Some(a.value("--metrics-file")?),
+            "--max-entries" => {
+                r.max_entries = a.value("--max-entries")?;
+                if r.max_entries == 0 {
+                    return a.err("--max-entries must be at least 1".into());
+                }
+            }
+            "--ring-pages" => r.ring_pages = ring_pages(a)?,
+            "--delete-strategy" => {
+                r.delete_strategy = match a.next().as_deref() {
+                    Some("resume") => DeleteStrategy::Resume,
+                    Some("reissue-all") => DeleteStrategy::ReissueAll,
+                    _ => return a.err("--delete-strategy: resume or reissue-all".into()),
+                }
+            }
+            other => return a.err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(Cmd::Run(r))
+}
+
+fn ring_pages(a: &mut Args) -> Result<usize, Usage> {
+    let n: usize = a.value("--ring-pages")?;
+    if !n.is_power_of_two() || n > 4096 {
+        return a.err(format!(
+            "--ring-pages: {n} is not a power of two up to 4096"
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_audit(a: &mut Args) -> Result<Cmd, Usage> {
+    let mut pin_dir = PathBuf::from(crate::loader::DEFAULT_PIN_DIR);
+    let (mut repair, mut json) = (false, false);
+    while let Some(f) = a.next() {
+        match f.as_str() {
+            "-h" | "--help" => return Ok(Cmd::Help(AUDIT_HELP)),
+            "--pin-dir" => pin_dir = a.value("--pin-dir")?,
+            "--repair" => repair = true,
+            "--json" => json = true,
+            other => return a.err(format!("unknown option {other:?}")),
+        }
+    }
+    Ok(Cmd::Audit {
+        pin_dir,
+        repair,
+        json,
+    })
+}
+
+fn parse_bench(a: &mut Args) -> Result<Cmd, Usage> {
+    let kind = match a.next() {
+        Some(k) if k == "-h" || k == "--help" => return Ok(Cmd::Help(BENCH_HELP)),
+        Some(k) if ["delete", "insert", "churn"].contains(&k.as_str()) => k,
+        Some(k) => return a.err(format!("unknown benchmark {k:?}: delete, insert or churn")),
+        None => return a.err("which benchmark? delete, insert or churn".into()),
+    };
+    let mut b = BenchArgs {
+        kind,
+        map: "lpm".into(),
+        keys: 100_000,
+        missing_pct: 1.0,
+        pattern: "random".into(),
+        reps: 5,
+        chunk: crate::engine::EngineOptions::default().chunk,
+        procs: 2000,
+        rate: 500.0,
+        threads_pct: 10.0,
+        json: false,
+    };
+    while let Some(f) = a.next() {
+        match f.as_str() {
+            "-h" | "--help" => return Ok(Cmd::Help(BENCH_HELP)),
+            "--map" => {
+                b.map = a.value("--map")?;
+                if b.map != "lpm" && b.map != "hash" {
+                    return a.err("--map: lpm or hash".into());
+                }
+            }
+            "--keys" => b.keys = a.value("--keys")?,
+            "--missing-pct" => {
+                b.missing_pct = a.value("--missing-pct")?;
+                if !(0.0..=100.0).contains(&b.missing_pct) {
+                    return a.err("--missing-pct: between 0 and 100".into());
+                }
+            }
+            "--pattern" => {
+                b.pattern = a.value("--pattern")?;
+                if !["random", "front", "middle", "back"].contains(&b.pattern.as_str()) {
+                    return a.err("--pattern: random, front, middle or back".into());
+                }
+            }
+            "--reps" => b.reps = a.value::<usize>("--reps")?.max(1),
+            "--chunk" => b.chunk = a.value::<usize>("--chunk")?.max(1),
+            "--procs" => b.procs = a.value("--procs")?,
+            "--rate" => {
+                b.rate = a.value("--rate")?;
+                if b.rate <= 0.0 {
+                    return a.err("--rate must be positive".into());
+                }
+            }
+            "--threads-pct" => b.threads_pct = a.value("--threads-pct")?,
+            "--json" => b.json = true,
+            other => return a.err(format!("unknown option {other:?}")),
+        }
+    }
+    if b.keys == 0 {
+        return a.err("--keys must be at least 1".into());
+    }
+    Ok(Cmd::Bench(b))
+}
+
+fn parse_profile(a: &mut Args) -> Result<Cmd, Usage> {
+    let mut p = ProfileArgs {
+        mode: Mode::Serve,
+        duration: None,
+        freq: 99,
+        kernel: false,
+        output: None,
+        top: 15,
+        pin_dir: PathBuf::from("/sys/fs/bpf/pidmap-profile"),
+        keep_pins: false,
+        ring_pages: 64,
+    };
+    while let Some(f) = a.next() {
+        match f.as_str() {
+            "-h" | "--help" => return Ok(Cmd::Help(PROFILE_HELP)),
+            "--duration" => {
+                let d: f64 = a.value("--duration")?;
+                if !(d > 0.0 && d < 1e7) {
+                    return a.err("--duration: seconds, more than 0".into());
+                }
+                p.duration = Some(d);
+            }
+            "--pid" => {
+                let pid: u32 = a.value("--pid")?;
+                set_mode(a, &mut p.mode, Mode::Pids(vec![pid]))?
+            }
+            "--" => {
+                let cmd = a.rest();
+                if cmd.is_empty() {
+                    return a.err("-- needs a command".into());
+                }
+                set_mode(a, &mut p.mode, Mode::Command(cmd))?
+            }
+            "-F" | "--freq" => {
+                p.freq = a.value("--freq")?;
+                if !(1..=9999).contains(&p.freq) {
+                    return a.err(format!("--freq: {} is not in 1..9999", p.freq));
+                }
+            }
+            "--kernel" => p.kernel = true,
+            "-o" | "--output" => p.output = Some(a.value("-o")?),
+            "--top" => p.top = a.value("--top")?,
+            "--pin-dir" => p.pin_dir = a.value("--pin-dir")?,
+            "--keep-pins" => p.keep_pins = true,
+            "--ring-pages" => p.ring_pages = ring_pages(a)?,
+            other => return a.err(format!("unknown option {other:?}")),
+        }
+    }
+    if p.mode == Mode::Serve && p.duration.is_none() {
+        p.duration = Some(10.0);
+    }
+    Ok(Cmd::Profile(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Cmd, Usage> {
+        parse(
+            std::iter::once("pidmap")
+                .chain(s.split_whitespace())
+                .map(OsString::from)
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn modes_and_options() {
+        let Cmd::Run(r) = p("run --pid 5 --pid 7 --pin-dir /sys/fs/bpf/x --keep-pins").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(r.mode, Mode::Pids(vec![5, 7]));
+        assert!(r.keep_pins);
+        let Cmd::Run(r) = p("run --max-entries 10 -- /bin/true --pid 3").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            r.mode,
+            Mode::Command(vec!["/bin/true".into(), "--pid".into(), "3".into()])
+        );
+        assert_eq!(r.max_entries, 10);
+        assert!(matches!(
+            p("run").unwrap(),
+            Cmd::Run(RunArgs {
+                mode: Mode::Serve,
+                ..
+            })
+        ));
+        assert_eq!(p("run --help").unwrap(), Cmd::Help(RUN_HELP));
+        assert_eq!(p("").unwrap(), Cmd::Help(HELP));
+        assert_eq!(p("--version").unwrap(), Cmd::Version);
+    }
+
+    #[test]
+    fn bad_input_is_a_usage_error_never_a_panic() {
+        for bad in [
+            "run --all --pid 3",
+            "run --pid",
+            "run --pid x",
+            "run --pid 0",
+            "run --",
+            "run --max-entries 0",
+            "run --ring-pages 3",
+            "run --delete-strategy fast",
+            "run --bogus",
+            "audit --bogus",
+            "bench",
+            "bench nope",
+            "bench delete --map array",
+            "bench delete --missing-pct 200",
+            "bench delete --pattern zigzag",
+            "bench delete --keys 0",
+            "bench churn --rate 0",
+            "profile --freq 0",
+            "profile --freq 10000",
+            "profile --duration -1",
+            "frobnicate",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let e = p("run --pid x").unwrap_err();
+        assert_eq!(e.command, "run");
+        assert!(e.msg.contains("--pid"));
+    }
+
+    #[test]
+    fn random_arguments_never_panic() {
+        let words = [
+            "run",
+            "audit",
+            "bench",
+            "profile",
+            "delete",
+            "churn",
+            "--pid",
+            "--all",
+            "--",
+            "-F",
+            "5",
+            "0",
+            "--keys",
+            "--map",
+            "lpm",
+            "x",
+            "--json",
+            "--repair",
+            "-o",
+            "--duration",
+            "1e400",
+            "NaN",
+            "-1",
+        ];
+        let mut x = 88172645463325252u64;
+        for _ in 0..20000 {
+            let mut v = vec![OsString::from("pidmap")];
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for i in 0..(x % 7) {
+                v.push(words[((x >> (i * 5)) % words.len() as u64) as usize].into());
+            }
+            let _ = parse(v);
+        }
+    }
+}
