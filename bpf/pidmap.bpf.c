@@ -128,8 +128,9 @@ static __always_inline int request_sync(void *ctx, __u32 tgid, __u32 tid)
 	if (bpf_map_update_elem(&pid_events, &key, &one, BPF_NOEXIST))
 		return 0; /* already pending, or the map is full */
 	__u32 *latch = bpf_map_lookup_elem(&report_latch, &zero);
+	struct pidmap_config *cfg = bpf_map_lookup_elem(&pidmap_config, &zero);
 	/* A plain read-then-set: a race only costs a spare wake-up. */
-	if (latch) {
+	if (latch && !(cfg && cfg->wake_every_request)) {
 		if (*latch)
 			return 1;
 		*latch = 1;

@@ -32,7 +32,7 @@ struct pidmap_config {
 	__u32 track_all;      /* request a sync of every new process */
 	__u32 track_children; /* request a sync of children of known processes */
 	__u32 kernel_stacks;  /* sampler: also record the kernel stack */
-	__u32 pad;
+	__u32 wake_every_request; /* tests: no latch, one wake-up per request */
 	__u64 request_interval_ns; /* sampler: min gap between requests per pid */
 };
 

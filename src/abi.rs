@@ -101,7 +101,8 @@ pub struct Config {
     pub track_all: u32,
     pub track_children: u32,
     pub kernel_stacks: u32,
-    pub pad: u32,
+    /// Tests: wake user space for every request (no latch).
+    pub wake_every_request: u32,
     pub request_interval_ns: u64,
 }
 

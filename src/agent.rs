@@ -67,6 +67,8 @@ pub struct AgentConfig {
     /// Stop after this long (profile --duration).
     pub duration: Option<Duration>,
     pub sampling: Option<Sampling>,
+    /// Tests: one perf record per request, so a tiny ring can lose some.
+    pub wake_every_request: bool,
 }
 
 impl Default for AgentConfig {
@@ -84,6 +86,7 @@ impl Default for AgentConfig {
             signals: false,
             duration: None,
             sampling: None,
+            wake_every_request: false,
         }
     }
 }
@@ -95,6 +98,8 @@ pub struct Status {
     pub keys: usize,
     pub files: usize,
     pub file_refs: usize,
+    /// Distinct files used by the mappings of tracked processes.
+    pub files_in_use: usize,
     pub counters: Snapshot,
     pub pin_dir: PathBuf,
 }
@@ -108,6 +113,9 @@ pub enum Command {
     WhenTracked(u32, Sender<()>),
     /// Answered once the pid is not tracked (its exit handled).
     WhenGone(u32, Sender<()>),
+    /// Blocks the loop until the sender side of the channel is dropped
+    /// or sends (tests: let events pile up).
+    Pause(Receiver<()>),
     Shutdown,
 }
 
@@ -158,6 +166,13 @@ impl AgentHandle {
     /// Waits until `pid` is no longer tracked; false on timeout.
     pub fn when_gone(&self, pid: u32, timeout: Duration) -> bool {
         self.ask(|t| Command::WhenGone(pid, t), timeout).is_some()
+    }
+
+    /// Blocks the loop until the returned sender is dropped.
+    pub fn pause(&self) -> Sender<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.send(Command::Pause(rx));
+        tx
     }
 
     pub fn shutdown(&self) {
@@ -270,7 +285,7 @@ impl Agent {
             track_all: track_all as u32,
             track_children: matches!(cfg.mode, Mode::Pids(_) | Mode::Command(_)) as u32,
             kernel_stacks: cfg.sampling.as_ref().is_some_and(|s| s.kernel) as u32,
-            pad: 0,
+            wake_every_request: cfg.wake_every_request as u32,
             request_interval_ns: interval.as_nanos() as u64,
         })?;
         let mut agent = Agent {
@@ -380,6 +395,13 @@ impl Agent {
         self.notify_gone(pid);
     }
 
+    /// Runs the exit path of every tracked process whose pidfd has fired.
+    fn reap_fired(&mut self) {
+        for pid in self.pm.fired() {
+            self.exit(pid);
+        }
+    }
+
     fn notify_gone(&mut self, pid: u32) {
         if self.pm.is_tracked(pid) {
             return;
@@ -401,6 +423,7 @@ impl Agent {
             keys: self.pm.key_count(),
             files: self.pm.registry.len(),
             file_refs: self.pm.registry.refs(),
+            files_in_use: self.pm.files_in_use(),
             counters: COUNTERS.snapshot(),
             pin_dir: self.cfg.pin_dir.clone(),
         }
@@ -493,10 +516,16 @@ impl Agent {
                 let _ = tx.send(self.status());
             }
             Command::Audit(tx) => {
-                let t = &self.pm.tables;
-                let _ = tx.send(audit::audit(&t.trie.map, &t.events, &|p| {
-                    crate::process::start_time(p)
-                }));
+                // exits already signalled but not yet handled are not leaks
+                self.reap_fired();
+                // a tracked process is alive until its pidfd says otherwise
+                let pm = &self.pm;
+                let alive = |p: u32| {
+                    pm.get(p)
+                        .map(|p| p.start_time)
+                        .or_else(|| crate::process::start_time(p))
+                };
+                let _ = tx.send(audit::audit(&pm.tables.trie.map, &pm.tables.events, &alive));
             }
             Command::WhenTracked(pid, tx) => {
                 if self.pm.is_tracked(pid) {
@@ -511,6 +540,9 @@ impl Agent {
                 } else {
                     self.when_gone.entry(pid).or_default().push(tx);
                 }
+            }
+            Command::Pause(rx) => {
+                let _ = rx.recv();
             }
             Command::Shutdown => {
                 self.ended.get_or_insert_with(Ended::default);

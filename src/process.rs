@@ -213,6 +213,25 @@ impl ProcessManager {
         self.procs.get(&pid)?.pidfd.as_ref().map(|f| f.as_fd())
     }
 
+    /// Tracked processes whose pidfd says they have exited.
+    pub fn fired(&self) -> Vec<u32> {
+        self.procs
+            .values()
+            .filter(|p| p.pidfd.as_ref().is_some_and(|fd| fired(fd.as_fd())))
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Distinct file_ids among the mappings of tracked processes.
+    pub fn files_in_use(&self) -> usize {
+        let ids: std::collections::HashSet<u64> = self
+            .procs
+            .values()
+            .flat_map(|p| p.mappings.values().map(|m| m.file_id))
+            .collect();
+        ids.len()
+    }
+
     /// Processes tracked without a pidfd (liveness sweep).
     pub fn without_pidfd(&self) -> Vec<u32> {
         self.procs
@@ -244,8 +263,9 @@ impl ProcessManager {
         // a tracked process whose pidfd fired is gone, whatever /proc says
         if let Some(p) = self.procs.get(&pid) {
             if p.pidfd.as_ref().is_some_and(|fd| fired(fd.as_fd())) {
+                // the tracked process is gone; the number may hold a new one
                 self.process_exit(pid);
-                return SyncOutcome::Gone;
+                return self.sync_inner(pid);
             }
         }
         let new = !self.procs.contains_key(&pid);

@@ -1,0 +1,120 @@
+//! Shared helpers of the kernel tests. Every kernel test runs against the
+//! real kernel as root; when bpf() is unusable it fails in CI (CI=true)
+//! and says so loudly elsewhere.
+#![allow(dead_code)]
+
+use pidmap::abi::PidPage;
+use pidmap::sys::bpf::MapHandle;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Checks that BPF maps can be created here. Panics in CI when not; else
+/// returns false after a loud message so the caller can skip.
+pub fn bpf_available() -> bool {
+    match MapHandle::create(pidmap::sys::bpf::MAP_TYPE_HASH, "probe", 8, 8, 1, 0) {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI: the bpf() syscall is unusable here ({e}); kernel tests must run as root on Linux >= 5.13");
+            }
+            eprintln!("SKIPPED: bpf() unusable ({e}); run as root to run the kernel tests");
+            false
+        }
+    }
+}
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh pin directory on /sys/fs/bpf, unique to this test.
+pub fn pin_dir(name: &str) -> PathBuf {
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = PathBuf::from(format!(
+        "/sys/fs/bpf/pidmap-test-{name}-{}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A scratch directory for built workloads.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pidmap-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Compiles a C source of tests/workloads with gcc.
+pub fn build_c(src: &str, out: &Path, extra: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/workloads")
+        .join(src);
+    let st = Command::new("gcc")
+        .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(out)
+        .arg(&src)
+        .args(extra)
+        .status()
+        .expect("gcc");
+    assert!(st.success(), "gcc {} failed", src.display());
+    out.to_path_buf()
+}
+
+/// Trie keys of one pid, read back from the kernel.
+pub fn keys_of(trie: &MapHandle, pid: u32) -> Vec<PidPage> {
+    let mut v: Vec<PidPage> = trie
+        .keys::<PidPage>(1 << 22)
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.pid() == pid)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The keys pidmap should hold for `pid`, recomputed independently from
+/// /proc/PID/maps: executable file-backed mappings and [vdso], plus the
+/// marker.
+pub fn expected_keys(pid: u32) -> Vec<PidPage> {
+    expected_keys_from(pid, &format!("/proc/{pid}/maps"))
+}
+
+/// As [`expected_keys`], from another maps file (a thread's).
+pub fn expected_keys_from(pid: u32, maps_path: &str) -> Vec<PidPage> {
+    let maps = std::fs::read_to_string(maps_path).unwrap();
+    let mut out = vec![PidPage::marker(pid)];
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (range, perms, inode) = (f[0], f[1], f[4]);
+        let path = f.get(5).copied().unwrap_or("");
+        let exec_file = perms.as_bytes()[2] == b'x' && inode != "0";
+        if !(exec_file || path == "[vdso]") {
+            continue;
+        }
+        let (s, e) = range.split_once('-').unwrap();
+        let (s, e) = (
+            u64::from_str_radix(s, 16).unwrap(),
+            u64::from_str_radix(e, 16).unwrap(),
+        );
+        // independent cover: greedy aligned blocks
+        let mut c = s as u128;
+        while c < e as u128 {
+            let mut size: u128 = if c == 0 {
+                1 << 63
+            } else {
+                1 << c.trailing_zeros()
+            };
+            while c + size > e as u128 {
+                size /= 2;
+            }
+            out.push(PidPage::new(pid, c as u64, 64 - size.trailing_zeros()));
+            c += size;
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn pidmap_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pidmap"))
+}
