@@ -1,0 +1,311 @@
+//! The binary end to end (root): audit and repair, SIGKILL and restart on
+//! the same pins, `run -- CMD`, metrics, help, the delete benchmark.
+
+mod common;
+
+use common::pidmap_bin;
+use pidmap::abi::{MappingInfo, PidPage};
+use pidmap::sys::bpf::{MapHandle, BPF_ANY};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// Starts `pidmap run ARGS` and waits for its "serving" line.
+fn agent(args: &[&str]) -> Child {
+    let mut c = Command::new(pidmap_bin())
+        .arg("run")
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(c.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "agent ended before serving"
+        );
+        if line.contains("serving:") {
+            break;
+        }
+    }
+    // keep draining stderr so the agent never blocks on a full pipe
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    c
+}
+
+fn signal(c: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child.
+    assert_eq!(unsafe { libc::kill(c.id() as i32, sig) }, 0);
+}
+
+fn audit(pins: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(pidmap_bin())
+        .args(["audit", "--pin-dir"])
+        .arg(pins)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn dead_pid() -> u32 {
+    let mut c = Command::new("/bin/true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+#[test]
+fn audit_finds_planted_entries_and_repair_removes_them() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("audit");
+    let pins_s = pins.to_str().unwrap();
+    let mut a = agent(&["--pin-dir", pins_s]);
+    assert_eq!(audit(&pins, &[]).0, 0);
+    let trie = MapHandle::from_pin(&pins.join(pidmap::abi::TRIE_NAME)).unwrap();
+    let pid = dead_pid();
+    trie.update(&PidPage::marker(pid), &MappingInfo::marker(12345), BPF_ANY)
+        .unwrap();
+    for i in 0..5u64 {
+        trie.update(
+            &PidPage::new(pid, 0x4000_0000 + i * 0x1000, 52),
+            &MappingInfo::new(9, 0).unwrap(),
+            BPF_ANY,
+        )
+        .unwrap();
+    }
+    let (code, text) = audit(&pins, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("pid {pid} 6 keys: process gone")),
+        "{text}"
+    );
+    let (code, json) = audit(&pins, &["--json"]);
+    assert_eq!(code, 1);
+    assert!(json.contains("\"leaked_keys\":6"), "{json}");
+    let (code, text) = audit(&pins, &["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("repaired: 6 deleted, 0 already absent, 0 failed"),
+        "{text}"
+    );
+    assert_eq!(audit(&pins, &[]).0, 0);
+    signal(&a, libc::SIGTERM);
+    assert_eq!(a.wait().unwrap().code(), Some(0));
+    assert!(!pins.exists(), "pins removed at a clean stop");
+    let (code, _) = audit(&pins, &[]);
+    assert_eq!(code, 2, "no pins is an error");
+}
+
+#[test]
+fn sigkill_then_restart_reconciles_the_pins() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("restart");
+    let pins_s = pins.to_str().unwrap();
+    let mut sleeps: Vec<Child> = (0..3)
+        .map(|_| Command::new("/bin/sleep").arg("1000").spawn().unwrap())
+        .collect();
+    let mut args = vec!["--pin-dir".to_string(), pins_s.to_string()];
+    for s in &sleeps {
+        args.push("--pid".into());
+        args.push(s.id().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let mut a = agent(&args);
+    signal(&a, libc::SIGKILL);
+    a.wait().unwrap();
+    // two of them die while no agent runs
+    let live = sleeps.pop().unwrap();
+    for mut s in sleeps {
+        s.kill().unwrap();
+        s.wait().unwrap();
+    }
+    let (code, text) = audit(&pins, &[]);
+    assert_eq!(code, 1, "the killed agent left the dead pids' keys: {text}");
+    let mut b = agent(&["--pin-dir", pins_s, "--keep-pins"]);
+    let (code, text) = audit(&pins, &[]);
+    assert_eq!(code, 0, "reconciled before serving: {text}");
+    signal(&b, libc::SIGTERM);
+    assert_eq!(b.wait().unwrap().code(), Some(0));
+    let (code, text) = audit(&pins, &[]);
+    assert_eq!(code, 0, "{text}");
+    let trie = MapHandle::from_pin(&pins.join(pidmap::abi::TRIE_NAME)).unwrap();
+    let keys = common::keys_of(&trie, live.id());
+    assert_eq!(
+        keys,
+        common::expected_keys(live.id()),
+        "the live process was re-synced"
+    );
+    let mut live = live;
+    live.kill().unwrap();
+    live.wait().unwrap();
+    pidmap::loader::remove_pins(&pins);
+}
+
+#[test]
+fn run_a_command_exits_with_its_status_and_writes_metrics() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("cmd");
+    let metrics = common::scratch("cmd").join("pidmap.prom");
+    let st = Command::new(pidmap_bin())
+        .args([
+            "run",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ])
+        .args(["--", "/bin/sh", "-c", "/bin/true; exit 7"])
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(7));
+    assert!(!pins.exists());
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(m.contains("pidmap_tracked_processes 0\n"), "{m}");
+    assert!(m.contains("# TYPE pidmap_exits_total counter"), "{m}");
+    let exits: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("pidmap_exits_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(exits >= 1);
+    let st = Command::new(pidmap_bin())
+        .args([
+            "run",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "--",
+            "/nonexistent/program",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(
+        err.contains("execvp on /nonexistent/program: No such file or directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn help_texts_name_every_option_the_parser_takes() {
+    let help = |args: &[&str]| {
+        let o = Command::new(pidmap_bin()).args(args).output().unwrap();
+        assert!(o.status.success());
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let top = help(&["--help"]);
+    for c in ["run", "profile", "audit", "bench"] {
+        assert!(top.contains(&format!("  {c} ")), "{c}");
+    }
+    let run = help(&["run", "--help"]);
+    for f in [
+        "--all",
+        "--pid",
+        "-- CMD",
+        "--pin-dir",
+        "--keep-pins",
+        "--metrics-file",
+        "--max-entries",
+        "--ring-pages",
+        "--delete-strategy",
+    ] {
+        assert!(run.contains(f), "run --help lacks {f}");
+    }
+    let audit = help(&["audit", "--help"]);
+    for f in ["--pin-dir", "--repair", "--json", "Exit status"] {
+        assert!(audit.contains(f), "audit --help lacks {f}");
+    }
+    let bench = help(&["bench", "--help"]);
+    for f in [
+        "--map",
+        "--keys",
+        "--missing-pct",
+        "--pattern",
+        "--reps",
+        "--chunk",
+        "--json",
+        "--procs",
+        "--rate",
+    ] {
+        assert!(bench.contains(f), "bench --help lacks {f}");
+    }
+    assert_eq!(
+        help(&["--version"]),
+        format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let bad = Command::new(pidmap_bin())
+        .args(["run", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        "pidmap: unknown option \"--bogus\"\nSee `pidmap run --help`.\n"
+    );
+}
+
+#[test]
+fn bench_delete_shows_the_leak_and_its_fix() {
+    if !common::bpf_available() {
+        return;
+    }
+    let out = Command::new(pidmap_bin())
+        .args([
+            "bench",
+            "delete",
+            "--keys",
+            "20000",
+            "--missing-pct",
+            "1",
+            "--reps",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 5);
+    let get = |s: &str| {
+        rows.iter()
+            .find(|r| r.contains(&format!("\"strategy\":\"{s}\"")))
+            .unwrap()
+            .to_string()
+    };
+    for r in &rows {
+        for k in [
+            "strategy",
+            "map",
+            "keys",
+            "missing_pct",
+            "pattern",
+            "ns_per_key",
+            "syscalls",
+            "left_in_map",
+        ] {
+            assert!(r.contains(&format!("\"{k}\":")), "{r} lacks {k}");
+        }
+        assert_eq!(r.matches("\":").count(), 8, "exactly the 8 keys: {r}");
+    }
+    for s in ["resume", "resume-single", "reissue-all", "single"] {
+        assert!(get(s).contains("\"left_in_map\":0}"), "{}", get(s));
+    }
+    assert!(
+        !get("batch-once").contains("\"left_in_map\":0}"),
+        "batch-once leaks"
+    );
+}
