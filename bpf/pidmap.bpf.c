@@ -59,11 +59,6 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } sample_events SEC(".maps");
 
-struct request_state {
-	__u64 last_ns;
-	__u64 gap_ns;
-};
-
 /* Per-process rate limit of the sampler's sync requests. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -196,8 +191,9 @@ static __always_inline __u32 sampler_request(void *ctx, __u32 tgid, __u32 tid, _
 		}
 		st->last_ns = now;
 		st->gap_ns = st->gap_ns * 2 > interval ? interval : st->gap_ns * 2;
+		st->count++;
 	} else {
-		struct request_state fresh = { .last_ns = now, .gap_ns = FIRST_REQUEST_GAP_NS };
+		struct request_state fresh = { .last_ns = now, .gap_ns = FIRST_REQUEST_GAP_NS, .count = 1 };
 		bpf_map_update_elem(&sample_requests, &tgid, &fresh, BPF_ANY);
 	}
 	stat_add(SAMPLER_STAT_REQUESTS, 1);

@@ -43,6 +43,13 @@ struct report_event {
 	__u32 tid;
 };
 
+/* Value of sample_requests: the sampler's per-process request rate limit. */
+struct request_state {
+	__u64 last_ns;
+	__u64 gap_ns;
+	__u64 count; /* requests sent for this process */
+};
+
 #define SAMPLE_UNKNOWN_PROCESS (1u << 0)
 #define SAMPLE_USER_STACK_ERROR (1u << 1)
 #define SAMPLE_KERNEL_STACK_ERROR (1u << 2)

@@ -199,6 +199,18 @@ impl Sample {
     }
 }
 
+/// Value of `sample_requests` (per-process request rate limit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestState {
+    pub last_ns: u64,
+    pub gap_ns: u64,
+    pub count: u64,
+}
+
+// SAFETY: repr(C), three u64.
+unsafe impl Plain for RequestState {}
+
 pub const SAMPLER_STAT_NAMES: [&str; 10] = [
     "samples",
     "out_of_scope",

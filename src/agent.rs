@@ -69,6 +69,8 @@ pub struct AgentConfig {
     pub sampling: Option<Sampling>,
     /// Tests: one perf record per request, so a tiny ring can lose some.
     pub wake_every_request: bool,
+    /// Print elapsed time and samples on stderr every second.
+    pub progress: bool,
 }
 
 impl Default for AgentConfig {
@@ -87,6 +89,7 @@ impl Default for AgentConfig {
             duration: None,
             sampling: None,
             wake_every_request: false,
+            progress: false,
         }
     }
 }
@@ -315,6 +318,19 @@ impl Agent {
     /// Installs the receiver of samples (before [`Agent::run`]).
     pub fn set_sample_sink(&mut self, sink: SampleSink) {
         self.sink = Some(sink);
+    }
+
+    /// A handle on one of the object's maps (inspection, tests).
+    pub fn map(&self, name: &str) -> Result<crate::sys::bpf::MapHandle> {
+        Ok(crate::sys::bpf::MapHandle::from_borrowed(
+            self.loaded.object.map_fd(name)?,
+        )?)
+    }
+
+    /// Attaches the sampler without running the loop (tests of the BPF
+    /// side alone); [`Agent::run`] does this itself.
+    pub fn start_sampler(&mut self) -> Result<()> {
+        self.start_sampling()
     }
 
     pub fn process_manager(&self) -> &ProcessManager {
@@ -665,9 +681,13 @@ impl Agent {
         let mut events = Events::with_capacity(256);
         let mut next_metrics = Instant::now() + self.cfg.metrics_interval;
         let mut next_sweep = Instant::now() + self.cfg.sweep_interval;
+        let mut next_progress = Instant::now() + Duration::from_secs(1);
         while self.ended.is_none() {
             let now = Instant::now();
             let mut deadline = next_metrics;
+            if self.cfg.progress {
+                deadline = deadline.min(next_progress);
+            }
             if !self.pm.without_pidfd().is_empty() || self.child.is_some() {
                 deadline = deadline.min(next_sweep);
             }
@@ -713,6 +733,13 @@ impl Agent {
             for pid in exited {
                 self.exit(pid);
             }
+            if self.cfg.sampling.is_some()
+                && matches!(self.cfg.mode, Mode::Pids(_))
+                && self.pm.is_empty()
+            {
+                // profile --pid: everything profiled has exited
+                self.ended.get_or_insert_with(Ended::default);
+            }
             while let Ok(c) = self.rx.try_recv() {
                 self.handle_command(c);
             }
@@ -731,6 +758,19 @@ impl Agent {
             if now >= next_metrics {
                 next_metrics = now + self.cfg.metrics_interval;
                 self.write_metrics();
+            }
+            if self.cfg.progress && now >= next_progress {
+                next_progress = now + Duration::from_secs(1);
+                let elapsed = started.elapsed().as_secs_f64();
+                let of = self
+                    .cfg
+                    .duration
+                    .map(|d| format!(" / {:.0} s", d.as_secs_f64()))
+                    .unwrap_or_default();
+                eprint!(
+                    "\rpidmap: {elapsed:.0} s{of}, {} samples ",
+                    COUNTERS.snapshot().samples_read
+                );
             }
             if self.cfg.duration.is_some_and(|d| now >= started + d) {
                 self.ended.get_or_insert_with(Ended::default);
@@ -756,6 +796,9 @@ impl Agent {
     }
 
     fn finish(mut self) -> Result<Ended> {
+        if self.cfg.progress {
+            eprintln!();
+        }
         let cpus: Vec<usize> = self.sample_rings.iter().map(|r| r.cpu() as usize).collect();
         for cpu in cpus {
             self.read_samples(cpu);

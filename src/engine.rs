@@ -385,7 +385,9 @@ pub fn insert_keys<K: Plain, V: Plain>(
     let chunk = opts.chunk.max(1);
     let mut i = 0;
     let mut tries = 0;
-    while i < n && !report.full() {
+    // once a key is refused as Full the map is full: stop (O(1) check)
+    let stopped = |r: &InsertReport| r.outcomes.last() == Some(&InsertOutcome::Full);
+    while i < n && !stopped(&report) {
         if !batch {
             insert_single(map, &keys[i], &values[i], flags, opts, &mut report);
             i += 1;
@@ -411,7 +413,7 @@ pub fn insert_keys<K: Plain, V: Plain>(
         if answer.count >= m || err.errno() == libc::EFAULT {
             // untrusted count: an update is idempotent, redo key by key
             for j in i..end {
-                if report.full() {
+                if stopped(&report) {
                     break;
                 }
                 insert_single(map, &keys[j], &values[j], flags, opts, &mut report);

@@ -3,11 +3,12 @@
 
 use pidmap::agent::{Agent, AgentConfig};
 use pidmap::cli::{self, Cmd};
-use pidmap::error::{Error, Result};
+use pidmap::error::Result;
 use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    pidmap::sys::process::default_sigpipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
@@ -40,18 +41,6 @@ fn print(text: &str) -> Result<()> {
     }
 }
 
-/// Blocks the signals the agent takes through its signalfd; done before
-/// any thread or child exists.
-fn block_signals() -> Result<()> {
-    use nix::sys::signal::{SigSet, SIGHUP, SIGINT, SIGTERM};
-    let mut set = SigSet::empty();
-    for s in [SIGINT, SIGTERM, SIGHUP] {
-        set.add(s);
-    }
-    set.thread_block()
-        .map_err(|e| Error::new(format!("pthread_sigmask: {e}")))
-}
-
 fn run(cmd: Cmd) -> Result<u8> {
     match cmd {
         Cmd::Help(text) => {
@@ -63,7 +52,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             Ok(0)
         }
         Cmd::Run(r) => {
-            block_signals()?;
+            pidmap::sys::process::block_agent_signals()?;
             let cfg = AgentConfig {
                 mode: r.mode,
                 pin_dir: r.pin_dir,

@@ -1,6 +1,126 @@
-//! `pidmap profile` (filled in below).
+//! `pidmap profile`: the agent's event loop with the sampler attached;
+//! samples are symbolized as they arrive (files opened at first sight,
+//! while their process lives) and aggregated into folded stacks.
+
+use crate::agent::{Agent, AgentConfig, Mode, Sampling};
 use crate::cli::ProfileArgs;
-use crate::error::Result;
-pub fn run(_p: ProfileArgs) -> Result<u8> {
-    Err(crate::error::Error::new("profile: not built yet"))
+use crate::counters::COUNTERS;
+use crate::error::{Error, Result};
+use crate::process::ProcessManager;
+use crate::profile::{FileOpener, Profile};
+use crate::registry::VDSO_FILE_ID;
+use crate::symbolize::KernelSymbols;
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Opens the files of the process model: by path when it still names the
+/// same (device, inode), else through /proc/PID/map_files while the process
+/// lives (deleted or replaced files).
+pub struct ModelFiles<'a>(pub &'a ProcessManager);
+
+impl FileOpener for ModelFiles<'_> {
+    fn name(&self, file_id: u64) -> Option<String> {
+        self.0.registry.get(file_id).map(|f| f.path.clone())
+    }
+
+    fn open(&self, file_id: u64, pid: u32) -> Option<File> {
+        if file_id == VDSO_FILE_ID {
+            return None;
+        }
+        let info = self.0.registry.get(file_id)?;
+        if let Ok(f) = File::open(&info.path) {
+            if f.metadata()
+                .is_ok_and(|m| m.dev() == info.dev && m.ino() == info.ino)
+            {
+                return Some(f);
+            }
+        }
+        let p = self.0.get(pid)?;
+        let m = p.mappings.values().find(|m| m.file_id == file_id)?;
+        File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).ok()
+    }
+}
+
+pub fn run(p: ProfileArgs) -> Result<u8> {
+    crate::sys::process::block_agent_signals()?;
+    let what = match &p.mode {
+        Mode::Command(argv) => format!(
+            "`{}`",
+            argv.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        Mode::Pids(pids) => format!("pids {pids:?}"),
+        _ => format!("the whole system for {} s", p.duration.unwrap_or(10.0)),
+    };
+    eprintln!("pidmap: profiling {what} at {} Hz", p.freq);
+    let mode = match p.mode {
+        Mode::Serve => Mode::All,
+        m => m,
+    };
+    let cfg = AgentConfig {
+        mode,
+        pin_dir: p.pin_dir.clone(),
+        keep_pins: p.keep_pins,
+        signals: true,
+        duration: p.duration.map(Duration::from_secs_f64),
+        progress: nix::unistd::isatty(2).unwrap_or(false),
+        sampling: Some(Sampling {
+            freq: p.freq,
+            kernel: p.kernel,
+            ring_pages: p.ring_pages,
+            request_interval: Duration::from_millis(250),
+        }),
+        ..Default::default()
+    };
+    let kernel = if p.kernel {
+        KernelSymbols::load()
+    } else {
+        None
+    };
+    let profile = Rc::new(RefCell::new(Profile::new(kernel)));
+    let (mut agent, _handle) = Agent::new(cfg)?;
+    let sink = profile.clone();
+    agent.set_sample_sink(Box::new(move |s, pm| {
+        sink.borrow_mut().add(s, &ModelFiles(pm))
+    }));
+    let ended = agent.run()?;
+    let profile = profile.borrow();
+    match &p.output {
+        Some(path) => {
+            let mut f = std::io::BufWriter::new(
+                File::create(path)
+                    .map_err(|e| Error::new(format!("creating {}: {e}", path.display())))?,
+            );
+            profile
+                .write_folded(&mut f)
+                .and_then(|_| f.flush())
+                .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            profile.write_folded(&mut out)?;
+            out.flush()?;
+        }
+    }
+    let c = COUNTERS.snapshot();
+    eprintln!(
+        "pidmap: {} samples ({} lost, {} malformed){}",
+        profile.samples(),
+        c.samples_lost,
+        c.samples_malformed,
+        p.output
+            .as_ref()
+            .map(|o| format!(", folded stacks in {}", o.display()))
+            .unwrap_or_default()
+    );
+    if p.top > 0 && profile.samples() > 0 {
+        eprint!("{}", profile.top_table(p.top));
+    }
+    Ok(ended.exit_code.map_or(0, |c| c.clamp(0, 255) as u8))
 }

@@ -109,3 +109,25 @@ pub fn try_wait(pid: u32) -> Option<i32> {
         None
     }
 }
+
+/// Restores the default SIGPIPE action, so writing to a closed pipe ends
+/// the process quietly like any command-line tool instead of an EPIPE
+/// error on every print.
+pub fn default_sigpipe() {
+    // SAFETY: installing the default disposition of one signal, before any
+    // thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads and
+/// children it creates, until they unblock them), so the agent can take
+/// them through its signalfd. Call before any thread exists.
+pub fn block_agent_signals() -> Result<(), SysError> {
+    use nix::sys::signal::{SigSet, SIGHUP, SIGINT, SIGTERM};
+    let mut set = SigSet::empty();
+    for s in [SIGINT, SIGTERM, SIGHUP] {
+        set.add(s);
+    }
+    set.thread_block()
+        .map_err(|e| SysError::new("pthread_sigmask", "SIGINT SIGTERM SIGHUP", e as i32))
+}

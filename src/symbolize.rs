@@ -1,0 +1,717 @@
+//! Symbolization of user-space ELF file offsets and kernel addresses.
+//!
+//! Nothing here panics on malformed input: bad ELF files or kallsyms text
+//! simply produce no (or fewer) symbols.
+
+use object::{
+    Object, ObjectSection, ObjectSegment, ObjectSymbol, ObjectSymbolTable, SectionIndex,
+    SymbolSection,
+};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
+/// Whole files are read into memory; refuse absurd sizes instead of aborting on OOM.
+const MAX_FILE_SIZE: u64 = 2 << 30;
+/// cpp_demangle recurses; very long names are not worth the stack risk.
+const MAX_CPP_NAME: usize = 4096;
+
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    offset: u64,
+    vaddr: u64,
+    filesz: u64,
+    #[allow(dead_code)] // kept for completeness of the segment description
+    memsz: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Sym {
+    start: u64,
+    size: u64,
+    name: u32,
+    len: u32,
+}
+
+/// Function symbols of one ELF file, addressed by file offset.
+///
+/// Size-0 symbols (common in hand-written assembly) are extended to the next
+/// symbol or the end of their section, whichever comes first.
+#[derive(Debug)]
+pub struct ElfSymbols {
+    name: String,
+    segments: Vec<Segment>,
+    syms: Vec<Sym>,
+    names: String,
+    /// Demangling every symbol up front is slow for big C++ libraries; only
+    /// the few symbols that samples hit are demangled, once.
+    demangled: Vec<OnceLock<Box<str>>>,
+    build_id: Option<Vec<u8>>,
+}
+
+/// What one parse of an ELF image yields; the image bytes can be dropped after.
+struct Parsed {
+    segments: Vec<Segment>,
+    syms: Vec<Sym>,
+    names: String,
+    has_symtab: bool,
+    build_id: Option<Vec<u8>>,
+    debuglink: Option<(String, u32)>,
+}
+
+impl ElfSymbols {
+    pub fn from_file(file: &File, display_name: &str) -> Option<ElfSymbols> {
+        Self::from_file_with_debug_root(file, display_name, Path::new(DEFAULT_DEBUG_ROOT))
+    }
+
+    /// `display_name` doubles as the path used for `.gnu_debuglink` lookups
+    /// (only when it is absolute); build-id lookups need no path.
+    pub fn from_file_with_debug_root(
+        file: &File,
+        display_name: &str,
+        root: &Path,
+    ) -> Option<ElfSymbols> {
+        let data = read_file(file)?;
+        let mut parsed = parse(&data)?;
+        drop(data);
+        if !parsed.has_symtab {
+            if let Some(dbg) = find_debug_file(&parsed, display_name, root) {
+                parsed.syms = dbg.syms;
+                parsed.names = dbg.names;
+            }
+        }
+        Some(Self::build(parsed, display_name))
+    }
+
+    /// Parses an in-memory image; never touches the file system.
+    pub fn from_bytes(data: &[u8], display_name: &str) -> Option<ElfSymbols> {
+        parse(data).map(|p| Self::build(p, display_name))
+    }
+
+    fn build(p: Parsed, display_name: &str) -> ElfSymbols {
+        let demangled = (0..p.syms.len()).map(|_| OnceLock::new()).collect();
+        ElfSymbols {
+            name: display_name.to_string(),
+            segments: p.segments,
+            syms: p.syms,
+            names: p.names,
+            demangled,
+            build_id: p.build_id,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn build_id(&self) -> Option<&[u8]> {
+        self.build_id.as_deref()
+    }
+
+    /// Maps a file offset inside an executable PT_LOAD segment to its link-time vaddr.
+    pub fn offset_to_vaddr(&self, file_offset: u64) -> Option<u64> {
+        self.segments.iter().find_map(|s| {
+            let delta = file_offset.checked_sub(s.offset)?;
+            if delta < s.filesz {
+                s.vaddr.checked_add(delta)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Demangled name of the function containing `file_offset`.
+    pub fn lookup(&self, file_offset: u64) -> Option<&str> {
+        let vaddr = self.offset_to_vaddr(file_offset)?;
+        let idx = self
+            .syms
+            .partition_point(|s| s.start <= vaddr)
+            .checked_sub(1)?;
+        let sym = self.syms[idx];
+        if vaddr >= sym.start.saturating_add(sym.size) {
+            return None;
+        }
+        let raw = self
+            .names
+            .get(sym.name as usize..(sym.name as usize).checked_add(sym.len as usize)?)?;
+        Some(
+            self.demangled
+                .get(idx)?
+                .get_or_init(|| demangle(raw).into_boxed_str()),
+        )
+    }
+
+    /// Number of function symbols kept (for diagnostics).
+    pub fn symbol_count(&self) -> usize {
+        self.syms.len()
+    }
+}
+
+fn read_file(file: &File) -> Option<Vec<u8>> {
+    let len = file.metadata().ok()?.len();
+    if len > MAX_FILE_SIZE {
+        log::debug!("not reading {len}-byte file for symbols");
+        return None;
+    }
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    // Positioned reads: the caller's file cursor may be anywhere.
+    file.read_exact_at(&mut buf, 0).ok()?;
+    Some(buf)
+}
+
+fn parse(data: &[u8]) -> Option<Parsed> {
+    let file = object::File::parse(data).ok()?;
+    let segments = file
+        .segments()
+        .filter_map(|seg| match seg.flags() {
+            object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0 => {
+                let (offset, filesz) = seg.file_range();
+                Some(Segment {
+                    offset,
+                    vaddr: seg.address(),
+                    filesz,
+                    memsz: seg.size(),
+                })
+            }
+            _ => None,
+        })
+        .collect();
+    let symtab = file.symbol_table();
+    let has_symtab = symtab.is_some();
+    let (syms, names) = match symtab.or_else(|| file.dynamic_symbol_table()) {
+        Some(table) => collect_symbols(&file, table.symbols()),
+        None => (Vec::new(), String::new()),
+    };
+    let build_id = file
+        .build_id()
+        .ok()
+        .flatten()
+        .filter(|id| !id.is_empty())
+        .map(<[u8]>::to_vec);
+    let debuglink = file
+        .gnu_debuglink()
+        .ok()
+        .flatten()
+        .and_then(|(n, crc)| Some((std::str::from_utf8(n).ok()?.to_string(), crc)));
+    Some(Parsed {
+        segments,
+        syms,
+        names,
+        has_symtab,
+        build_id,
+        debuglink,
+    })
+}
+
+fn collect_symbols<'d: 'f, 'f>(
+    file: &'f object::File<'d>,
+    symbols: impl Iterator<Item = object::Symbol<'d, 'f>>,
+) -> (Vec<Sym>, String) {
+    // (start, size, section end, rank, name offset, name len)
+    let mut raw: Vec<(u64, u64, u64, u8, u32, u32)> = Vec::new();
+    let mut names = String::new();
+    let thumb = file.architecture() == object::Architecture::Arm;
+    let mut section_ends: std::collections::HashMap<SectionIndex, u64> = Default::default();
+    for sym in symbols {
+        let (st_info, binding) = match sym.flags() {
+            object::SymbolFlags::Elf { st_info, .. } => (st_info, st_info >> 4),
+            _ => continue,
+        };
+        let st_type = st_info & 0xf;
+        let size = sym.size();
+        let wanted = matches!(st_type, object::elf::STT_FUNC | object::elf::STT_GNU_IFUNC)
+            || (st_type == object::elf::STT_NOTYPE && size > 0);
+        let SymbolSection::Section(sec) = sym.section() else {
+            continue;
+        };
+        let mut start = sym.address();
+        if thumb {
+            start &= !1; // bit 0 marks Thumb code, not an address bit
+        }
+        if !wanted || start == 0 {
+            continue;
+        }
+        let Ok(name) = sym.name_bytes() else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        let end = *section_ends.entry(sec).or_insert_with(|| {
+            file.section_by_index(sec)
+                .map(|s| s.address().saturating_add(s.size()))
+                .unwrap_or(0)
+        });
+        let name = String::from_utf8_lossy(name);
+        let (Ok(off), Ok(len)) = (u32::try_from(names.len()), u32::try_from(name.len())) else {
+            break;
+        };
+        if off.checked_add(len).is_none() {
+            break;
+        }
+        names.push_str(&name);
+        // Prefer sized, then global, then weak symbols among aliases.
+        let rank = u8::from(size == 0) * 4
+            + match binding {
+                object::elf::STB_GLOBAL => 0,
+                object::elf::STB_WEAK => 1,
+                _ => 2,
+            };
+        raw.push((start, size, end, rank, off, len));
+    }
+    raw.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.3.cmp(&b.3))
+            .then(b.1.cmp(&a.1))
+            .then(a.4.cmp(&b.4))
+    });
+    raw.dedup_by_key(|r| r.0);
+    let mut syms = Vec::with_capacity(raw.len());
+    for (i, &(start, size, end, _, name, len)) in raw.iter().enumerate() {
+        let size = if size > 0 {
+            size
+        } else {
+            let next = raw.get(i + 1).map_or(u64::MAX, |r| r.0);
+            end.min(next).saturating_sub(start)
+        };
+        if size > 0 {
+            syms.push(Sym {
+                start,
+                size,
+                name,
+                len,
+            });
+        }
+    }
+    (syms, names)
+}
+
+fn find_debug_file(main: &Parsed, display_name: &str, root: &Path) -> Option<Parsed> {
+    if let Some(id) = main.build_id.as_deref().filter(|id| id.len() >= 2) {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let path = root
+            .join(".build-id")
+            .join(&hex[..2])
+            .join(format!("{}.debug", &hex[2..]));
+        if let Some(p) = load_debug(&path, |_, p| p.build_id.as_deref() == Some(id)) {
+            return Some(p);
+        }
+    }
+    let (link, crc) = main.debuglink.as_ref()?;
+    if link.is_empty() || link.contains('/') {
+        return None;
+    }
+    let dir = Path::new(display_name)
+        .parent()
+        .filter(|d| d.is_absolute())?;
+    let candidates: [PathBuf; 3] = [
+        dir.join(link),
+        dir.join(".debug").join(link),
+        root.join(dir.strip_prefix("/").ok()?).join(link),
+    ];
+    candidates
+        .iter()
+        .find_map(|path| load_debug(path, |data, _| crc32(data) == *crc))
+}
+
+fn load_debug(path: &Path, accept: impl Fn(&[u8], &Parsed) -> bool) -> Option<Parsed> {
+    let data = read_file(&File::open(path).ok()?)?;
+    let parsed = parse(&data)?;
+    if parsed.has_symtab && accept(&data, &parsed) {
+        log::debug!("using debug symbols from {}", path.display());
+        Some(parsed)
+    } else {
+        None
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as used by `.gnu_debuglink`).
+pub fn crc32(data: &[u8]) -> u32 {
+    static TABLE: OnceLock<[u32; 256]> = OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    !data.iter().fold(!0u32, |c, &b| {
+        table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
+    })
+}
+
+/// Demangles Rust (legacy and v0, without hash) and C++ names; others pass through.
+pub fn demangle(name: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
+    }
+    if name.starts_with("_Z") && name.len() <= MAX_CPP_NAME {
+        // cpp_demangle is fuzzed, but a bug there must not take the agent down.
+        let res = std::panic::catch_unwind(|| {
+            cpp_demangle::Symbol::new(name)
+                .ok()?
+                .demangle(&Default::default())
+                .ok()
+        });
+        if let Ok(Some(s)) = res {
+            return s;
+        }
+    }
+    name.to_string()
+}
+
+/// Kernel text symbols from `/proc/kallsyms`.
+#[derive(Debug, Default)]
+pub struct KernelSymbols {
+    syms: Vec<(u64, u32, u32)>,
+    names: String,
+}
+
+impl KernelSymbols {
+    /// Keeps `t T w W` symbols with non-zero addresses; malformed lines are skipped.
+    pub fn parse(text: &str) -> KernelSymbols {
+        let mut ks = KernelSymbols::default();
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(addr), Some(ty), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            if addr == 0 || !matches!(ty, "t" | "T" | "w" | "W") {
+                continue;
+            }
+            let full = match parts.next() {
+                Some(m) if m.starts_with('[') && m.ends_with(']') => format!("{name} {m}"),
+                _ => name.to_string(),
+            };
+            let (Ok(off), Ok(len)) = (u32::try_from(ks.names.len()), u32::try_from(full.len()))
+            else {
+                break;
+            };
+            if off.checked_add(len).is_none() {
+                break;
+            }
+            ks.names.push_str(&full);
+            ks.syms.push((addr, off, len));
+        }
+        ks.syms.sort_by_key(|s| s.0);
+        ks.syms.dedup_by_key(|s| s.0);
+        ks
+    }
+
+    /// `None` when unreadable or when every address is hidden (kptr_restrict).
+    pub fn load() -> Option<KernelSymbols> {
+        let ks = Self::parse(&std::fs::read_to_string("/proc/kallsyms").ok()?);
+        (!ks.syms.is_empty()).then_some(ks)
+    }
+
+    pub fn len(&self) -> usize {
+        self.syms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.syms.is_empty()
+    }
+
+    /// Name (`name` or `name [module]`) of the closest symbol at or below `addr`.
+    pub fn lookup(&self, addr: u64) -> Option<&str> {
+        let idx = self.syms.partition_point(|s| s.0 <= addr).checked_sub(1)?;
+        let (_, off, len) = self.syms[idx];
+        self.names
+            .get(off as usize..(off as usize).checked_add(len as usize)?)
+    }
+}
+
+/// Parses `data` as ELF (and as kallsyms text) and runs lookups; for fuzzing.
+pub fn fuzz_one(data: &[u8]) {
+    if let Some(s) = ElfSymbols::from_bytes(data, "fuzz") {
+        let _ = s.build_id();
+        let mut probes = vec![0, 1, 0x1000, u64::MAX, u64::MAX / 2];
+        for seg in &s.segments {
+            probes.extend([
+                seg.offset,
+                seg.offset.wrapping_add(seg.filesz / 2),
+                seg.offset.wrapping_add(seg.filesz),
+            ]);
+        }
+        for sym in s.syms.iter().take(16) {
+            probes.push(sym.start);
+        }
+        for p in probes {
+            let _ = s.offset_to_vaddr(p);
+            let _ = s.lookup(p);
+        }
+    }
+    let ks = KernelSymbols::parse(&String::from_utf8_lossy(data));
+    for a in [0, 1, u64::MAX, 0xffff_ffff_8100_0000] {
+        let _ = ks.lookup(a);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::OnceLock;
+
+    pub const PROG_C: &str = r#"
+#include <stdio.h>
+int hot_function(int x) { int s = 0; for (int i = 0; i < x; i++) s += i * i; return s; }
+int other_function(int x) { return hot_function(x) + 1; }
+int main(int argc, char **argv) { (void)argv; printf("%d\n", other_function(argc * 1000)); return 0; }
+"#;
+
+    pub fn scratch_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pidmap-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create scratch dir");
+        d
+    }
+
+    pub fn run(cmd: &mut Command) -> bool {
+        cmd.status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// The gcc-built test program, built once per test process; `None` (test
+    /// skipped, with a note) when gcc is unavailable.
+    pub fn test_prog() -> Option<&'static Path> {
+        static PROG: OnceLock<Option<PathBuf>> = OnceLock::new();
+        PROG.get_or_init(|| {
+            let dir = scratch_dir("prog");
+            std::fs::write(dir.join("prog.c"), PROG_C).ok()?;
+            let built = dir.join("prog");
+            let ok = run(Command::new("gcc")
+                .args(["-O0", "-fno-omit-frame-pointer", "-o"])
+                .arg(&built)
+                .arg(dir.join("prog.c")));
+            // One shared copy (atomic rename) so test runs leave a single file behind.
+            let out = std::env::temp_dir().join("pidmap-test-prog");
+            let ok = ok && std::fs::rename(&built, &out).is_ok();
+            let _ = std::fs::remove_dir_all(&dir);
+            if !ok {
+                eprintln!("gcc unavailable: skipping ELF test");
+                return None;
+            }
+            Some(out)
+        })
+        .as_deref()
+    }
+
+    /// File offset of `name` in an unstripped ELF, computed independently via `object`.
+    pub fn func_offset(path: &Path, name: &str) -> u64 {
+        use object::{Object, ObjectSegment, ObjectSymbol};
+        let data = std::fs::read(path).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let addr = file
+            .symbols()
+            .find(|s| s.name() == Ok(name))
+            .unwrap()
+            .address();
+        file.segments()
+            .find_map(|seg| {
+                let (off, size) = seg.file_range();
+                (seg.address() <= addr && addr < seg.address() + size)
+                    .then(|| addr - seg.address() + off)
+            })
+            .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn demangle_cases() {
+        assert_eq!(
+            demangle("_ZN4core3fmt5write17h0123456789abcdefE"),
+            "core::fmt::write"
+        );
+        assert_eq!(demangle("_RNvCs1234_7mycrate3foo"), "mycrate::foo");
+        assert_eq!(demangle("_ZN3foo3barEv"), "foo::bar()");
+        assert_eq!(demangle("main"), "main");
+        assert_eq!(demangle("_Zgarbage"), "_Zgarbage");
+        assert_eq!(demangle(""), "");
+    }
+
+    #[test]
+    fn crc32_known_vector() {
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn kallsyms_parsing() {
+        let text = "ffffffff81000000 T _stext\n\
+                    ffffffff81000100 t helper\n\
+                    ffffffff81000050 D some_data\n\
+                    garbage line\n\
+                    zzzz T bad_addr\n\
+                    ffffffffc0000000 t mod_fn\t[mymod]\n\
+                    ffffffff81000200 W weak_fn\n\
+                    ffffffff81000300\n";
+        let ks = KernelSymbols::parse(text);
+        assert_eq!(ks.len(), 4);
+        assert_eq!(ks.lookup(0xffffffff81000000), Some("_stext"));
+        assert_eq!(ks.lookup(0xffffffff81000050), Some("_stext"));
+        assert_eq!(ks.lookup(0xffffffff81000150), Some("helper"));
+        assert_eq!(ks.lookup(0xffffffff81000250), Some("weak_fn"));
+        assert_eq!(ks.lookup(0xffffffffc0000010), Some("mod_fn [mymod]"));
+        assert_eq!(ks.lookup(0x1000), None);
+        let hidden = KernelSymbols::parse("0000000000000000 T _stext\n0000000000000000 t x\n");
+        assert!(hidden.is_empty());
+    }
+
+    #[test]
+    fn elf_lookup_strip_and_debuglink() {
+        let Some(prog) = test_prog() else { return };
+        let dir = scratch_dir("elf");
+        let hot = func_offset(prog, "hot_function");
+        let other = func_offset(prog, "other_function");
+
+        let syms =
+            ElfSymbols::from_file(&File::open(prog).unwrap(), prog.to_str().unwrap()).unwrap();
+        assert_eq!(syms.lookup(hot + 1), Some("hot_function"));
+        assert_eq!(syms.lookup(other), Some("other_function"));
+        assert_eq!(syms.lookup(u64::MAX), None);
+
+        // Stripped, no debug info reachable: no name, no panic.
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let stripped = bin.join("prog.stripped");
+        assert!(run(Command::new("strip")
+            .arg("--strip-all")
+            .arg("-o")
+            .arg(&stripped)
+            .arg(prog)));
+        let empty_root = dir.join("empty-root");
+        let s = ElfSymbols::from_file_with_debug_root(
+            &File::open(&stripped).unwrap(),
+            stripped.to_str().unwrap(),
+            &empty_root,
+        )
+        .unwrap();
+        assert_eq!(s.lookup(hot + 1), None);
+        assert_eq!(s.build_id(), syms.build_id());
+
+        // Separate debug file found via .gnu_debuglink under <root>/<dir>/.
+        let debug = dir.join("prog.debug");
+        assert!(run(Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(prog)
+            .arg(&debug)));
+        let linked = bin.join("prog.linked");
+        assert!(run(Command::new("objcopy")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(&stripped)
+            .arg(&linked)));
+        let root = dir.join("root");
+        let target = root.join(bin.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&target).unwrap();
+        std::fs::copy(&debug, target.join("prog.debug")).unwrap();
+        let open_linked = || {
+            ElfSymbols::from_file_with_debug_root(
+                &File::open(&linked).unwrap(),
+                linked.to_str().unwrap(),
+                &root,
+            )
+            .unwrap()
+        };
+        assert_eq!(open_linked().lookup(hot + 1), Some("hot_function"));
+
+        // A CRC mismatch must reject the debug file.
+        let mut bytes = std::fs::read(&debug).unwrap();
+        bytes.push(0);
+        std::fs::write(target.join("prog.debug"), &bytes).unwrap();
+        assert_eq!(open_linked().lookup(hot + 1), None);
+
+        // Build-id lookup under <root>/.build-id/.
+        if let Some(id) = syms.build_id() {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            let p = dir.join("bid-root/.build-id").join(&hex[..2]);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::copy(&debug, p.join(format!("{}.debug", &hex[2..]))).unwrap();
+            let s = ElfSymbols::from_file_with_debug_root(
+                &File::open(&stripped).unwrap(),
+                "prog.stripped",
+                &dir.join("bid-root"),
+            )
+            .unwrap();
+            assert_eq!(s.lookup(hot + 1), Some("hot_function"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        assert!(ElfSymbols::from_bytes(b"", "x").is_none());
+        assert!(ElfSymbols::from_bytes(b"\x7fELF\x02\x01\x01", "x").is_none());
+        assert!(ElfSymbols::from_bytes(&[0xab; 4096], "x").is_none());
+        if let Some(prog) = test_prog() {
+            let data = std::fs::read(prog).unwrap();
+            for len in [16, 64, 100, data.len() / 2, data.len() - 1] {
+                if let Some(s) = ElfSymbols::from_bytes(&data[..len], "x") {
+                    let _ = s.lookup(0x1100);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_20k() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seed = test_prog().and_then(|p| std::fs::read(p).ok());
+        for i in 0..20_000 {
+            let data: Vec<u8> = match &seed {
+                Some(seed) if i % 8 != 0 => {
+                    let mut d = seed.clone();
+                    for _ in 0..1 + next() % 8 {
+                        // Headers and section/symbol tables are where parsers break.
+                        let pos = match next() % 3 {
+                            0 => next() % 64,
+                            1 => d.len() as u64 - 1 - next() % 4096.min(d.len() as u64),
+                            _ => next() % d.len() as u64,
+                        } as usize;
+                        d[pos] = match next() % 4 {
+                            0 => 0,
+                            1 => 0xff,
+                            2 => 0x80,
+                            _ => next() as u8,
+                        };
+                    }
+                    if next() % 4 == 0 {
+                        d.truncate((next() % d.len() as u64) as usize);
+                    }
+                    d
+                }
+                _ => {
+                    let mut d: Vec<u8> = (0..next() % 2048).map(|_| next() as u8).collect();
+                    if d.len() >= 4 && next() % 2 == 0 {
+                        d[..4].copy_from_slice(b"\x7fELF");
+                    }
+                    d
+                }
+            };
+            fuzz_one(&data);
+        }
+    }
+}
