@@ -647,6 +647,21 @@ impl Agent {
     /// Runs the loop until shutdown, a signal, the command's exit or the
     /// duration. Removes the pins unless `keep_pins`.
     pub fn run(mut self) -> Result<Ended> {
+        match self.serve() {
+            Ok(()) => self.finish(),
+            Err(e) => {
+                // an agent that failed leaves no pins behind unless asked to
+                self.loaded.object.detach_all();
+                if !self.cfg.keep_pins {
+                    self.pm.forget_all();
+                    loader::remove_pins(&self.cfg.pin_dir);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn serve(&mut self) -> Result<()> {
         let started = Instant::now();
         match self.cfg.mode.clone() {
             Mode::Serve => {}
@@ -776,7 +791,7 @@ impl Agent {
                 self.ended.get_or_insert_with(Ended::default);
             }
         }
-        self.finish()
+        Ok(())
     }
 
     fn read_signals(&mut self) {

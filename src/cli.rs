@@ -16,6 +16,7 @@ Commands:
   profile   sample CPUs and attribute every frame to a file and function
   audit     check the pinned maps for leaked entries (and --repair them)
   bench     benchmarks: delete, insert, churn
+  diff      compare two profiles: the functions whose share changed most
   help      this text, or `pidmap help COMMAND`
 
 Options:
@@ -88,6 +89,23 @@ churn: spawns N [default 2000] short-lived processes at R per second
   latency, entries left, agent CPU per process and peak RSS.
 ";
 
+pub const DIFF_HELP: &str = "\
+pidmap diff: compare two profiles
+
+Usage: pidmap diff BASE NEW [--threshold POINTS] [--top N]
+
+BASE and NEW are folded stacks or pprof profiles (gzipped or not). Prints
+the functions whose self share of samples changed most, in percentage
+points.
+
+Options:
+  --threshold POINTS  exit 1 when a function's share changed by more
+                      [default: 5]
+  --top N             rows to print [default: 20]
+
+Exit status: 0 within the threshold, 1 beyond it, 2 error.
+";
+
 pub const PROFILE_HELP: &str = "\
 pidmap profile: sample CPUs, attribute every frame through the trie
 
@@ -102,7 +120,10 @@ Targets (default: the whole system for --duration seconds [default 10]):
 Options:
   -F, --freq HZ     samples per second per CPU, 1..9999 [default: 99]
   --kernel          also record kernel stacks
-  -o FILE           write the folded stacks there [default: stdout]
+  -o FILE           write the profile there [default: stdout]
+  --format F        folded, pprof (gzipped profile.proto, for go tool pprof,
+                    Pyroscope, Parca, Grafana) or svg (a flame graph)
+                    [default: folded]
   --top N           rows of the top-functions table on stderr [default: 15]
   --pin-dir DIR     [default: /sys/fs/bpf/pidmap-profile]
   --keep-pins       keep the pinned maps at exit (for pidmap audit)
@@ -134,6 +155,15 @@ pub struct ProfileArgs {
     pub pin_dir: PathBuf,
     pub keep_pins: bool,
     pub ring_pages: usize,
+    pub format: Format,
+}
+
+/// Output format of a profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Folded,
+    Pprof,
+    Svg,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +193,12 @@ pub enum Cmd {
         json: bool,
     },
     Bench(BenchArgs),
+    Diff {
+        base: PathBuf,
+        new: PathBuf,
+        threshold: f64,
+        top: usize,
+    },
 }
 
 /// A usage error: the message, and the help text to point at.
@@ -226,6 +262,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cmd, Usage> {
             Some("audit") => AUDIT_HELP,
             Some("bench") => BENCH_HELP,
             Some("profile") => PROFILE_HELP,
+            Some("diff") => DIFF_HELP,
             _ => HELP,
         })),
         "run" => {
@@ -243,6 +280,10 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cmd, Usage> {
         "profile" => {
             a.command = "profile";
             parse_profile(&mut a)
+        }
+        "diff" => {
+            a.command = "diff";
+            parse_diff(&mut a)
         }
         other => a.err(format!("unknown command {other:?}")),
     }
@@ -410,6 +451,7 @@ fn parse_profile(a: &mut Args) -> Result<Cmd, Usage> {
         pin_dir: PathBuf::from("/sys/fs/bpf/pidmap-profile"),
         keep_pins: false,
         ring_pages: 64,
+        format: Format::Folded,
     };
     while let Some(f) = a.next() {
         match f.as_str() {
@@ -444,6 +486,14 @@ fn parse_profile(a: &mut Args) -> Result<Cmd, Usage> {
             "--pin-dir" => p.pin_dir = a.value("--pin-dir")?,
             "--keep-pins" => p.keep_pins = true,
             "--ring-pages" => p.ring_pages = ring_pages(a)?,
+            "--format" => {
+                p.format = match a.next().as_deref() {
+                    Some("folded") => Format::Folded,
+                    Some("pprof") => Format::Pprof,
+                    Some("svg") => Format::Svg,
+                    _ => return a.err("--format: folded, pprof or svg".into()),
+                }
+            }
             other => return a.err(format!("unknown option {other:?}")),
         }
     }
@@ -451,6 +501,34 @@ fn parse_profile(a: &mut Args) -> Result<Cmd, Usage> {
         p.duration = Some(10.0);
     }
     Ok(Cmd::Profile(p))
+}
+
+fn parse_diff(a: &mut Args) -> Result<Cmd, Usage> {
+    let mut files = Vec::new();
+    let (mut threshold, mut top): (f64, usize) = (5.0, 20);
+    while let Some(f) = a.next() {
+        match f.as_str() {
+            "-h" | "--help" => return Ok(Cmd::Help(DIFF_HELP)),
+            "--threshold" => {
+                threshold = a.value("--threshold")?;
+                if threshold.is_nan() || threshold < 0.0 {
+                    return a.err("--threshold: percentage points, 0 or more".into());
+                }
+            }
+            "--top" => top = a.value("--top")?,
+            other if other.starts_with("--") => return a.err(format!("unknown option {other:?}")),
+            _ => files.push(PathBuf::from(f)),
+        }
+    }
+    match <[PathBuf; 2]>::try_from(files) {
+        Ok([base, new]) => Ok(Cmd::Diff {
+            base,
+            new,
+            threshold,
+            top,
+        }),
+        Err(_) => a.err("diff takes two profiles: BASE NEW".into()),
+    }
 }
 
 #[cfg(test)]
@@ -517,6 +595,10 @@ mod tests {
             "profile --freq 0",
             "profile --freq 10000",
             "profile --duration -1",
+            "profile --format png",
+            "diff onlyone",
+            "diff a b c",
+            "diff a b --threshold -1",
             "frobnicate",
         ] {
             assert!(p(bad).is_err(), "{bad}");

@@ -85,5 +85,11 @@ fn run(cmd: Cmd) -> Result<u8> {
             Ok(0)
         }
         Cmd::Profile(p) => pidmap::profile_cmd::run(p),
+        Cmd::Diff {
+            base,
+            new,
+            threshold,
+            top,
+        } => pidmap::diff::run(&base, &new, threshold, top),
     }
 }

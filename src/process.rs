@@ -505,6 +505,104 @@ impl ProcessManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::fake::{self, FakeBatch, FakeKernel};
+
+    /// The keys of `pid` recomputed from its maps (exec files, [vdso],
+    /// marker), sorted as the fake kernel stores them.
+    fn expected(pid: u32) -> Vec<Vec<u8>> {
+        let (entries, _) =
+            procmaps::parse_maps(&std::fs::read(format!("/proc/{pid}/maps")).unwrap());
+        let mut keys = vec![PidPage::marker(pid)];
+        for e in entries.iter().filter(|e| e.is_exec_file() || e.is_vdso()) {
+            for b in prefix::cover(e.start, e.end).unwrap() {
+                keys.push(PidPage::new(pid, b.start, b.len));
+            }
+        }
+        let mut out: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| crate::sys::bytes_of(std::slice::from_ref(k)).to_vec())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Old kernels through the fake: track, change, exit with zero leaks.
+    fn old_kernel_scenario(batch: FakeBatch, pidfd_errno: Option<i32>) {
+        let mut k = FakeKernel::new(16, 16, 1 << 20);
+        k.delete_batch = batch;
+        k.update_batch = batch;
+        fake::install(k);
+        pidfd::fake::force_errno(pidfd_errno);
+        let fallbacks = COUNTERS.snapshot().pidfd_fallbacks;
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // sleep is set up once the loader has mapped libc
+        while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap_or_default()
+            .contains("libc.so")
+        {
+            std::thread::yield_now();
+        }
+        let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+        assert_eq!(
+            pm.tables.trie.delete != crate::engine::BatchSupport::Supported,
+            batch != FakeBatch::Supported
+        );
+        assert!(matches!(
+            pm.sync(pid),
+            SyncOutcome::Synced { new: true, .. }
+        ));
+        let stored: Vec<Vec<u8>> = fake::with(|k| k.entries.keys().cloned().collect());
+        assert_eq!(stored, expected(pid), "track");
+        // change: one mapping goes (path 1)
+        let start = *pm.get(pid).unwrap().mappings.keys().next().unwrap();
+        let n = pm.get(pid).unwrap().mappings[&start].keys.len();
+        assert!(pm.unmap(pid, start));
+        assert_eq!(fake::with(|k| k.entries.len()), stored.len() - n, "change");
+        // exit
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if pidfd_errno.is_some() {
+            assert!(pm.get(pid).unwrap().pidfd.is_none());
+            assert!(COUNTERS.snapshot().pidfd_fallbacks > fallbacks);
+            assert_eq!(pm.sweep(), vec![pid], "the liveness sweep finds the exit");
+        } else {
+            assert_eq!(pm.fired(), vec![pid]);
+            assert!(pm.process_exit(pid).is_some());
+        }
+        assert!(pm.process_exit(pid).is_none(), "a second exit is a no-op");
+        let k = fake::uninstall().unwrap();
+        pidfd::fake::force_errno(None);
+        assert!(k.entries.is_empty(), "zero leaks");
+        assert!(pm.registry.is_empty());
+        let batches = k.calls_of(libbpf_sys::BPF_MAP_DELETE_BATCH);
+        if batch != FakeBatch::Supported {
+            assert_eq!(batches, 1, "only the probe: every delete went key by key");
+        }
+    }
+
+    #[test]
+    fn old_kernel_without_lpm_batch_ops() {
+        old_kernel_scenario(FakeBatch::NotSupported, None); // 5.6 - 5.12
+    }
+
+    #[test]
+    fn old_kernel_without_the_batch_command() {
+        old_kernel_scenario(FakeBatch::Unknown, None); // < 5.6
+    }
+
+    #[test]
+    fn old_kernel_without_pidfd_open() {
+        old_kernel_scenario(FakeBatch::Unknown, Some(libc::ENOSYS)); // < 5.3
+    }
+
+    #[test]
+    fn current_kernel_through_the_fake() {
+        old_kernel_scenario(FakeBatch::Supported, None);
+    }
 
     #[test]
     fn start_time_survives_odd_comms() {

@@ -7,6 +7,9 @@ use std::fs::File;
 
 const UNKNOWN: &str = "[unknown]";
 
+/// One distinct stack: comm, frames root-first as (function, file), count.
+pub type Stack = (String, Vec<(String, String)>, u64);
+
 /// Supplied by the agent, which knows which file each `file_id` denotes.
 pub trait FileOpener {
     /// Display name, e.g. the path.
@@ -59,6 +62,8 @@ pub struct Profile {
     interner: Interner,
     /// (comm, frames root-first) -> count
     stacks: HashMap<(u32, Vec<u32>), u64>,
+    /// The file each frame name came from (first sight).
+    origin: HashMap<u32, String>,
     total: u64,
 }
 
@@ -71,6 +76,7 @@ impl Profile {
             kernel_cache: HashMap::new(),
             interner: Interner::default(),
             stacks: HashMap::new(),
+            origin: HashMap::new(),
             total: 0,
         }
     }
@@ -121,6 +127,7 @@ impl Profile {
                 .intern(&format!("{}+0x{:x}", entry.base, f.offset)),
         };
         self.user_cache.insert(key, id);
+        self.origin.entry(id).or_insert_with(|| entry.base.clone());
         id
     }
 
@@ -135,7 +142,32 @@ impl Profile {
         };
         let id = self.interner.intern(&name);
         self.kernel_cache.insert((addr, leaf), id);
+        self.origin
+            .entry(id)
+            .or_insert_with(|| "[kernel]".to_string());
         id
+    }
+
+    /// Every distinct stack: (comm, frames root-first as (function, file),
+    /// count), sorted.
+    pub fn stacks(&self) -> Vec<Stack> {
+        let names = &self.interner.names;
+        let mut out: Vec<Stack> = self
+            .stacks
+            .iter()
+            .map(|((comm, frames), count)| {
+                let fr = frames
+                    .iter()
+                    .map(|f| {
+                        let file = self.origin.get(f).cloned().unwrap_or_default();
+                        (names[*f as usize].clone(), file)
+                    })
+                    .collect();
+                (names[*comm as usize].clone(), fr, *count)
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn samples(&self) -> u64 {

@@ -3,7 +3,7 @@
 //! while their process lives) and aggregated into folded stacks.
 
 use crate::agent::{Agent, AgentConfig, Mode, Sampling};
-use crate::cli::ProfileArgs;
+use crate::cli::{Format, ProfileArgs};
 use crate::counters::COUNTERS;
 use crate::error::{Error, Result};
 use crate::process::ProcessManager;
@@ -43,6 +43,17 @@ impl FileOpener for ModelFiles<'_> {
         let m = p.mappings.values().find(|m| m.file_id == file_id)?;
         File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).ok()
     }
+}
+
+/// A flame graph of the folded stacks, drawn by inferno.
+fn write_svg(profile: &Profile, w: &mut dyn Write) -> std::io::Result<()> {
+    let mut folded = Vec::new();
+    profile.write_folded(&mut folded)?;
+    let text = String::from_utf8_lossy(&folded);
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = "pidmap profile".to_string();
+    opts.count_name = "samples".to_string();
+    inferno::flamegraph::from_lines(&mut opts, text.lines(), w).map_err(std::io::Error::other)
 }
 
 pub fn run(p: ProfileArgs) -> Result<u8> {
@@ -89,24 +100,32 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     agent.set_sample_sink(Box::new(move |s, pm| {
         sink.borrow_mut().add(s, &ModelFiles(pm))
     }));
+    let started = std::time::Instant::now();
     let ended = agent.run()?;
     let profile = profile.borrow();
+    let elapsed = started.elapsed();
+    let write = |w: &mut dyn Write| -> std::io::Result<()> {
+        match p.format {
+            Format::Folded => profile.write_folded(w)?,
+            Format::Pprof => crate::pprof::write_gzipped(
+                w,
+                &profile.stacks(),
+                p.freq,
+                elapsed.as_nanos() as u64,
+            )?,
+            Format::Svg => write_svg(&profile, w)?,
+        }
+        w.flush()
+    };
     match &p.output {
         Some(path) => {
             let mut f = std::io::BufWriter::new(
                 File::create(path)
                     .map_err(|e| Error::new(format!("creating {}: {e}", path.display())))?,
             );
-            profile
-                .write_folded(&mut f)
-                .and_then(|_| f.flush())
-                .map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+            write(&mut f).map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
         }
-        None => {
-            let mut out = std::io::stdout().lock();
-            profile.write_folded(&mut out)?;
-            out.flush()?;
-        }
+        None => write(&mut std::io::stdout().lock())?,
     }
     let c = COUNTERS.snapshot();
     eprintln!(

@@ -339,3 +339,144 @@ fn a_hot_unknown_process_is_requested_at_a_bounded_rate() {
     drop(agent);
     pidmap::loader::remove_pins(&pins);
 }
+
+/// Starts `pidmap profile ARGS` and waits for its "serving" line.
+fn start_profile(args: &[&str]) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut c = Command::new(pidmap_bin())
+        .arg("profile")
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(c.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "profile ended before serving: {seen}"
+        );
+        seen += &line;
+        if line.contains("serving:") {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        seen + &s
+    });
+    (c, rest)
+}
+
+#[test]
+fn sigint_ends_a_profile_early_and_still_writes_it() {
+    if !common::bpf_available() {
+        return;
+    }
+    let out = workload().dir.join("sigint.folded");
+    let pins = common::pin_dir("sigint");
+    let mut hot = Command::new(&workload().exe)
+        .args(["3", "0", "0"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (c, err) = start_profile(&[
+        "--duration",
+        "600",
+        "--pin-dir",
+        pins.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let t = std::time::Instant::now();
+    // samples of the hot process arrive; then interrupt
+    while std::fs::metadata(format!("/proc/{}/stat", hot.id())).is_ok()
+        && t.elapsed().as_secs_f64() < 1.0
+    {
+        std::thread::yield_now();
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+    let st = { c }.wait_with_output().unwrap();
+    let err = err.join().unwrap();
+    assert!(st.status.success(), "{err}");
+    assert!(t.elapsed().as_secs() < 60, "ended early");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sampled;") && l.contains("main_hot")),
+        "{text}\n{err}"
+    );
+    assert!(!pins.exists());
+    hot.kill().ok();
+    hot.wait().unwrap();
+}
+
+#[test]
+fn a_running_pid_is_profiled_until_it_exits() {
+    if !common::bpf_available() {
+        return;
+    }
+    let mut hot = Command::new(&workload().exe)
+        .args(["1.5", "0", "0"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = hot.id().to_string();
+    let out = workload().dir.join("pid.folded");
+    let pins = common::pin_dir("pid");
+    let o = Command::new(pidmap_bin())
+        .args([
+            "profile",
+            "--pid",
+            &pid,
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    hot.wait().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let stacks = parse_folded(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let sh = shares(&stacks, &["main_hot"]);
+    assert!(sh["main_hot"] > 0.8, "{sh:?}\n{err}");
+}
+
+#[test]
+fn kernel_stacks_are_symbolized_with_a_k_suffix() {
+    if !common::bpf_available() {
+        return;
+    }
+    // a workload that lives in the kernel: many small writes
+    let script = "i=0; while [ $i -lt 20000 ]; do echo x > /dev/null; i=$((i+1)); done";
+    let (_, err, file) = profile(&["--kernel", "-F", "999"], &["/bin/sh", "-c", script]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.lines().any(|l| l.contains("_[k]")), "{text}\n{err}");
+}
+
+#[test]
+fn progress_is_shown_on_a_terminal() {
+    if !common::bpf_available() {
+        return;
+    }
+    // script(1) gives pidmap a terminal on stderr
+    let pins = common::pin_dir("tty");
+    let cmd = format!(
+        "{} profile --pin-dir {} -o /dev/null -- {} 1.5 0 0",
+        pidmap_bin().display(),
+        pins.display(),
+        workload().exe.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("\rpidmap: 1 s,"), "progress line: {text:?}");
+}

@@ -1,0 +1,141 @@
+//! Outputs other tools ingest (root): pprof checked by an independent
+//! decoder, an SVG flame graph, and `pidmap diff` over folded and pprof.
+
+mod common;
+
+use common::pidmap_bin;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn workload() -> &'static (PathBuf, PathBuf) {
+    static W: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    W.get_or_init(|| {
+        let dir = common::scratch("outputs");
+        common::build_c(
+            "libsampled.c",
+            &dir.join("libsampled.so"),
+            &["-shared", "-fPIC"],
+        );
+        let rpath = format!("-Wl,-rpath,{}", dir.display());
+        let libdir = format!("-L{}", dir.display());
+        let exe = common::build_c(
+            "sampled.c",
+            &dir.join("sampled"),
+            &[&libdir, "-lsampled", &rpath],
+        );
+        (dir, exe)
+    })
+}
+
+/// Profiles the workload (main s, lib s) in `format` into `name`.
+fn profile(format: &str, name: &str, main_s: &str, lib_s: &str) -> PathBuf {
+    let (dir, exe) = workload();
+    let out = dir.join(name);
+    let pins = common::pin_dir("outputs");
+    let o = Command::new(pidmap_bin())
+        .args([
+            "profile",
+            "-F",
+            "499",
+            "--format",
+            format,
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "-o",
+        ])
+        .arg(&out)
+        .arg("--")
+        .args([exe.to_str().unwrap(), main_s, lib_s, "0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn pprof_is_read_back_by_an_independent_decoder() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pb = profile("pprof", "p.pb.gz", "0.6", "0.6");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/pprof_summary.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(&pb)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let v: HashMap<&str, u64> = text
+        .lines()
+        .map(|l| {
+            let (k, n) = l.split_once('\t').unwrap();
+            (k, n.parse().unwrap())
+        })
+        .collect();
+    // our own reader agrees on every stack
+    let ours = pidmap::diff::load(&pb).unwrap();
+    let total: u64 = ours.iter().map(|(_, n)| n).sum();
+    assert_eq!(v["total"], total);
+    assert!(v["mappings"] >= 2, "the binary and its library: {text}");
+    assert!(total > 300, "{text}");
+    let hot = v.get("main_hot").copied().unwrap_or(0) + v.get("lib_hot").copied().unwrap_or(0);
+    assert!(hot as f64 >= 0.8 * total as f64, "{text}");
+    let leaf = |f: &str| {
+        ours.iter()
+            .filter(|(s, _)| s.last().map(|x| x.as_str()) == Some(f))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert_eq!(v.get("main_hot").copied().unwrap_or(0), leaf("main_hot"));
+    assert_eq!(v.get("lib_hot").copied().unwrap_or(0), leaf("lib_hot"));
+}
+
+#[test]
+fn svg_is_a_flame_graph_of_the_workload() {
+    if !common::bpf_available() {
+        return;
+    }
+    let svg = std::fs::read_to_string(profile("svg", "p.svg", "0.3", "0.3")).unwrap();
+    assert!(svg.starts_with("<?xml"));
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains("main_hot") && svg.contains("lib_hot"));
+}
+
+#[test]
+fn diff_reports_the_regression_and_its_exit_status() {
+    if !common::bpf_available() {
+        return;
+    }
+    let base = profile("folded", "base.folded", "0.5", "0.5");
+    let new = profile("pprof", "new.pb.gz", "0.2", "0.8");
+    let d = |a: &PathBuf, b: &PathBuf, t: &str| {
+        Command::new(pidmap_bin())
+            .arg("diff")
+            .arg(a)
+            .arg(b)
+            .args(["--threshold", t])
+            .output()
+            .unwrap()
+    };
+    let o = d(&base, &new, "5");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let first = text.lines().nth(1).unwrap();
+    assert!(
+        first.ends_with("main_hot") || first.ends_with("lib_hot"),
+        "{text}"
+    );
+    assert_eq!(d(&base, &new, "90").status.code(), Some(0));
+    assert_eq!(
+        d(&base, &base, "0.5").status.code(),
+        Some(0),
+        "a profile equals itself"
+    );
+    let o = d(&base, &PathBuf::from("/nonexistent.folded"), "5");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("reading /nonexistent.folded: No such file or directory"));
+}
