@@ -2,7 +2,10 @@
 CARGO ?= cargo
 BIN := target/release/pidmap
 
-.PHONY: setup build run test bench lint
+TARGET := x86_64-unknown-linux-gnu
+STATIC_BIN := target/$(TARGET)/release/pidmap
+
+.PHONY: setup build static run test bench lint
 
 setup:
 	@bash scripts/setup
@@ -10,13 +13,18 @@ setup:
 build: setup
 	$(CARGO) build --release
 
+# One fully static x86_64 binary (libbpf, libelf, zlib are static already).
+static: setup
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET)
+	@ls -l $(STATIC_BIN)
+
 # The main job with useful defaults.
 run: build
 	$(BIN) bench delete --map lpm --keys 100000 --missing-pct 1
 
 # Every test: unit tests (fake kernel) and kernel tests (real bpf(), root).
-test: setup
-	$(CARGO) test --release
+test: setup static
+	PIDMAP_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test --release
 
 bench: build
 	bash scripts/bench-delete

@@ -1,0 +1,74 @@
+//! The systemd unit of scripts/systemd (root): `systemd-analyze verify`
+//! accepts it, and the agent really serves with only the capabilities its
+//! bounding set grants (through setpriv, as systemd would).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn unit() -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/systemd/pidmap.service");
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn systemd_analyze_verifies_the_unit() {
+    let dir = common::scratch("unit");
+    let path = dir.join("pidmap.service");
+    // verify checks that ExecStart exists: point it at this build
+    let text = unit().replace("/usr/local/bin/pidmap", common::pidmap_bin().to_str().unwrap());
+    std::fs::write(&path, text).unwrap();
+    let o = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.trim().is_empty(), "{err}");
+}
+
+#[test]
+fn the_agent_serves_with_only_the_units_capabilities() {
+    if !common::bpf_available() {
+        return;
+    }
+    let caps: Vec<String> = unit()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("a bounding set")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert_eq!(caps.len(), 3, "{caps:?}");
+    let mut target = Command::new("/bin/sleep").arg("1000").spawn().unwrap();
+    let pins = common::pin_dir("caps");
+    let mut agent = Command::new("setpriv")
+        .arg("--bounding-set")
+        .arg(format!("-all,{}", caps.join(",")))
+        .arg("--")
+        .arg(common::pidmap_bin())
+        .args(["run", "--pid", &target.id().to_string(), "--pin-dir", pins.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(agent.stderr.take().unwrap());
+    let mut seen = String::new();
+    let serving = loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break None;
+        }
+        seen += &line;
+        if line.contains("serving:") {
+            break Some(line);
+        }
+    };
+    let _ = target.kill();
+    target.wait().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let st = agent.wait().unwrap();
+    let line = serving.unwrap_or_else(|| panic!("no serving line: {seen}"));
+    assert!(line.contains("serving: 1 processes tracked"), "{line}");
+    assert!(!line.contains(" 0 keys"), "{line}");
+    assert_eq!(st.code(), Some(0), "{seen}");
+    assert!(!pins.exists());
+}
