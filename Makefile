@@ -18,16 +18,18 @@ static: setup
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET)
 	@ls -l $(STATIC_BIN)
 
-# The main job with useful defaults.
+# The main job with useful defaults: profile the whole system for 10 s.
 run: build
-	$(BIN) bench delete --map lpm --keys 100000 --missing-pct 1
+	$(BIN) profile --duration 10 -o profile.folded
 
 # Every test: unit tests (fake kernel) and kernel tests (real bpf(), root).
 test: setup static
 	PIDMAP_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test --release
 
-bench: build
+bench: build static
 	bash scripts/bench-delete
+	bash scripts/bench-profile
+	bash scripts/bench-footprint
 
 lint:
 	$(CARGO) fmt --check

@@ -24,6 +24,14 @@ pub struct ChurnResult {
     pub left: u64,
     pub agent_cpu_s: f64,
     pub peak_rss_kib: u64,
+    pub elapsed_s: f64,
+    /// (lifetimes so far, agent VmRSS KiB)
+    pub rss_checkpoints: Vec<(usize, u64)>,
+    pub audit_leaked: u64,
+    pub files_before: u64,
+    pub files_after: u64,
+    pub lost_records: u64,
+    pub keys_refused: u64,
 }
 
 /// CPU time of a process in seconds, from /proc/PID/schedstat
@@ -73,11 +81,19 @@ struct AgentProc {
     pins: PathBuf,
 }
 
-fn start_agent(strategy: &str, pins: &Path) -> Result<AgentProc> {
+fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Result<AgentProc> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(["run", "--all", "--delete-strategy", strategy, "--pin-dir"])
         .arg(pins)
+        .args([
+            "--ring-pages",
+            &b.ring_pages.to_string(),
+            "--max-entries",
+            &b.max_entries.to_string(),
+        ])
+        .arg("--metrics-file")
+        .arg(metrics)
         .env("RUST_LOG", "warn,pidmap=info")
         .stderr(Stdio::piped())
         .spawn()?;
@@ -124,15 +140,41 @@ fn until(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn metric(path: &Path, name: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        l.strip_prefix(&format!("{name} "))
+            .and_then(|v| v.parse().ok())
+    })
+}
+
 pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> Result<ChurnResult> {
     let pins = PathBuf::from(format!(
         "/sys/fs/bpf/pidmap-churn-{}-{strategy}",
         std::process::id()
     ));
+    let metrics = std::env::temp_dir().join(format!(
+        "pidmap-churn-{}-{strategy}.prom",
+        std::process::id()
+    ));
     crate::loader::remove_pins(&pins);
-    let mut agent = start_agent(strategy, &pins)?;
+    let mut agent = start_agent(strategy, &pins, b, &metrics)?;
     let apid = agent.child.id();
     let trie = MapHandle::from_pin(&agent.pins.join(TRIE_NAME))?;
+    let files_before = {
+        until(Instant::now() + Duration::from_secs(10), || {
+            metric(&metrics, "pidmap_files").is_some()
+        });
+        metric(&metrics, "pidmap_files").unwrap_or(0)
+    };
     let cpu0 = cpu_seconds(apid);
     let mut rng = Rng::new(0xc0ffee);
     let mut res = ChurnResult {
@@ -140,19 +182,45 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
         procs: b.procs,
         ..Default::default()
     };
+    // the reaper waits for each child in order and times its cleanup
+    let (tx, rx) = crossbeam_channel::bounded::<(Child, bool)>(4096);
+    let reaper_trie = MapHandle::from_pin(&agent.pins.join(TRIE_NAME))?;
+    let reaper = std::thread::spawn(move || {
+        let mut lat = Vec::new();
+        for (mut child, tracked) in rx {
+            let pid = child.id();
+            let _ = child.wait();
+            let exited = Instant::now();
+            if tracked {
+                let marker = PidPage::marker(pid);
+                let gone = until(exited + Duration::from_secs(5), || {
+                    reaper_trie
+                        .lookup::<_, crate::abi::MappingInfo>(&marker)
+                        .ok()
+                        .flatten()
+                        .is_none()
+                });
+                if gone {
+                    lat.push(exited.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+        }
+        lat
+    });
     let gap = Duration::from_secs_f64(1.0 / b.rate);
     let start = Instant::now();
-    let mut pids = Vec::with_capacity(b.procs);
+    let mut pids = std::collections::HashSet::with_capacity(b.procs);
+    let checkpoints = [b.procs / 10, b.procs / 2, b.procs];
     for i in 0..b.procs {
         let due = start + gap * i as u32;
         if let Some(d) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(d); // pacing of the workload, not synchronisation
         }
-        let mut child = Command::new(workload[0]).args(&workload[1..]).spawn()?;
+        let child = Command::new(workload[0]).args(&workload[1..]).spawn()?;
         let pid = child.id();
-        pids.push(pid);
+        pids.insert(pid);
         let marker = PidPage::marker(pid);
-        let soon = Instant::now() + Duration::from_secs(2);
+        let soon = Instant::now() + Duration::from_millis(200);
         let tracked = until(soon, || {
             trie.lookup::<_, crate::abi::MappingInfo>(&marker)
                 .ok()
@@ -161,11 +229,9 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
         });
         if tracked {
             res.tracked += 1;
-            // wait for the loader to be done, then delete some keys behind
-            // the agent's back, as another tool would
+            // delete some keys behind the agent's back, as another tool would
             if b.missing_pct > 0.0 {
-                let keys = mapping_keys(pid);
-                for k in keys {
+                for k in mapping_keys(pid) {
                     if (rng.below(10_000) as f64) < b.missing_pct * 100.0 && trie.delete(&k).is_ok()
                     {
                         res.keys_deleted_behind += 1;
@@ -173,68 +239,84 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
                 }
             }
         }
-        child.wait()?;
-        let exited = Instant::now();
-        if tracked {
-            let gone = until(exited + Duration::from_secs(5), || {
-                trie.lookup::<_, crate::abi::MappingInfo>(&marker)
-                    .ok()
-                    .flatten()
-                    .is_none()
-            });
-            if gone {
-                res.latency_us.push(exited.elapsed().as_secs_f64() * 1e6);
-            }
+        if tx.send((child, tracked)).is_err() {
+            break;
+        }
+        if checkpoints.contains(&(i + 1)) {
+            res.rss_checkpoints.push((i + 1, vm_rss_kib(apid)));
         }
     }
+    drop(tx);
+    res.latency_us = reaper
+        .join()
+        .map_err(|_| Error::new("churn reaper panicked"))?;
+    res.elapsed_s = start.elapsed().as_secs_f64();
     // entries of workload processes still in the trie
-    let pidset: std::collections::HashSet<u32> = pids.iter().copied().collect();
     let settle = Instant::now() + Duration::from_secs(5);
     until(settle, || {
         trie.keys::<PidPage>(1 << 22)
-            .map(|k| k.iter().all(|k| !pidset.contains(&k.pid())))
+            .map(|k| k.iter().all(|k| !pids.contains(&k.pid())))
             .unwrap_or(false)
     });
     res.left = trie
         .keys::<PidPage>(1 << 22)?
         .iter()
-        .filter(|k| pidset.contains(&k.pid()))
+        .filter(|k| pids.contains(&k.pid()))
         .count() as u64;
+    let report = crate::audit::audit(
+        &trie,
+        &MapHandle::from_pin(&agent.pins.join(crate::abi::EVENTS_NAME))?,
+        &crate::process::start_time,
+    )?;
+    res.audit_leaked = report.leaked_keys();
     res.agent_cpu_s = cpu_seconds(apid) - cpu0;
     res.peak_rss_kib = vm_hwm_kib(apid);
+    // one more metrics period, so the gauges describe the quiet state
+    let stamp = std::fs::metadata(&metrics).and_then(|m| m.modified()).ok();
+    until(Instant::now() + Duration::from_secs(12), || {
+        std::fs::metadata(&metrics).and_then(|m| m.modified()).ok() != stamp
+    });
+    res.files_before = files_before;
+    res.files_after = metric(&metrics, "pidmap_files").unwrap_or(0);
+    res.lost_records = metric(&metrics, "pidmap_lost_records_total").unwrap_or(0);
+    res.keys_refused = metric(&metrics, "pidmap_keys_refused_total").unwrap_or(0);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(apid as i32),
         nix::sys::signal::SIGTERM,
     );
     agent.child.wait()?;
     crate::loader::remove_pins(&pins);
+    let _ = std::fs::remove_file(&metrics);
     Ok(res)
 }
 
 pub fn run(b: &BenchArgs) -> Result<()> {
     let workload = ["/bin/sleep", "0.02"];
+    let strategies: Vec<&'static str> = match b.strategy.as_deref() {
+        Some("resume") => vec!["resume"],
+        Some("reissue-all") => vec!["reissue-all"],
+        _ => vec!["resume", "reissue-all"],
+    };
     let mut results = Vec::new();
-    for s in ["resume", "reissue-all"] {
+    for s in strategies {
         results.push(churn_once(s, b, &workload)?);
     }
     let base = results[0].agent_cpu_s / results[0].procs.max(1) as f64;
     if !b.json {
         println!(
-            "bench churn: {} processes ({} {}) at {}/s, {}% of keys deleted behind the agent's back",
-            b.procs,
-            workload[0],
-            workload[1],
-            b.rate,
-            b.missing_pct
+            "bench churn: {} processes ({} {}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}",
+            b.procs, workload[0], workload[1], b.rate, b.missing_pct, b.ring_pages, b.max_entries
         );
         println!(
-            "{:<12} {:>8} {:>10} {:>10} {:>10} {:>6} {:>12} {:>9} {:>10}",
+            "{:<12} {:>8} {:>7} {:>8} {:>8} {:>8} {:>5} {:>6} {:>11} {:>9} {:>9}",
             "strategy",
             "tracked",
+            "rate/s",
             "p50 us",
             "p99 us",
             "max us",
             "left",
+            "audit",
             "cpu us/proc",
             "vs resume",
             "peak RSS"
@@ -247,23 +329,31 @@ pub fn run(b: &BenchArgs) -> Result<()> {
             percentile(&r.latency_us, 0.99),
             percentile(&r.latency_us, 1.0),
         );
+        let rate = r.procs as f64 / r.elapsed_s.max(1e-9);
+        let rss: Vec<String> = r
+            .rss_checkpoints
+            .iter()
+            .map(|(n, k)| format!("{n}:{k}"))
+            .collect();
         if b.json {
             println!(
-                "{{\"strategy\":\"{}\",\"procs\":{},\"tracked\":{},\"deleted_behind\":{},\"latency_p50_us\":{p50:.0},\"latency_p99_us\":{p99:.0},\"latency_max_us\":{max:.0},\"left\":{},\"agent_cpu_us_per_proc\":{:.1},\"peak_rss_kib\":{}}}",
-                r.strategy, r.procs, r.tracked, r.keys_deleted_behind, r.left, per * 1e6, r.peak_rss_kib
+                "{{\"strategy\":\"{}\",\"procs\":{},\"tracked\":{},\"rate\":{rate:.0},\"deleted_behind\":{},\"latency_p50_us\":{p50:.0},\"latency_p99_us\":{p99:.0},\"latency_max_us\":{max:.0},\"left\":{},\"audit_leaked\":{},\"agent_cpu_us_per_proc\":{:.1},\"peak_rss_kib\":{},\"files_before\":{},\"files_after\":{},\"lost_records\":{},\"keys_refused\":{}}}",
+                r.strategy, r.procs, r.tracked, r.keys_deleted_behind, r.left, r.audit_leaked, per * 1e6, r.peak_rss_kib, r.files_before, r.files_after, r.lost_records, r.keys_refused
             );
         } else {
             println!(
-                "{:<12} {:>8} {:>10.0} {:>10.0} {:>10.0} {:>6} {:>12.1} {:>8.2}x {:>6} KiB",
+                "{:<12} {:>8} {:>7.0} {:>8.0} {:>8.0} {:>8.0} {:>5} {:>6} {:>11.1} {:>8.2}x {:>5} KiB",
+                r.strategy, r.tracked, rate, p50, p99, max, r.left, r.audit_leaked, per * 1e6, per / base.max(1e-12), r.peak_rss_kib
+            );
+            println!(
+                "  {}: RSS KiB at lifetimes {}; files in registry {} before, {} after; {} keys deleted behind; {} perf records lost; {} keys refused (full trie)",
                 r.strategy,
-                r.tracked,
-                p50,
-                p99,
-                max,
-                r.left,
-                per * 1e6,
-                per / base.max(1e-12),
-                r.peak_rss_kib
+                rss.join(" "),
+                r.files_before,
+                r.files_after,
+                r.keys_deleted_behind,
+                r.lost_records,
+                r.keys_refused
             );
         }
     }

@@ -75,18 +75,21 @@ Usage:
                       [--pattern random|front|middle|back] [--reps R]
                       [--chunk N] [--json]
   pidmap bench insert [--map lpm|hash] [--keys N] [--reps R] [--json]
-  pidmap bench churn  [--procs N] [--rate R] [--missing-pct P] [--threads-pct T]
-                      [--json]
+  pidmap bench churn  [--procs N] [--rate R] [--missing-pct P]
+                      [--delete-strategy resume|reissue-all]
+                      [--ring-pages N] [--max-entries N] [--json]
 
 delete: fills a fresh map with N keys [default 100000] and deletes a list in
   which P percent [default 1] are absent, with the strategies resume,
   resume-single, reissue-all, single and batch-once; prints median ns per
   key, syscalls, and entries left in the map (read back from the kernel).
 insert: batch insert versus one update per key.
-churn: spawns N [default 2000] short-lived processes at R per second
-  [default 500] under the agent, deleting P percent of their keys behind its
-  back, for --delete-strategy resume and reissue-all; prints exit-to-cleanup
-  latency, entries left, agent CPU per process and peak RSS.
+churn: starts `pidmap run --all` (with --ring-pages/--max-entries) and
+  spawns N [default 2000] short-lived processes paced at R per second
+  [default 500], deleting P percent of their keys behind its back, for
+  --delete-strategy resume and reissue-all (default both); prints
+  exit-to-cleanup latency, entries left, the audit, agent CPU per process,
+  RSS along the run, files in the registry, lost records, refused keys.
 ";
 
 pub const DIFF_HELP: &str = "\
@@ -177,8 +180,10 @@ pub struct BenchArgs {
     pub chunk: usize,
     pub procs: usize,
     pub rate: f64,
-    pub threads_pct: f64,
     pub json: bool,
+    pub strategy: Option<String>,
+    pub ring_pages: usize,
+    pub max_entries: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -395,8 +400,10 @@ fn parse_bench(a: &mut Args) -> Result<Cmd, Usage> {
         chunk: crate::engine::EngineOptions::default().chunk,
         procs: 2000,
         rate: 500.0,
-        threads_pct: 10.0,
         json: false,
+        strategy: None,
+        ring_pages: 8,
+        max_entries: crate::abi::TRIE_MAX_ENTRIES,
     };
     while let Some(f) = a.next() {
         match f.as_str() {
@@ -429,7 +436,19 @@ fn parse_bench(a: &mut Args) -> Result<Cmd, Usage> {
                     return a.err("--rate must be positive".into());
                 }
             }
-            "--threads-pct" => b.threads_pct = a.value("--threads-pct")?,
+            "--delete-strategy" => {
+                b.strategy = match a.next().as_deref() {
+                    Some(s @ ("resume" | "reissue-all")) => Some(s.to_string()),
+                    _ => return a.err("--delete-strategy: resume or reissue-all".into()),
+                }
+            }
+            "--ring-pages" => b.ring_pages = ring_pages(a)?,
+            "--max-entries" => {
+                b.max_entries = a.value("--max-entries")?;
+                if b.max_entries == 0 {
+                    return a.err("--max-entries must be at least 1".into());
+                }
+            }
             "--json" => b.json = true,
             other => return a.err(format!("unknown option {other:?}")),
         }

@@ -69,6 +69,14 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         Mode::Pids(pids) => format!("pids {pids:?}"),
         _ => format!("the whole system for {} s", p.duration.unwrap_or(10.0)),
     };
+    // fail before profiling, not after, when the output cannot be written
+    let output = match &p.output {
+        Some(path) => Some(
+            File::create(path)
+                .map_err(|e| Error::new(format!("creating {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     eprintln!("pidmap: profiling {what} at {} Hz", p.freq);
     let mode = match p.mode {
         Mode::Serve => Mode::All,
@@ -117,15 +125,12 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         }
         w.flush()
     };
-    match &p.output {
-        Some(path) => {
-            let mut f = std::io::BufWriter::new(
-                File::create(path)
-                    .map_err(|e| Error::new(format!("creating {}: {e}", path.display())))?,
-            );
+    match (output, &p.output) {
+        (Some(f), Some(path)) => {
+            let mut f = std::io::BufWriter::new(f);
             write(&mut f).map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
         }
-        None => write(&mut std::io::stdout().lock())?,
+        _ => write(&mut std::io::stdout().lock())?,
     }
     let c = COUNTERS.snapshot();
     eprintln!(

@@ -10,7 +10,9 @@ use std::process::Command;
 fn static_bin() -> Option<PathBuf> {
     match std::env::var_os("PIDMAP_STATIC_BIN") {
         Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => panic!("CI: PIDMAP_STATIC_BIN unset: run the tests with `make test`"),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("CI: PIDMAP_STATIC_BIN unset: run the tests with `make test`")
+        }
         None => {
             eprintln!("SKIPPED: PIDMAP_STATIC_BIN unset (`make test` builds and sets it)");
             None
@@ -21,12 +23,23 @@ fn static_bin() -> Option<PathBuf> {
 #[test]
 fn the_static_binary_is_static() {
     let Some(bin) = static_bin() else { return };
-    let file = Command::new("file").arg("-L").arg(&bin).output().expect("file(1)");
+    let file = Command::new("file")
+        .arg("-L")
+        .arg(&bin)
+        .output()
+        .expect("file(1)");
     let text = String::from_utf8_lossy(&file.stdout);
-    assert!(text.contains("statically linked") || text.contains("static-pie linked"), "{text}");
+    assert!(
+        text.contains("statically linked") || text.contains("static-pie linked"),
+        "{text}"
+    );
     let ldd = Command::new("ldd").arg(&bin).output().unwrap();
-    let out = String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
-    assert!(out.contains("not a dynamic executable") || out.contains("statically linked"), "{out}");
+    let out =
+        String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(
+        out.contains("not a dynamic executable") || out.contains("statically linked"),
+        "{out}"
+    );
 }
 
 struct Root(PathBuf);
@@ -34,7 +47,10 @@ struct Root(PathBuf);
 impl Drop for Root {
     fn drop(&mut self) {
         for m in ["sys", "proc"] {
-            let _ = Command::new("umount").arg("-R").arg(self.0.join(m)).status();
+            let _ = Command::new("umount")
+                .arg("-R")
+                .arg(self.0.join(m))
+                .status();
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -50,18 +66,43 @@ fn the_static_binary_runs_the_agent_in_an_empty_root() {
     for d in ["proc", "sys"] {
         std::fs::create_dir_all(root.0.join(d)).unwrap();
     }
-    Command::new("cp").arg(&bin).arg(root.0.join("pidmap")).status().unwrap();
-    assert!(Command::new("mount").args(["--bind", "/proc"]).arg(root.0.join("proc")).status().unwrap().success());
-    assert!(Command::new("mount").args(["--rbind", "/sys"]).arg(root.0.join("sys")).status().unwrap().success());
+    Command::new("cp")
+        .arg(&bin)
+        .arg(root.0.join("pidmap"))
+        .status()
+        .unwrap();
+    assert!(Command::new("mount")
+        .args(["--bind", "/proc"])
+        .arg(root.0.join("proc"))
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("mount")
+        .args(["--rbind", "/sys"])
+        .arg(root.0.join("sys"))
+        .status()
+        .unwrap()
+        .success());
     let pins = format!("/sys/fs/bpf/pidmap-static-{}", std::process::id());
     let o = Command::new("chroot")
         .arg(&root.0)
-        .args(["/pidmap", "run", "--pin-dir", &pins, "--", "/pidmap", "--version"])
+        .args([
+            "/pidmap",
+            "run",
+            "--pin-dir",
+            &pins,
+            "--",
+            "/pidmap",
+            "--version",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("pidmap {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
+    );
     assert!(err.contains("serving: 1 processes tracked"), "{err}");
     assert!(!std::path::Path::new(&pins).exists());
 }

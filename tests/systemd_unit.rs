@@ -18,9 +18,16 @@ fn systemd_analyze_verifies_the_unit() {
     let dir = common::scratch("unit");
     let path = dir.join("pidmap.service");
     // verify checks that ExecStart exists: point it at this build
-    let text = unit().replace("/usr/local/bin/pidmap", common::pidmap_bin().to_str().unwrap());
+    let text = unit().replace(
+        "/usr/local/bin/pidmap",
+        common::pidmap_bin().to_str().unwrap(),
+    );
     std::fs::write(&path, text).unwrap();
-    let o = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze");
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.trim().is_empty(), "{err}");
 }
@@ -45,7 +52,13 @@ fn the_agent_serves_with_only_the_units_capabilities() {
         .arg(format!("-all,{}", caps.join(",")))
         .arg("--")
         .arg(common::pidmap_bin())
-        .args(["run", "--pid", &target.id().to_string(), "--pin-dir", pins.to_str().unwrap()])
+        .args([
+            "run",
+            "--pid",
+            &target.id().to_string(),
+            "--pin-dir",
+            pins.to_str().unwrap(),
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -1,0 +1,194 @@
+//! User-facing error messages, each triggered for real (root): the message
+//! names what failed and how to fix it, and the exit status is right.
+
+mod common;
+
+use common::pidmap_bin;
+use pidmap::sys::bpf::{MapHandle, MAP_TYPE_HASH};
+use std::process::Command;
+
+/// Runs pidmap; returns (exit code, stderr).
+fn fails(args: &[&str]) -> (i32, String) {
+    let o = Command::new(pidmap_bin()).args(args).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn expect(args: &[&str], code: i32, needles: &[&str]) {
+    let (c, err) = fails(args);
+    assert_eq!(c, code, "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
+    }
+}
+
+#[test]
+fn usage_errors_name_the_option_and_the_help() {
+    expect(
+        &["frobnicate"],
+        2,
+        &["unknown command \"frobnicate\"", "See `pidmap --help`."],
+    );
+    expect(
+        &["run", "--pid"],
+        2,
+        &["--pid needs a value", "See `pidmap run --help`."],
+    );
+    expect(&["run", "--pid", "x"], 2, &["--pid: invalid value \"x\""]);
+    expect(
+        &["run", "--all", "--pid", "1"],
+        2,
+        &["choose one of --all, --pid and -- CMD"],
+    );
+    expect(
+        &["run", "--ring-pages", "3"],
+        2,
+        &["--ring-pages: 3 is not a power of two up to 4096"],
+    );
+    expect(
+        &["profile", "--freq", "0"],
+        2,
+        &[
+            "--freq: 0 is not in 1..9999",
+            "See `pidmap profile --help`.",
+        ],
+    );
+    expect(
+        &["profile", "--format", "png"],
+        2,
+        &["--format: folded, pprof or svg"],
+    );
+    expect(
+        &["bench", "delete", "--map", "array"],
+        2,
+        &["--map: lpm or hash"],
+    );
+    expect(&["diff", "one"], 2, &["diff takes two profiles: BASE NEW"]);
+    expect(
+        &["audit", "--bogus"],
+        2,
+        &["unknown option \"--bogus\"", "See `pidmap audit --help`."],
+    );
+}
+
+#[test]
+fn audit_without_pins_says_what_to_check() {
+    expect(
+        &["audit", "--pin-dir", "/sys/fs/bpf/pidmap-no-such-dir"],
+        2,
+        &[
+            "no pinned map /sys/fs/bpf/pidmap-no-such-dir/pid_page_to_mapping_info",
+            "is an agent running with --pin-dir",
+        ],
+    );
+}
+
+#[test]
+fn a_pin_dir_off_bpffs_is_refused_with_the_fix() {
+    if !common::bpf_available() {
+        return;
+    }
+    let d = common::scratch("notbpffs").join("pins");
+    expect(
+        &["run", "--pin-dir", d.to_str().unwrap()],
+        2,
+        &["is not on a bpffs", "mount -t bpf bpf"],
+    );
+}
+
+#[test]
+fn an_incompatible_pinned_map_is_refused() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("layout");
+    std::fs::create_dir_all(&pins).unwrap();
+    let wrong = MapHandle::create(MAP_TYPE_HASH, "wrong", 8, 8, 16, 0).unwrap();
+    let path = pins.join(pidmap::abi::TRIE_NAME);
+    wrong.pin(&path).unwrap();
+    expect(
+        &["run", "--pin-dir", pins.to_str().unwrap()],
+        2,
+        &[
+            "has type 1 key 8 B value 8 B, expected type 11 key 16 B value 16 B",
+            "not pidmap's layout",
+            "rm ",
+        ],
+    );
+    expect(
+        &["audit", "--pin-dir", pins.to_str().unwrap()],
+        2,
+        &["not pidmap's layout"],
+    );
+    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_dir(&pins).unwrap();
+}
+
+#[test]
+fn a_missing_pid_is_named() {
+    if !common::bpf_available() {
+        return;
+    }
+    let mut c = Command::new("/bin/true").spawn().unwrap();
+    let pid = c.id().to_string();
+    c.wait().unwrap();
+    let pins = common::pin_dir("nopid");
+    expect(
+        &["run", "--pin-dir", pins.to_str().unwrap(), "--pid", &pid],
+        2,
+        &[&format!("--pid {pid}: no such process")],
+    );
+    assert!(!pins.exists(), "a failed start leaves no pins");
+}
+
+#[test]
+fn missing_privileges_say_which_capabilities() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("noprivs");
+    let o = Command::new("setpriv")
+        .args(["--bounding-set", "-all", "--"])
+        .arg(pidmap_bin())
+        .args(["run", "--pin-dir", pins.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(
+        err.contains("CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir(&pins);
+}
+
+#[test]
+fn unwritable_outputs_and_unreadable_inputs_are_named() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("output");
+    expect(
+        &[
+            "profile",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "-o",
+            "/nonexistent/dir/p.folded",
+            "--",
+            "/bin/true",
+        ],
+        2,
+        &["creating /nonexistent/dir/p.folded: No such file or directory"],
+    );
+    let garbage = common::scratch("garbage").join("g.pb.gz");
+    std::fs::write(&garbage, [0x1f, 0x8b, 0, 1, 2, 3]).unwrap();
+    expect(
+        &["diff", garbage.to_str().unwrap(), garbage.to_str().unwrap()],
+        2,
+        &["g.pb.gz: gzip:"],
+    );
+}
