@@ -220,7 +220,7 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
         let pid = child.id();
         pids.insert(pid);
         let marker = PidPage::marker(pid);
-        let soon = Instant::now() + Duration::from_millis(200);
+        let soon = Instant::now() + Duration::from_millis(50);
         let tracked = until(soon, || {
             trie.lookup::<_, crate::abi::MappingInfo>(&marker)
                 .ok()

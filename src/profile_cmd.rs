@@ -56,6 +56,23 @@ fn write_svg(profile: &Profile, w: &mut dyn Write) -> std::io::Result<()> {
     inferno::flamegraph::from_lines(&mut opts, text.lines(), w).map_err(std::io::Error::other)
 }
 
+/// The sampler's per-CPU counters, summed over CPUs.
+fn sampler_stats(map: &crate::sys::bpf::MapHandle) -> Vec<u64> {
+    let ncpu = crate::sys::bpf::possible_cpus();
+    (0..crate::abi::SAMPLER_STAT_NAMES.len() as u32)
+        .map(|i| {
+            let mut buf = vec![0u8; 8 * ncpu];
+            match map.lookup_raw(&i, &mut buf) {
+                Ok(true) => buf
+                    .chunks_exact(8)
+                    .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+                    .sum(),
+                _ => 0,
+            }
+        })
+        .collect()
+}
+
 pub fn run(p: ProfileArgs) -> Result<u8> {
     crate::sys::process::block_agent_signals()?;
     let what = match &p.mode {
@@ -104,6 +121,7 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     };
     let profile = Rc::new(RefCell::new(Profile::new(kernel)));
     let (mut agent, _handle) = Agent::new(cfg)?;
+    let stats_map = agent.map("sampler_stats")?;
     let sink = profile.clone();
     agent.set_sample_sink(Box::new(move |s, pm| {
         sink.borrow_mut().add(s, &ModelFiles(pm))
@@ -142,6 +160,21 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
             .as_ref()
             .map(|o| format!(", folded stacks in {}", o.display()))
             .unwrap_or_default()
+    );
+    let stats = sampler_stats(&stats_map);
+    let stat = |name: &str| {
+        crate::abi::SAMPLER_STAT_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| stats[i])
+    };
+    eprintln!(
+        "pidmap: sampler: {} frames, {} unresolved at sample time, {} samples of unknown processes, {} sync requests ({} suppressed by the rate limit)",
+        stat("frames"),
+        stat("unresolved_frames"),
+        stat("unknown_process"),
+        stat("requests"),
+        stat("requests_suppressed")
     );
     if p.top > 0 && profile.samples() > 0 {
         eprint!("{}", profile.top_table(p.top));

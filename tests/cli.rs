@@ -309,3 +309,47 @@ fn bench_delete_shows_the_leak_and_its_fix() {
         "batch-once leaks"
     );
 }
+
+#[test]
+fn sighup_resyncs_and_sigterm_stops_cleanly() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("hup");
+    let mut target = Command::new("/bin/sleep").arg("1000").spawn().unwrap();
+    let mut a = Command::new(pidmap_bin())
+        .args([
+            "run",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "--pid",
+            &target.id().to_string(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(a.stderr.take().unwrap());
+    let mut wait_for = |what: &str| {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "no {what:?} in {seen}"
+            );
+            seen += &line;
+            if line.contains(what) {
+                return;
+            }
+        }
+    };
+    wait_for("serving: 1 processes tracked");
+    signal(&a, libc::SIGHUP);
+    wait_for("SIGHUP: re-syncing everything");
+    signal(&a, libc::SIGTERM);
+    wait_for("signal 15: shutting down");
+    assert_eq!(a.wait().unwrap().code(), Some(0));
+    assert!(!pins.exists());
+    target.kill().unwrap();
+    target.wait().unwrap();
+}
