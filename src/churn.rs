@@ -251,17 +251,20 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
         .join()
         .map_err(|_| Error::new("churn reaper panicked"))?;
     res.elapsed_s = start.elapsed().as_secs_f64();
-    // entries of workload processes still in the trie
+    // entries of exited workload processes still in the trie (pid numbers
+    // wrap: a workload pid may now belong to a live process)
+    let dead =
+        |k: &PidPage| pids.contains(&k.pid()) && crate::process::start_time(k.pid()).is_none();
     let settle = Instant::now() + Duration::from_secs(5);
     until(settle, || {
         trie.keys::<PidPage>(1 << 22)
-            .map(|k| k.iter().all(|k| !pids.contains(&k.pid())))
+            .map(|k| !k.iter().any(dead))
             .unwrap_or(false)
     });
     res.left = trie
         .keys::<PidPage>(1 << 22)?
         .iter()
-        .filter(|k| pids.contains(&k.pid()))
+        .filter(|k| dead(k))
         .count() as u64;
     let report = crate::audit::audit(
         &trie,
