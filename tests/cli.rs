@@ -12,27 +12,8 @@ use std::process::{Child, Command, Stdio};
 
 /// Starts `pidmap run ARGS` and waits for its "serving" line.
 fn agent(args: &[&str]) -> Child {
-    let mut c = Command::new(pidmap_bin())
-        .arg("run")
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "agent ended before serving"
-        );
-        if line.contains("serving:") {
-            break;
-        }
-    }
-    // keep draining stderr so the agent never blocks on a full pipe
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    c
+    let all: Vec<&str> = std::iter::once("run").chain(args.iter().copied()).collect();
+    common::start_serving(&all)
 }
 
 fn signal(c: &Child, sig: i32) {

@@ -11,22 +11,7 @@ use std::sync::OnceLock;
 
 fn workload() -> &'static (PathBuf, PathBuf) {
     static W: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    W.get_or_init(|| {
-        let dir = common::scratch("outputs");
-        common::build_c(
-            "libsampled.c",
-            &dir.join("libsampled.so"),
-            &["-shared", "-fPIC"],
-        );
-        let rpath = format!("-Wl,-rpath,{}", dir.display());
-        let libdir = format!("-L{}", dir.display());
-        let exe = common::build_c(
-            "sampled.c",
-            &dir.join("sampled"),
-            &[&libdir, "-lsampled", &rpath],
-        );
-        (dir, exe)
-    })
+    W.get_or_init(|| common::sampled_workload("outputs"))
 }
 
 /// Profiles the workload (main s, lib s) in `format` into `name`.

@@ -4,29 +4,10 @@
 mod common;
 
 use common::pidmap_bin;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 fn agent(pins: &str) -> Child {
-    let mut c = Command::new(pidmap_bin())
-        .args(["run", "--all", "--keep-pins", "--pin-dir", pins])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "agent ended before serving"
-        );
-        if line.contains("serving:") {
-            break;
-        }
-    }
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    c
+    common::start_serving(&["run", "--all", "--keep-pins", "--pin-dir", pins])
 }
 
 /// `pidmap audit`; a leak must persist across three audits (a process

@@ -20,19 +20,7 @@ struct Workload {
 fn workload() -> &'static Workload {
     static W: OnceLock<Workload> = OnceLock::new();
     W.get_or_init(|| {
-        let dir = common::scratch("sampled");
-        common::build_c(
-            "libsampled.c",
-            &dir.join("libsampled.so"),
-            &["-shared", "-fPIC"],
-        );
-        let rpath = format!("-Wl,-rpath,{}", dir.display());
-        let libdir = format!("-L{}", dir.display());
-        let exe = common::build_c(
-            "sampled.c",
-            &dir.join("sampled"),
-            &[&libdir, "-lsampled", &rpath],
-        );
+        let (dir, exe) = common::sampled_workload("sampled");
         Workload { dir, exe }
     })
 }

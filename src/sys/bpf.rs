@@ -189,7 +189,6 @@ impl MapHandle {
 
     /// BPF_MAP_LOOKUP_ELEM: `None` when the key is absent.
     pub fn lookup<K: Plain, V: Plain>(&self, key: &K) -> Result<Option<V>, SysError> {
-        self.check::<K>("BPF_MAP_LOOKUP_ELEM")?;
         let mut value = vec![0u8; self.info.value_size as usize];
         if value.len() < std::mem::size_of::<V>() {
             return Err(SysError::new(
@@ -198,33 +197,38 @@ impl MapHandle {
                 libc::EINVAL,
             ));
         }
-        let mut attr = zeroed_attr();
-        // SAFETY: plain fields; key and the value buffer (value_size bytes,
-        // what the kernel writes) outlive the call.
-        unsafe {
-            let a = &mut attr.__bindgen_anon_2;
-            a.map_fd = self.fd.as_raw_fd() as u32;
-            a.key = key as *const K as u64;
-            a.__bindgen_anon_1.value = value.as_mut_ptr() as u64;
-        }
-        match sys_bpf(sys::BPF_MAP_LOOKUP_ELEM, &mut attr) {
-            Ok(_) => Ok(super::read_plain(&value)),
-            Err(libc::ENOENT) => Ok(None),
-            Err(e) => Err(SysError::new(
-                "BPF_MAP_LOOKUP_ELEM",
-                self.info.name.clone(),
-                e,
-            )),
-        }
+        Ok(self
+            .lookup_raw(key, &mut value)?
+            .then(|| super::read_plain(&value))
+            .flatten())
     }
 
     /// BPF_MAP_LOOKUP_ELEM into a raw buffer of value_size bytes (per-CPU
     /// maps return one value per possible CPU).
     pub fn lookup_raw<K: Plain>(&self, key: &K, out: &mut [u8]) -> Result<bool, SysError> {
         self.check::<K>("BPF_MAP_LOOKUP_ELEM")?;
+        let per_cpu = matches!(
+            self.info.map_type,
+            sys::BPF_MAP_TYPE_PERCPU_HASH
+                | sys::BPF_MAP_TYPE_PERCPU_ARRAY
+                | sys::BPF_MAP_TYPE_LRU_PERCPU_HASH
+        );
+        let need = if per_cpu {
+            (self.info.value_size as usize).next_multiple_of(8) * possible_cpus()
+        } else {
+            self.info.value_size as usize
+        };
+        if out.len() < need {
+            // the kernel would write past the buffer
+            return Err(SysError::new(
+                "BPF_MAP_LOOKUP_ELEM",
+                self.info.name.clone(),
+                libc::EINVAL,
+            ));
+        }
         let mut attr = zeroed_attr();
-        // SAFETY: plain fields; the caller's buffer is large enough for what
-        // the kernel writes (checked by the caller's contract on `out`).
+        // SAFETY: plain fields; `out` holds at least what the kernel writes
+        // (checked above) and outlives the call.
         unsafe {
             let a = &mut attr.__bindgen_anon_2;
             a.map_fd = self.fd.as_raw_fd() as u32;

@@ -118,3 +118,48 @@ pub fn expected_keys_from(pid: u32, maps_path: &str) -> Vec<PidPage> {
 pub fn pidmap_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pidmap"))
 }
+
+/// Starts `pidmap ARGS` and waits for its "serving" line; stderr is then
+/// drained in the background so the agent never blocks on a full pipe.
+pub fn start_serving(args: &[&str]) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut c = Command::new(pidmap_bin())
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(c.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "pidmap ended before serving: {seen}"
+        );
+        seen += &line;
+        if line.contains("serving:") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    c
+}
+
+/// Builds the sampled workload (tests/workloads/sampled.c and its shared
+/// library) into a scratch directory: (directory, executable).
+pub fn sampled_workload(name: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch(name);
+    build_c(
+        "libsampled.c",
+        &dir.join("libsampled.so"),
+        &["-shared", "-fPIC"],
+    );
+    let rpath = format!("-Wl,-rpath,{}", dir.display());
+    let libdir = format!("-L{}", dir.display());
+    let exe = build_c(
+        "sampled.c",
+        &dir.join("sampled"),
+        &[&libdir, "-lsampled", &rpath],
+    );
+    (dir, exe)
+}
