@@ -294,7 +294,13 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
 }
 
 pub fn run(b: &BenchArgs) -> Result<()> {
-    let workload = ["/bin/sleep", "0.02"];
+    let workload: Vec<&str> = match &b.workload {
+        Some(w) => w.split_whitespace().collect(),
+        None => vec!["/bin/sleep", "0.02"],
+    };
+    if workload.is_empty() {
+        return Err(Error::new("bench churn: --workload is empty"));
+    }
     let strategies: Vec<&'static str> = match b.strategy.as_deref() {
         Some("resume") => vec!["resume"],
         Some("reissue-all") => vec!["reissue-all"],
@@ -307,8 +313,8 @@ pub fn run(b: &BenchArgs) -> Result<()> {
     let base = results[0].agent_cpu_s / results[0].procs.max(1) as f64;
     if !b.json {
         println!(
-            "bench churn: {} processes ({} {}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}",
-            b.procs, workload[0], workload[1], b.rate, b.missing_pct, b.ring_pages, b.max_entries
+            "bench churn: {} processes ({}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}",
+            b.procs, workload.join(" "), b.rate, b.missing_pct, b.ring_pages, b.max_entries
         );
         println!(
             "{:<12} {:>8} {:>7} {:>8} {:>8} {:>8} {:>5} {:>6} {:>11} {:>9} {:>9}",

@@ -77,7 +77,8 @@ Usage:
   pidmap bench insert [--map lpm|hash] [--keys N] [--reps R] [--json]
   pidmap bench churn  [--procs N] [--rate R] [--missing-pct P]
                       [--delete-strategy resume|reissue-all]
-                      [--ring-pages N] [--max-entries N] [--json]
+                      [--ring-pages N] [--max-entries N] [--workload CMD]
+                      [--json]
 
 delete: fills a fresh map with N keys [default 100000] and deletes a list in
   which P percent [default 1] are absent, with the strategies resume,
@@ -85,7 +86,8 @@ delete: fills a fresh map with N keys [default 100000] and deletes a list in
   key, syscalls, and entries left in the map (read back from the kernel).
 insert: batch insert versus one update per key.
 churn: starts `pidmap run --all` (with --ring-pages/--max-entries) and
-  spawns N [default 2000] short-lived processes paced at R per second
+  spawns N [default 2000] short-lived processes (--workload, split at
+  spaces [default: /bin/sleep 0.02]) paced at R per second
   [default 500], deleting P percent of their keys behind its back, for
   --delete-strategy resume and reissue-all (default both); prints
   exit-to-cleanup latency, entries left, the audit, agent CPU per process,
@@ -182,6 +184,7 @@ pub struct BenchArgs {
     pub rate: f64,
     pub json: bool,
     pub strategy: Option<String>,
+    pub workload: Option<String>,
     pub ring_pages: usize,
     pub max_entries: u32,
 }
@@ -402,6 +405,7 @@ fn parse_bench(a: &mut Args) -> Result<Cmd, Usage> {
         rate: 500.0,
         json: false,
         strategy: None,
+        workload: None,
         ring_pages: 8,
         max_entries: crate::abi::TRIE_MAX_ENTRIES,
     };
@@ -443,6 +447,7 @@ fn parse_bench(a: &mut Args) -> Result<Cmd, Usage> {
                 }
             }
             "--ring-pages" => b.ring_pages = ring_pages(a)?,
+            "--workload" => b.workload = Some(a.value("--workload")?),
             "--max-entries" => {
                 b.max_entries = a.value("--max-entries")?;
                 if b.max_entries == 0 {
