@@ -219,7 +219,28 @@ fn token_pid(t: Token) -> Option<u32> {
 impl Agent {
     /// Loads the BPF side, reconciles pins left by an earlier run and
     /// prepares the loop. Nothing is served until [`Agent::run`].
-    pub fn new(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
+    pub fn new(cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
+        // a start that fails removes what it created, and only that: pins
+        // an earlier run left stay for the next start or the audit
+        let dir_existed = cfg.pin_dir.exists();
+        let pins_existed: Vec<bool> = loader::PINNED
+            .iter()
+            .map(|p| cfg.pin_dir.join(p.0).exists())
+            .collect();
+        let pin_dir = cfg.pin_dir.clone();
+        Agent::start(cfg).inspect_err(|_| {
+            for (p, existed) in loader::PINNED.iter().zip(pins_existed) {
+                if !existed {
+                    let _ = std::fs::remove_file(pin_dir.join(p.0));
+                }
+            }
+            if !dir_existed {
+                let _ = std::fs::remove_dir(&pin_dir);
+            }
+        })
+    }
+
+    fn start(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
         raise_nofile();
         let mut programs = vec!["pidmap_exec", "pidmap_fork"];
         if cfg.sampling.is_some() {

@@ -192,3 +192,53 @@ fn unwritable_outputs_and_unreadable_inputs_are_named() {
         &["g.pb.gz: gzip:"],
     );
 }
+
+#[test]
+fn a_pin_dir_that_cannot_be_created_is_named() {
+    if !common::bpf_available() {
+        return;
+    }
+    // the parent is a pinned map (a file on bpffs), not a directory
+    let pins = common::pin_dir("notdir");
+    std::fs::create_dir_all(&pins).unwrap();
+    let m = MapHandle::create(MAP_TYPE_HASH, "plain", 8, 8, 1, 0).unwrap();
+    m.pin(&pins.join("file")).unwrap();
+    let bad = pins.join("file").join("pins");
+    expect(
+        &["run", "--pin-dir", bad.to_str().unwrap()],
+        2,
+        &[&format!(
+            "creating pin directory {}: Not a directory",
+            bad.display()
+        )],
+    );
+    std::fs::remove_file(pins.join("file")).unwrap();
+    std::fs::remove_dir(&pins).unwrap();
+}
+
+#[test]
+fn too_few_file_descriptors_name_the_failing_call() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("nofile");
+    let o = Command::new("prlimit")
+        .args(["--nofile=12:12", "--"])
+        .arg(pidmap_bin())
+        .args(["run", "--pin-dir", pins.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("Too many open files"), "{err}");
+    assert!(!pins.exists(), "a failed start leaves no pins: {err}");
+}
+
+#[test]
+fn an_empty_churn_workload_is_refused() {
+    expect(
+        &["bench", "churn", "--workload", " "],
+        2,
+        &["bench churn: --workload is empty"],
+    );
+}
