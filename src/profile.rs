@@ -54,6 +54,25 @@ fn sanitize(name: &str) -> String {
     name.replace([';', '\n'], "_")
 }
 
+/// `clock_gettime@@GLIBC_2.17` -> `clock_gettime`: a symbol version names
+/// the ABI, not the function, and would split one function in two.
+fn strip_version(name: &str) -> &str {
+    match name.find('@') {
+        Some(i) if i > 0 => {
+            let v = name[i..].trim_start_matches('@');
+            let is_version = !v.is_empty()
+                && v.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.');
+            if is_version {
+                &name[..i]
+            } else {
+                name
+            }
+        }
+        _ => name,
+    }
+}
+
 pub struct Profile {
     kernel: Option<KernelSymbols>,
     files: HashMap<u64, FileEntry>,
@@ -121,7 +140,7 @@ impl Profile {
             f.offset.saturating_sub(1)
         };
         let id = match entry.syms.as_ref().and_then(|s| s.lookup(addr)) {
-            Some(name) => self.interner.intern(&sanitize(name)),
+            Some(name) => self.interner.intern(&sanitize(strip_version(name))),
             None => self
                 .interner
                 .intern(&format!("{}+0x{:x}", entry.base, f.offset)),
@@ -315,6 +334,21 @@ pub fn leaf_shares(stacks: &[(Vec<String>, u64)]) -> HashMap<String, f64> {
     }
     shares.values_mut().for_each(|v| *v /= total.max(1) as f64);
     shares
+}
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn symbol_versions_are_stripped() {
+        assert_eq!(
+            super::strip_version("clock_gettime@@GLIBC_2.17"),
+            "clock_gettime"
+        );
+        assert_eq!(super::strip_version("memcpy@GLIBC_2.2.5"), "memcpy");
+        assert_eq!(super::strip_version("plain"), "plain");
+        assert_eq!(super::strip_version("@odd"), "@odd");
+        assert_eq!(super::strip_version("a@b c"), "a@b c");
+    }
 }
 
 #[cfg(test)]
