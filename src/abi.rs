@@ -1,8 +1,6 @@
 //! Rust mirrors of the structures in `bpf/pidmap.h`, with the helpers that
 //! build trie keys. Sizes and offsets are unit-tested against the C layout.
 
-use crate::sys::Plain;
-
 /// prefix_len of a full pid + address lookup.
 pub const FULL_PREFIX: u32 = 96;
 pub const TRIE_MAX_ENTRIES: u32 = 1 << 20;
@@ -20,9 +18,6 @@ pub struct PidPage {
     pid_be: u32,
     page_be: u64,
 }
-
-// SAFETY: repr(C), 4+4+8 bytes, no padding, any bit pattern valid.
-unsafe impl Plain for PidPage {}
 
 impl PidPage {
     /// The key of an address block of `block_len` bits (0..=64).
@@ -69,9 +64,6 @@ pub struct MappingInfo {
     pub bias_and_prog: u64,
 }
 
-// SAFETY: repr(C), two u64, no padding.
-unsafe impl Plain for MappingInfo {}
-
 impl MappingInfo {
     /// A file mapping; `None` when the bias does not fit 56 bits.
     pub fn new(file_id: u64, bias: u64) -> Option<MappingInfo> {
@@ -106,9 +98,6 @@ pub struct Config {
     pub request_interval_ns: u64,
 }
 
-// SAFETY: repr(C), 4 u32 + u64, no padding.
-unsafe impl Plain for Config {}
-
 pub const SAMPLE_UNKNOWN_PROCESS: u32 = 1 << 0;
 pub const SAMPLE_USER_STACK_ERROR: u32 = 1 << 1;
 pub const SAMPLE_KERNEL_STACK_ERROR: u32 = 1 << 2;
@@ -132,9 +121,6 @@ pub struct SampleHeader {
     pub comm: [u8; 16],
 }
 
-// SAFETY: repr(C): 3*4 + 2*2 + 2*4 + 8 + 16 = 48 bytes, no padding.
-unsafe impl Plain for SampleHeader {}
-
 /// `struct sample_frame`: file_id 0 means unresolved, offset = raw ip.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,9 +128,6 @@ pub struct SampleFrame {
     pub file_id: u64,
     pub offset: u64,
 }
-
-// SAFETY: repr(C), two u64.
-unsafe impl Plain for SampleFrame {}
 
 /// One decoded sample record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,9 +190,6 @@ pub struct RequestState {
     pub gap_ns: u64,
     pub count: u64,
 }
-
-// SAFETY: repr(C), three u64.
-unsafe impl Plain for RequestState {}
 
 pub const SAMPLER_STAT_NAMES: [&str; 10] = [
     "samples",

@@ -724,7 +724,7 @@ impl Agent {
             if self.cfg.progress {
                 deadline = deadline.min(next_progress);
             }
-            if !self.pm.without_pidfd().is_empty() || self.child.is_some() {
+            if self.pm.has_without_pidfd() || self.child.is_some() {
                 deadline = deadline.min(next_sweep);
             }
             if let Some(d) = self.cfg.duration {
@@ -754,8 +754,8 @@ impl Agent {
             }
             // samples first: they were taken while the exited processes
             // were alive and resolve through the model
-            let cpus: Vec<usize> = self.sample_rings.iter().map(|r| r.cpu() as usize).collect();
             if !exited.is_empty() {
+                let cpus: Vec<usize> = self.sample_rings.iter().map(|r| r.cpu() as usize).collect();
                 for cpu in cpus {
                     self.read_samples(cpu);
                 }

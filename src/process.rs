@@ -232,6 +232,12 @@ impl ProcessManager {
         ids.len()
     }
 
+    /// Whether any process is tracked without a pidfd (cheap: the loop
+    /// asks on every wake-up).
+    pub fn has_without_pidfd(&self) -> bool {
+        self.procs.values().any(|p| p.pidfd.is_none())
+    }
+
     /// Processes tracked without a pidfd (liveness sweep).
     pub fn without_pidfd(&self) -> Vec<u32> {
         self.procs
@@ -482,8 +488,7 @@ impl ProcessManager {
     pub fn sweep(&mut self) -> Vec<u32> {
         let mut gone = Vec::new();
         for pid in self.without_pidfd() {
-            let same = self.procs.get(&pid).map(|p| p.start_time)
-                == start_time(pid).map(Some).unwrap_or(None)
+            let same = self.procs.get(&pid).map(|p| p.start_time) == start_time(pid)
                 && read_maps(pid).is_ok_and(|d| !d.is_empty());
             if !same {
                 self.process_exit(pid);

@@ -242,3 +242,42 @@ fn an_empty_churn_workload_is_refused() {
         &["bench churn: --workload is empty"],
     );
 }
+
+#[test]
+fn a_failed_start_keeps_the_pins_an_earlier_run_left() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("keepold");
+    let st = Command::new(pidmap_bin())
+        .args([
+            "run",
+            "--keep-pins",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let trie = pins.join(pidmap::abi::TRIE_NAME);
+    assert!(trie.exists());
+    let o = Command::new("prlimit")
+        .args(["--nofile=12:12", "--"])
+        .arg(pidmap_bin())
+        .args(["run", "--pin-dir", pins.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        trie.exists(),
+        "the earlier run's pins stay for the next start or the audit"
+    );
+    pidmap::loader::remove_pins(&pins);
+}

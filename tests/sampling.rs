@@ -330,32 +330,10 @@ fn a_hot_unknown_process_is_requested_at_a_bounded_rate() {
 
 /// Starts `pidmap profile ARGS` and waits for its "serving" line.
 fn start_profile(args: &[&str]) -> (std::process::Child, std::thread::JoinHandle<String>) {
-    use std::io::{BufRead, BufReader, Read};
-    let mut c = Command::new(pidmap_bin())
-        .arg("profile")
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "profile ended before serving: {seen}"
-        );
-        seen += &line;
-        if line.contains("serving:") {
-            break;
-        }
-    }
-    let rest = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        seen + &s
-    });
-    (c, rest)
+    let all: Vec<&str> = std::iter::once("profile")
+        .chain(args.iter().copied())
+        .collect();
+    common::start_serving_logged(&all)
 }
 
 #[test]

@@ -86,6 +86,20 @@ unsafe impl Plain for u32 {}
 // SAFETY: as above.
 unsafe impl Plain for u64 {}
 
+// SAFETY: the ABI mirrors of bpf/pidmap.h are repr(C) structs of integer
+// fields laid out without padding (sizes and offsets tested in abi.rs).
+unsafe impl Plain for crate::abi::PidPage {}
+// SAFETY: as above.
+unsafe impl Plain for crate::abi::MappingInfo {}
+// SAFETY: as above.
+unsafe impl Plain for crate::abi::Config {}
+// SAFETY: as above.
+unsafe impl Plain for crate::abi::SampleHeader {}
+// SAFETY: as above.
+unsafe impl Plain for crate::abi::SampleFrame {}
+// SAFETY: as above.
+unsafe impl Plain for crate::abi::RequestState {}
+
 /// The bytes of a slice of plain values.
 pub fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
     // SAFETY: T is Plain (no padding), so every byte of the slice is

@@ -119,10 +119,13 @@ pub fn pidmap_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pidmap"))
 }
 
-/// Starts `pidmap ARGS` and waits for its "serving" line; stderr is then
-/// drained in the background so the agent never blocks on a full pipe.
-pub fn start_serving(args: &[&str]) -> std::process::Child {
-    use std::io::{BufRead, BufReader};
+/// Starts `pidmap ARGS` and waits for its "serving" line; the rest of
+/// stderr is drained in the background (so pidmap never blocks on a full
+/// pipe) and returned, with what came before, when pidmap ends.
+pub fn start_serving_logged(
+    args: &[&str],
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read};
     let mut c = Command::new(pidmap_bin())
         .args(args)
         .stderr(std::process::Stdio::piped())
@@ -141,8 +144,17 @@ pub fn start_serving(args: &[&str]) -> std::process::Child {
             break;
         }
     }
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    c
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        seen + &s
+    });
+    (c, rest)
+}
+
+/// As [`start_serving_logged`], when the log is not needed.
+pub fn start_serving(args: &[&str]) -> std::process::Child {
+    start_serving_logged(args).0
 }
 
 /// Builds the sampled workload (tests/workloads/sampled.c and its shared
