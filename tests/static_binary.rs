@@ -91,6 +91,8 @@ fn the_static_binary_runs_the_agent_in_an_empty_root() {
             "run",
             "--pin-dir",
             &pins,
+            "--metrics-file",
+            "/metrics",
             "--",
             "/pidmap",
             "--version",
@@ -103,6 +105,21 @@ fn the_static_binary_runs_the_agent_in_an_empty_root() {
         String::from_utf8_lossy(&o.stdout),
         format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
     );
-    assert!(err.contains("serving: 1 processes tracked"), "{err}");
+    // The command may exit before the serving line (`--version` is quick),
+    // so the proof it was tracked is in the counters written at exit: its
+    // gated sync inserted keys, and every key inserted was deleted again.
+    let metrics = std::fs::read_to_string(root.0.join("metrics")).expect("metrics at exit");
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
+    };
+    assert!(value("pidmap_syncs_ok_total") >= 1, "{metrics}");
+    let inserted = value("pidmap_keys_inserted_total");
+    assert!(inserted > 1, "{metrics}");
+    assert_eq!(value("pidmap_keys_deleted_total"), inserted, "{metrics}");
+    assert_eq!(value("pidmap_keys_absent_total"), 0, "{metrics}");
+    assert_eq!(value("pidmap_tracked_processes"), 0, "{metrics}");
     assert!(!std::path::Path::new(&pins).exists());
 }
