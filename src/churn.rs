@@ -81,9 +81,24 @@ struct AgentProc {
     pins: PathBuf,
 }
 
+impl Drop for AgentProc {
+    /// A bench that fails half-way stops its agent and removes its pins.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::SIGTERM,
+            );
+            let _ = self.child.wait();
+        }
+        crate::loader::remove_pins(&self.pins);
+    }
+}
+
 fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Result<AgentProc> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::new(format!("bench churn: finding this executable: {e}")))?;
+    let child = Command::new(exe)
         .args(["run", "--all", "--delete-strategy", strategy, "--pin-dir"])
         .arg(pins)
         .args([
@@ -94,11 +109,18 @@ fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Re
         ])
         .arg("--metrics-file")
         .arg(metrics)
+        .args(b.wake_every_request.then_some("--wake-every-request"))
         .env("RUST_LOG", "warn,pidmap=info")
         .stderr(Stdio::piped())
-        .spawn()?;
+        .spawn()
+        .map_err(|e| Error::new(format!("bench churn: starting the agent (pidmap run): {e}")))?;
+    let mut agent = AgentProc {
+        child,
+        pins: pins.to_path_buf(),
+    };
     let mut err = BufReader::new(
-        child
+        agent
+            .child
             .stderr
             .take()
             .ok_or_else(|| Error::new("agent stderr"))?,
@@ -113,11 +135,11 @@ fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Re
             break;
         }
     }
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    Ok(AgentProc {
-        child,
-        pins: pins.to_path_buf(),
-    })
+    std::thread::Builder::new()
+        .name("churn-agent-log".into())
+        .spawn(move || std::io::copy(&mut err, &mut std::io::sink()))
+        .map_err(|e| Error::new(format!("bench churn: spawning the log drain thread: {e}")))?;
+    Ok(agent)
 }
 
 fn percentile(v: &[f64], p: f64) -> f64 {
@@ -185,28 +207,31 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
     // the reaper waits for each child in order and times its cleanup
     let (tx, rx) = crossbeam_channel::bounded::<(Child, bool)>(4096);
     let reaper_trie = MapHandle::from_pin(&agent.pins.join(TRIE_NAME))?;
-    let reaper = std::thread::spawn(move || {
-        let mut lat = Vec::new();
-        for (mut child, tracked) in rx {
-            let pid = child.id();
-            let _ = child.wait();
-            let exited = Instant::now();
-            if tracked {
-                let marker = PidPage::marker(pid);
-                let gone = until(exited + Duration::from_secs(5), || {
-                    reaper_trie
-                        .lookup::<_, crate::abi::MappingInfo>(&marker)
-                        .ok()
-                        .flatten()
-                        .is_none()
-                });
-                if gone {
-                    lat.push(exited.elapsed().as_secs_f64() * 1e6);
+    let reaper = std::thread::Builder::new()
+        .name("churn-reaper".into())
+        .spawn(move || {
+            let mut lat = Vec::new();
+            for (mut child, tracked) in rx {
+                let pid = child.id();
+                let _ = child.wait();
+                let exited = Instant::now();
+                if tracked {
+                    let marker = PidPage::marker(pid);
+                    let gone = until(exited + Duration::from_secs(5), || {
+                        reaper_trie
+                            .lookup::<_, crate::abi::MappingInfo>(&marker)
+                            .ok()
+                            .flatten()
+                            .is_none()
+                    });
+                    if gone {
+                        lat.push(exited.elapsed().as_secs_f64() * 1e6);
+                    }
                 }
             }
-        }
-        lat
-    });
+            lat
+        })
+        .map_err(|e| Error::new(format!("bench churn: spawning the reaper thread: {e}")))?;
     let gap = Duration::from_secs_f64(1.0 / b.rate);
     let start = Instant::now();
     let mut pids = std::collections::HashSet::with_capacity(b.procs);
@@ -216,7 +241,16 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
         if let Some(d) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(d); // pacing of the workload, not synchronisation
         }
-        let child = Command::new(workload[0]).args(&workload[1..]).spawn()?;
+        let child = Command::new(workload[0])
+            .args(&workload[1..])
+            .spawn()
+            .map_err(|e| {
+                Error::new(format!(
+                    "bench churn: starting workload process {} ({}): {e}",
+                    i + 1,
+                    workload[0]
+                ))
+            })?;
         let pid = child.id();
         pids.insert(pid);
         let marker = PidPage::marker(pid);
@@ -313,8 +347,18 @@ pub fn run(b: &BenchArgs) -> Result<()> {
     let base = results[0].agent_cpu_s / results[0].procs.max(1) as f64;
     if !b.json {
         println!(
-            "bench churn: {} processes ({}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}",
-            b.procs, workload.join(" "), b.rate, b.missing_pct, b.ring_pages, b.max_entries
+            "bench churn: {} processes ({}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}{}",
+            b.procs,
+            workload.join(" "),
+            b.rate,
+            b.missing_pct,
+            b.ring_pages,
+            b.max_entries,
+            if b.wake_every_request {
+                " --wake-every-request"
+            } else {
+                ""
+            }
         );
         println!(
             "{:<12} {:>8} {:>7} {:>8} {:>8} {:>8} {:>5} {:>6} {:>11} {:>9} {:>9}",

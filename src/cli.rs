@@ -46,6 +46,9 @@ Options:
   --ring-pages N         data pages per perf ring, a power of two [default: 8]
   --delete-strategy S    resume (this engine) or reissue-all (the upstream
                          profiler's way, for comparison) [default: resume]
+  --wake-every-request   one wake-up record per sync request instead of one
+                         per drain: more wake-ups, and a small ring can lose
+                         records (for soaks of the lost-record re-sync)
 
 SIGINT/SIGTERM stop cleanly; SIGHUP re-syncs every tracked process.
 ";
@@ -78,14 +81,15 @@ Usage:
   pidmap bench churn  [--procs N] [--rate R] [--missing-pct P]
                       [--delete-strategy resume|reissue-all]
                       [--ring-pages N] [--max-entries N] [--workload CMD]
-                      [--json]
+                      [--wake-every-request] [--json]
 
 delete: fills a fresh map with N keys [default 100000] and deletes a list in
   which P percent [default 1] are absent, with the strategies resume,
   resume-single, reissue-all, single and batch-once; prints median ns per
   key, syscalls, and entries left in the map (read back from the kernel).
 insert: batch insert versus one update per key.
-churn: starts `pidmap run --all` (with --ring-pages/--max-entries) and
+churn: starts `pidmap run --all` (with --ring-pages, --max-entries and
+  --wake-every-request passed on) and
   spawns N [default 2000] short-lived processes (--workload, split at
   spaces [default: /bin/sleep 0.02]) paced at R per second
   [default 500], deleting P percent of their keys behind its back, for
@@ -147,6 +151,7 @@ pub struct RunArgs {
     pub max_entries: u32,
     pub ring_pages: usize,
     pub delete_strategy: DeleteStrategy,
+    pub wake_every_request: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -187,6 +192,7 @@ pub struct BenchArgs {
     pub workload: Option<String>,
     pub ring_pages: usize,
     pub max_entries: u32,
+    pub wake_every_request: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -315,6 +321,7 @@ fn parse_run(a: &mut Args) -> Result<Cmd, Usage> {
         max_entries: crate::abi::TRIE_MAX_ENTRIES,
         ring_pages: 8,
         delete_strategy: DeleteStrategy::Resume,
+        wake_every_request: false,
     };
     while let Some(f) = a.next() {
         match f.as_str() {
@@ -336,6 +343,7 @@ fn parse_run(a: &mut Args) -> Result<Cmd, Usage> {
             }
             "--pin-dir" => r.pin_dir = a.value("--pin-dir")?,
             "--keep-pins" => r.keep_pins = true,
+            "--wake-every-request" => r.wake_every_request = true,
             "--metrics-file" => r.metrics_file = Some(a.value("--metrics-file")?),
             "--max-entries" => {
                 r.max_entries = a.value("--max-entries")?;
@@ -408,6 +416,7 @@ fn parse_bench(a: &mut Args) -> Result<Cmd, Usage> {
         workload: None,
         ring_pages: 8,
         max_entries: crate::abi::TRIE_MAX_ENTRIES,
+        wake_every_request: false,
     };
     while let Some(f) = a.next() {
         match f.as_str() {
@@ -448,6 +457,7 @@ fn parse_bench(a: &mut Args) -> Result<Cmd, Usage> {
             }
             "--ring-pages" => b.ring_pages = ring_pages(a)?,
             "--workload" => b.workload = Some(a.value("--workload")?),
+            "--wake-every-request" => b.wake_every_request = true,
             "--max-entries" => {
                 b.max_entries = a.value("--max-entries")?;
                 if b.max_entries == 0 {
@@ -584,6 +594,16 @@ mod tests {
             Mode::Command(vec!["/bin/true".into(), "--pid".into(), "3".into()])
         );
         assert_eq!(r.max_entries, 10);
+        assert!(!r.wake_every_request);
+        let Cmd::Run(r) = p("run --all --wake-every-request").unwrap() else {
+            panic!()
+        };
+        assert!(r.wake_every_request);
+        let Cmd::Bench(args) = p("bench churn --wake-every-request --ring-pages 1").unwrap() else {
+            panic!()
+        };
+        assert!(args.wake_every_request);
+        assert_eq!(args.ring_pages, 1);
         assert!(matches!(
             p("run").unwrap(),
             Cmd::Run(RunArgs {

@@ -61,6 +61,7 @@ fn run(cmd: Cmd) -> Result<u8> {
                 max_entries: r.max_entries,
                 ring_pages: r.ring_pages,
                 delete_strategy: r.delete_strategy,
+                wake_every_request: r.wake_every_request,
                 signals: true,
                 ..Default::default()
             };

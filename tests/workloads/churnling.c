@@ -2,8 +2,14 @@
 // four is multi-threaded and its leader exits first (pthread_exit), so the
 // process runs on as a zombie leader with a live thread — the trap where
 // /proc/PID/maps reads empty.
+//
+// `churnling BURST [ONE_IN]`: in addition, about one in ONE_IN [default 100]
+// forks BURST children at once that live ~1 ms each: a storm of fork events
+// on one CPU, so that a one-page ring with a wake-up per request loses
+// records.
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,8 +27,25 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-int main(void)
+static void burst(int n)
 {
+	for (int i = 0; i < n; i++) {
+		pid_t c = fork();
+		if (c == 0) {
+			nap(1);
+			_exit(0);
+		}
+	}
+	while (wait(NULL) > 0)
+		;
+}
+
+int main(int argc, char **argv)
+{
+	int n = argc > 1 ? atoi(argv[1]) : 0;
+	int one_in = argc > 2 ? atoi(argv[2]) : 100;
+	if (n > 0 && one_in > 0 && getpid() % one_in == 1)
+		burst(n);
 	if (getpid() % 4 == 0) {
 		pthread_t t;
 		nap(2); // give the agent a moment to see the process whole
