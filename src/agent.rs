@@ -254,29 +254,6 @@ impl Agent {
                 .map_err(|e| Error::new(format!("eventfd (mio waker): {e}")))?,
         );
         let (tx, rx) = crossbeam_channel::unbounded();
-        let mut rings = Vec::new();
-        for cpu in crate::sys::perf::online_cpus()? {
-            let mut ring = PerfRing::open_bpf_output(cpu, cfg.ring_pages, 1)?;
-            loaded
-                .object
-                .map_fd("report_events")
-                .and_then(|fd| crate::sys::bpf::MapHandle::from_borrowed(fd))
-                .and_then(|m| {
-                    m.update(
-                        &cpu,
-                        &(ring.as_fd().as_raw_fd() as u32),
-                        crate::sys::bpf::BPF_ANY,
-                    )
-                })?;
-            poll.registry()
-                .register(
-                    &mut ring,
-                    Token(RING_BASE + cpu as usize),
-                    Interest::READABLE,
-                )
-                .map_err(|e| Error::new(format!("epoll_ctl(perf ring cpu {cpu}): {e}")))?;
-            rings.push(ring);
-        }
         let signals = if cfg.signals {
             let mut mask = nix::sys::signal::SigSet::empty();
             for s in [
@@ -291,7 +268,7 @@ impl Agent {
                 nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
                     | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
             )
-            .map_err(|e| Error::new(format!("signalfd: {e}")))?;
+            .map_err(|e| Error::new(format!("signalfd: {}", std::io::Error::from(e))))?;
             poll.registry()
                 .register(&mut SourceFd(&sfd.as_raw_fd()), SIGNALS, Interest::READABLE)
                 .map_err(|e| Error::new(format!("epoll_ctl(signalfd): {e}")))?;
@@ -299,6 +276,25 @@ impl Agent {
         } else {
             None
         };
+        let mut rings = Vec::new();
+        for cpu in crate::sys::perf::online_cpus()? {
+            let mut ring = PerfRing::open_bpf_output(cpu, cfg.ring_pages, 1)?;
+            loaded.object.map("report_events").and_then(|m| {
+                m.update(
+                    &cpu,
+                    &(ring.as_fd().as_raw_fd() as u32),
+                    crate::sys::bpf::BPF_ANY,
+                )
+            })?;
+            poll.registry()
+                .register(
+                    &mut ring,
+                    Token(RING_BASE + cpu as usize),
+                    Interest::READABLE,
+                )
+                .map_err(|e| Error::new(format!("epoll_ctl(perf ring cpu {cpu}): {e}")))?;
+            rings.push(ring);
+        }
         let track_all =
             cfg.mode == Mode::All || (cfg.sampling.is_some() && cfg.mode == Mode::Serve);
         let interval = cfg
@@ -343,9 +339,7 @@ impl Agent {
 
     /// A handle on one of the object's maps (inspection, tests).
     pub fn map(&self, name: &str) -> Result<crate::sys::bpf::MapHandle> {
-        Ok(crate::sys::bpf::MapHandle::from_borrowed(
-            self.loaded.object.map_fd(name)?,
-        )?)
+        Ok(self.loaded.object.map(name)?)
     }
 
     /// Attaches the sampler without running the loop (tests of the BPF
@@ -641,8 +635,7 @@ impl Agent {
         let Some(s) = self.cfg.sampling.clone() else {
             return Ok(());
         };
-        let events =
-            crate::sys::bpf::MapHandle::from_borrowed(self.loaded.object.map_fd("sample_events")?)?;
+        let events = self.loaded.object.map("sample_events")?;
         for cpu in crate::sys::perf::online_cpus()? {
             let mut ring = PerfRing::open_bpf_output(cpu, s.ring_pages, 16)?;
             events.update(

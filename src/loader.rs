@@ -52,7 +52,8 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
         )
         .map_err(|e| {
             Error::new(format!(
-                "mounting bpffs at /sys/fs/bpf: {e} (needs root; or mount it yourself: mount -t bpf bpf /sys/fs/bpf)"
+                "mounting bpffs at /sys/fs/bpf: {} (needs root; or mount it yourself: mount -t bpf bpf /sys/fs/bpf)",
+                std::io::Error::from(e)
             ))
         })?;
         if is_bpffs(parent) {
@@ -111,8 +112,14 @@ pub fn load(pin_dir: &Path, max_entries: u32, programs: &[&str]) -> Result<(Load
         object.set_autoload(prog, programs.contains(&prog))?;
     }
     object.load().map_err(|e| {
+        // out of file descriptors or memory is not a kernel that is too old
+        let hint = match e.source.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => "too few file descriptors: raise RLIMIT_NOFILE",
+            Some(libc::ENOMEM) => "out of memory (or RLIMIT_MEMLOCK on kernels before 5.11)",
+            _ => "needs BTF, Linux >= 5.5 for tp_btf",
+        };
         Error::from(e).context(format!(
-            "loading the BPF object on Linux {} (needs BTF, Linux >= 5.5 for tp_btf)",
+            "loading the BPF object on Linux {} ({hint})",
             kernel_release()
         ))
     })?;
@@ -121,8 +128,7 @@ pub fn load(pin_dir: &Path, max_entries: u32, programs: &[&str]) -> Result<(Load
             object.attach(prog)?;
         }
     }
-    let handle =
-        |name: &str| -> Result<MapHandle> { Ok(MapHandle::from_borrowed(object.map_fd(name)?)?) };
+    let handle = |name: &str| -> Result<MapHandle> { Ok(object.map(name)?) };
     let trie = handle(TRIE_NAME)?;
     let events = handle(EVENTS_NAME)?;
     for (name, map) in [(TRIE_NAME, &trie), (EVENTS_NAME, &events)] {

@@ -281,3 +281,213 @@ fn a_failed_start_keeps_the_pins_an_earlier_run_left() {
     );
     pidmap::loader::remove_pins(&pins);
 }
+
+/// Every call that takes a file descriptor, made to fail in turn: `run`
+/// and `profile` are started under RLIMIT_NOFILE = n for n from 4 up to the
+/// first n that succeeds. Each failure is exit status 2 (never a panic or a
+/// signal), one error line naming the call and the errno, and no pins left;
+/// together the failures name every descriptor-taking call of a start.
+#[test]
+fn each_call_that_runs_out_of_descriptors_is_named() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("fdsweep");
+    let p = pins.to_str().unwrap();
+    let modes: [&[&str]; 2] = [
+        &["run", "--pin-dir", p, "--", "/bin/true"],
+        &[
+            "profile",
+            "--pin-dir",
+            p,
+            "-o",
+            "/dev/null",
+            "--",
+            "/bin/true",
+        ],
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for args in modes {
+        let mut succeeded = false;
+        for n in 4..=256 {
+            let o = Command::new("prlimit")
+                .arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(pidmap_bin())
+                .args(args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            match o.status.code() {
+                Some(0) => {
+                    succeeded = true;
+                    break;
+                }
+                Some(2) => {
+                    let lines: Vec<&str> = err
+                        .lines()
+                        .filter(|l| l.starts_with("pidmap: error:"))
+                        .collect();
+                    assert_eq!(lines.len(), 1, "{args:?} nofile {n}: {err}");
+                    assert!(
+                        lines[0].contains("Too many open files (os error 24)"),
+                        "{args:?} nofile {n}: {err}"
+                    );
+                    assert!(!pins.exists(), "{args:?} nofile {n}: pins left: {err}");
+                    seen.insert(lines[0].to_string());
+                }
+                other => panic!("{args:?} nofile {n}: status {other:?}: {err}"),
+            }
+        }
+        assert!(succeeded, "{args:?} never started: {seen:#?}");
+    }
+    for call in [
+        "bpf_object__open_mem on pidmap",
+        "bpf_object__load on pidmap",
+        "raise RLIMIT_NOFILE",
+        "bpf_program__attach on pidmap_exec",
+        "bpf_program__attach on pidmap_fork",
+        "dup on fd of map",
+        "epoll_create",
+        "eventfd (mio waker)",
+        "signalfd",
+        "read /sys/devices/system/cpu/online",
+        "perf_event_open(BPF_OUTPUT, cpu",
+        "perf_event_open(CPU_CLOCK, cpu",
+        "bpf_program__attach_perf_event on pidmap_sample",
+        "pipe2 on command gate",
+    ] {
+        assert!(
+            seen.iter().any(|m| m.contains(call)),
+            "no failure named {call:?}: {seen:#?}"
+        );
+    }
+}
+
+/// A pids cgroup of its own (v1 hierarchy, or v2 with the pids
+/// controller), where `pids.max` makes fork and thread creation fail.
+struct PidsCgroup(std::path::PathBuf);
+
+impl PidsCgroup {
+    fn new(name: &str) -> PidsCgroup {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let mut base = None;
+        for l in mounts.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 4 {
+                continue;
+            }
+            if f[2] == "cgroup" && f[3].split(',').any(|o| o == "pids") {
+                base = Some(std::path::PathBuf::from(f[1]));
+                break;
+            }
+            if f[2] == "cgroup2" {
+                let root = std::path::PathBuf::from(f[1]);
+                let ctl =
+                    std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+                if ctl.split_whitespace().any(|c| c == "pids") {
+                    let _ = std::fs::write(root.join("cgroup.subtree_control"), "+pids");
+                    base = Some(root);
+                }
+            }
+        }
+        let base = base.unwrap_or_else(|| {
+            let d = std::env::temp_dir().join(format!("pidmap-pids-{}", std::process::id()));
+            std::fs::create_dir_all(&d).unwrap();
+            let st = Command::new("mount")
+                .args(["-t", "cgroup", "-o", "pids", "pidmap-pids"])
+                .arg(&d)
+                .status()
+                .unwrap();
+            assert!(st.success(), "no pids cgroup controller to mount");
+            d
+        });
+        let dir = base.join(format!("pidmap-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        PidsCgroup(dir)
+    }
+
+    /// Runs pidmap ARGS inside the cgroup with `pids.max` = max tasks
+    /// (threads count); returns (pid, exit code, stderr).
+    fn run(&self, max: u32, args: &[&str]) -> (u32, i32, String) {
+        std::fs::write(self.0.join("pids.max"), max.to_string()).unwrap();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#)
+            .arg("sh")
+            .arg(&self.0)
+            .arg(pidmap_bin())
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let o = child.wait_with_output().unwrap();
+        (
+            pid,
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Fork and thread creation that fail (a pids cgroup at its limit) are
+/// named: the command of `run --`, the agent, each thread and the workload
+/// of `bench churn`; and a failed bench stops its agent and leaves no pins.
+#[test]
+fn failed_forks_and_threads_are_named() {
+    if !common::bpf_available() {
+        return;
+    }
+    let cg = PidsCgroup::new("forks");
+    let pins = common::pin_dir("forks");
+    let (_, code, err) = cg.run(
+        1,
+        &[
+            "run",
+            "--pin-dir",
+            pins.to_str().unwrap(),
+            "--",
+            "/bin/true",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("fork on /bin/true: Resource temporarily unavailable (os error 11)"),
+        "{err}"
+    );
+    assert!(!pins.exists(), "{err}");
+    // tasks in the cgroup: the bench, the agent, the log drain thread,
+    // the reaper thread, then the first workload process
+    for (max, what) in [
+        (1, "bench churn: starting the agent (pidmap run): Resource temporarily unavailable"),
+        (2, "bench churn: spawning the log drain thread: Resource temporarily unavailable"),
+        (3, "bench churn: spawning the reaper thread: Resource temporarily unavailable"),
+        (4, "bench churn: starting workload process 1 (/bin/sleep): Resource temporarily unavailable"),
+    ] {
+        let (pid, code, err) = cg.run(
+            max,
+            &["bench", "churn", "--procs", "2", "--delete-strategy", "resume"],
+        );
+        assert_eq!(code, 2, "pids.max {max}: {err}");
+        assert!(err.contains(what), "pids.max {max}: {err}");
+        let bench_pins = format!("/sys/fs/bpf/pidmap-churn-{pid}-resume");
+        assert!(
+            !std::path::Path::new(&bench_pins).exists(),
+            "pids.max {max}: a failed bench left its pins: {err}"
+        );
+    }
+    expect(
+        &["bench", "churn", "--procs", "1", "--workload", "/nonexistent/workload"],
+        2,
+        &["bench churn: starting workload process 1 (/nonexistent/workload): No such file or directory"],
+    );
+}

@@ -1,6 +1,7 @@
 //! A libbpf object: the embedded BPF ELF opened from memory, its maps
 //! (possibly reusing pinned ones), its programs and their links.
 
+use super::bpf::MapHandle;
 use super::SysError;
 use libbpf_sys as sys;
 use std::ffi::{CStr, CString};
@@ -117,6 +118,18 @@ impl BpfObject {
         // SAFETY: the fd stays open as long as the object, which the
         // returned borrow cannot outlive.
         Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+    }
+
+    /// A handle of its own (a duplicated fd) on one of the object's maps.
+    pub fn map(&self, map: &str) -> Result<MapHandle, SysError> {
+        let owned = self.map_fd(map)?.try_clone_to_owned().map_err(|e| {
+            SysError::new(
+                "dup",
+                format!("fd of map {map}"),
+                e.raw_os_error().unwrap_or(libc::EIO),
+            )
+        })?;
+        MapHandle::from_fd(owned)
     }
 
     /// Attaches a program by its section (tp_btf, ...), keeping the link.
