@@ -78,6 +78,56 @@ fn pprof_is_read_back_by_an_independent_decoder() {
     assert_eq!(v.get("lib_hot").copied().unwrap_or(0), leaf("lib_hot"));
 }
 
+/// The reference reader, `go tool pprof` (what Pyroscope, Parca and
+/// Grafana build on), reads the profile: same total, same hot functions,
+/// and the mappings of the binary and its library.
+#[test]
+fn go_tool_pprof_reads_the_profile() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pb = profile("pprof", "go.pb.gz", "0.5", "0.5");
+    let pprof = |args: &[&str]| -> String {
+        let o = Command::new("go")
+            .args(["tool", "pprof", "-symbolize=none"])
+            .args(args)
+            .arg(&pb)
+            .output()
+            .expect("go tool pprof (make test installs golang-go)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let top = pprof(&["-sample_index=samples", "-top", "-nodecount=1000"]);
+    let ours = pidmap::diff::load(&pb).unwrap();
+    let total: u64 = ours.iter().map(|(_, n)| n).sum();
+    assert!(total > 300, "{top}");
+    assert!(
+        top.contains(&format!("Total samples = {total} ")),
+        "total {total}: {top}"
+    );
+    let flat = |f: &str| -> u64 {
+        top.lines()
+            .filter(|l| l.split_whitespace().last() == Some(f))
+            .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    for f in ["main_hot", "lib_hot"] {
+        let leaf: u64 = ours
+            .iter()
+            .filter(|(s, _)| s.last().map(|x| x.as_str()) == Some(f))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(leaf > 0, "{f}: {top}");
+        assert_eq!(flat(f), leaf, "{f}: {top}");
+    }
+    let raw = pprof(&["-raw"]);
+    let (_, exe) = workload();
+    let name = exe.file_name().unwrap().to_str().unwrap();
+    let mappings = raw.split("Mappings").nth(1).unwrap_or("");
+    assert!(mappings.contains(name), "{raw}");
+    assert!(mappings.contains("libsampled"), "{raw}");
+}
+
 #[test]
 fn svg_is_a_flame_graph_of_the_workload() {
     if !common::bpf_available() {
