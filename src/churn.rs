@@ -126,13 +126,21 @@ fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Re
             .ok_or_else(|| Error::new("agent stderr"))?,
     );
     let mut line = String::new();
+    let mut said = String::new();
     loop {
         line.clear();
         if err.read_line(&mut line)? == 0 {
-            return Err(Error::new("bench churn: the agent ended before serving"));
+            let status = agent.child.wait()?;
+            return Err(Error::new(format!(
+                "bench churn: the agent (pidmap run) ended before serving, {status}: {}",
+                said.trim()
+            )));
         }
         if line.contains("serving:") {
             break;
+        }
+        if line.contains("error") {
+            said = line.clone();
         }
     }
     std::thread::Builder::new()

@@ -485,9 +485,69 @@ fn failed_forks_and_threads_are_named() {
             "pids.max {max}: a failed bench left its pins: {err}"
         );
     }
+    // an agent that cannot start: the bench relays its error
+    let o = Command::new("prlimit")
+        .args(["--nofile=12:12", "--"])
+        .arg(pidmap_bin())
+        .args([
+            "bench",
+            "churn",
+            "--procs",
+            "1",
+            "--delete-strategy",
+            "resume",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bench churn: the agent (pidmap run) ended before serving, exit status: 2: pidmap: error: bpf_object__open_mem on pidmap: Too many open files"),
+        "{err}"
+    );
     expect(
         &["bench", "churn", "--procs", "1", "--workload", "/nonexistent/workload"],
         2,
         &["bench churn: starting workload process 1 (/nonexistent/workload): No such file or directory"],
+    );
+}
+
+/// Misuse of the BPF object API (a map or program that is not there, a
+/// change after load) names the libbpf call, the map or program and the
+/// errno.
+#[test]
+fn bpf_object_misuse_is_named() {
+    if !common::bpf_available() {
+        return;
+    }
+    use pidmap::sys::object::BpfObject;
+    let mut o = BpfObject::open(pidmap::loader::OBJECT, "pidmap").unwrap();
+    let e = o.map_fd("nope").unwrap_err().to_string();
+    assert!(
+        e.starts_with("bpf_object__find_map_by_name on nope: No such file"),
+        "{e}"
+    );
+    let e = o.set_autoload("nope", true).unwrap_err().to_string();
+    assert!(
+        e.starts_with("bpf_object__find_program_by_name on nope: No such file"),
+        "{e}"
+    );
+    o.set_autoload("pidmap_sample", false).unwrap();
+    o.load().unwrap();
+    let e = o
+        .set_max_entries(pidmap::abi::TRIE_NAME, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("bpf_map__set_max_entries on pid_page_to_mapping_info: "),
+        "{e}"
+    );
+    let e = o
+        .set_autoload("pidmap_exec", false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("bpf_program__set_autoload on pidmap_exec: "),
+        "{e}"
     );
 }
