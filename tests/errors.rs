@@ -16,6 +16,22 @@ fn fails(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Runs pidmap under RLIMIT_NOFILE = nofile (soft and hard); returns
+/// (exit code, stderr).
+fn with_nofile(nofile: u32, args: &[&str]) -> (i32, String) {
+    let o = Command::new("prlimit")
+        .arg(format!("--nofile={nofile}:{nofile}"))
+        .arg("--")
+        .arg(pidmap_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 fn expect(args: &[&str], code: i32, needles: &[&str]) {
     let (c, err) = fails(args);
     assert_eq!(c, code, "{args:?}: {err}");
@@ -217,24 +233,6 @@ fn a_pin_dir_that_cannot_be_created_is_named() {
 }
 
 #[test]
-fn too_few_file_descriptors_name_the_failing_call() {
-    if !common::bpf_available() {
-        return;
-    }
-    let pins = common::pin_dir("nofile");
-    let o = Command::new("prlimit")
-        .args(["--nofile=12:12", "--"])
-        .arg(pidmap_bin())
-        .args(["run", "--pin-dir", pins.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("Too many open files"), "{err}");
-    assert!(!pins.exists(), "a failed start leaves no pins: {err}");
-}
-
-#[test]
 fn an_empty_churn_workload_is_refused() {
     expect(
         &["bench", "churn", "--workload", " "],
@@ -263,18 +261,8 @@ fn a_failed_start_keeps_the_pins_an_earlier_run_left() {
     assert!(st.success());
     let trie = pins.join(pidmap::abi::TRIE_NAME);
     assert!(trie.exists());
-    let o = Command::new("prlimit")
-        .args(["--nofile=12:12", "--"])
-        .arg(pidmap_bin())
-        .args(["run", "--pin-dir", pins.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let (code, err) = with_nofile(12, &["run", "--pin-dir", pins.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
     assert!(
         trie.exists(),
         "the earlier run's pins stay for the next start or the audit"
@@ -310,20 +298,13 @@ fn each_call_that_runs_out_of_descriptors_is_named() {
     for args in modes {
         let mut succeeded = false;
         for n in 4..=256 {
-            let o = Command::new("prlimit")
-                .arg(format!("--nofile={n}:{n}"))
-                .arg("--")
-                .arg(pidmap_bin())
-                .args(args)
-                .output()
-                .unwrap();
-            let err = String::from_utf8_lossy(&o.stderr);
-            match o.status.code() {
-                Some(0) => {
+            let (code, err) = with_nofile(n, args);
+            match code {
+                0 => {
                     succeeded = true;
                     break;
                 }
-                Some(2) => {
+                2 => {
                     let lines: Vec<&str> = err
                         .lines()
                         .filter(|l| l.starts_with("pidmap: error:"))
@@ -336,7 +317,7 @@ fn each_call_that_runs_out_of_descriptors_is_named() {
                     assert!(!pins.exists(), "{args:?} nofile {n}: pins left: {err}");
                     seen.insert(lines[0].to_string());
                 }
-                other => panic!("{args:?} nofile {n}: status {other:?}: {err}"),
+                other => panic!("{args:?} nofile {n}: status {other}: {err}"),
             }
         }
         assert!(succeeded, "{args:?} never started: {seen:#?}");
@@ -486,21 +467,18 @@ fn failed_forks_and_threads_are_named() {
         );
     }
     // an agent that cannot start: the bench relays its error
-    let o = Command::new("prlimit")
-        .args(["--nofile=12:12", "--"])
-        .arg(pidmap_bin())
-        .args([
+    let (code, err) = with_nofile(
+        12,
+        &[
             "bench",
             "churn",
             "--procs",
             "1",
             "--delete-strategy",
             "resume",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("bench churn: the agent (pidmap run) ended before serving, exit status: 2: pidmap: error: bpf_object__open_mem on pidmap: Too many open files"),
         "{err}"
