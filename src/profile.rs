@@ -83,6 +83,11 @@ pub struct Profile {
     stacks: HashMap<(u32, Vec<u32>), u64>,
     /// The file each frame name came from (first sight).
     origin: HashMap<u32, String>,
+    /// Raw comm -> interned name, so a sample allocates nothing for it.
+    comms: HashMap<[u8; 16], u32>,
+    /// The frames of the sample being added; it moves into `stacks` only
+    /// for a stack not seen before, so a repeated stack allocates nothing.
+    scratch: Vec<u32>,
     total: u64,
 }
 
@@ -96,13 +101,16 @@ impl Profile {
             interner: Interner::default(),
             stacks: HashMap::new(),
             origin: HashMap::new(),
+            comms: HashMap::new(),
+            scratch: Vec::new(),
             total: 0,
         }
     }
 
     pub fn add(&mut self, sample: &Sample, files: &dyn FileOpener) {
         let pid = sample.header.pid;
-        let mut stack = Vec::with_capacity(sample.user.len() + sample.kernel.len());
+        let mut stack = std::mem::take(&mut self.scratch);
+        stack.clear();
         for (i, f) in sample.user.iter().enumerate().rev() {
             stack.push(self.user_frame(*f, i == 0, pid, files));
         }
@@ -112,11 +120,27 @@ impl Profile {
         if stack.is_empty() {
             stack.push(self.interner.intern(UNKNOWN));
         }
-        let comm = sanitize(&sample.comm());
-        let comm = self
-            .interner
-            .intern(if comm.is_empty() { UNKNOWN } else { &comm });
-        *self.stacks.entry((comm, stack)).or_insert(0) += 1;
+        let comm = match self.comms.get(&sample.header.comm) {
+            Some(&id) => id,
+            None => {
+                let name = sanitize(&sample.comm());
+                let id = self
+                    .interner
+                    .intern(if name.is_empty() { UNKNOWN } else { &name });
+                self.comms.insert(sample.header.comm, id);
+                id
+            }
+        };
+        let key = (comm, stack);
+        match self.stacks.get_mut(&key) {
+            Some(n) => {
+                *n += 1;
+                self.scratch = key.1;
+            }
+            None => {
+                self.stacks.insert(key, 1);
+            }
+        }
         self.total += 1;
     }
 
