@@ -297,7 +297,7 @@ fn each_call_that_runs_out_of_descriptors_is_named() {
     let mut seen = std::collections::BTreeSet::new();
     for args in modes {
         let mut succeeded = false;
-        for n in 4..=256 {
+        for n in 4..=1024 {
             let (code, err) = with_nofile(n, args);
             match code {
                 0 => {
