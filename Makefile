@@ -1,9 +1,11 @@
 # The two set-up commands of the README: `make run` and `make test`.
 CARGO ?= cargo
-BIN := target/release/pidmap
+# cargo's output directory (CARGO_TARGET_DIR when set)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release/pidmap
 
 TARGET := x86_64-unknown-linux-gnu
-STATIC_BIN := target/$(TARGET)/release/pidmap
+STATIC_BIN := $(TARGET_DIR)/$(TARGET)/release/pidmap
 
 .PHONY: setup build static run test bench lint
 
@@ -24,7 +26,7 @@ run: build
 
 # Every test: unit tests (fake kernel) and kernel tests (real bpf(), root).
 test: setup static
-	PIDMAP_STATIC_BIN=$(CURDIR)/$(STATIC_BIN) $(CARGO) test --release
+	PIDMAP_STATIC_BIN=$(abspath $(STATIC_BIN)) $(CARGO) test --release
 
 bench: build static
 	bash scripts/bench-delete
