@@ -16,27 +16,7 @@ pub const DELETE_STRATEGIES: [&str; 5] = [
     "batch-once",
 ];
 
-/// Deterministic PRNG (xorshift64*), so runs are comparable.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-}
+pub use crate::rng::Rng;
 
 /// `n` distinct keys in sorted order: 1000 blocks per pid.
 pub fn bench_keys(n: usize) -> Vec<PidPage> {

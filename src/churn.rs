@@ -5,9 +5,9 @@
 //! CPU time per process and its peak RSS.
 
 use crate::abi::{PidPage, TRIE_NAME};
-use crate::bench::Rng;
 use crate::cli::BenchArgs;
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 use crate::sys::bpf::MapHandle;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

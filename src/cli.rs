@@ -679,12 +679,10 @@ mod tests {
             "NaN",
             "-1",
         ];
-        let mut x = 88172645463325252u64;
+        let mut rng = crate::rng::Rng::new(88172645463325252);
         for _ in 0..20000 {
             let mut v = vec![OsString::from("pidmap")];
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             for i in 0..(x % 7) {
                 v.push(words[((x >> (i * 5)) % words.len() as u64) as usize].into());
             }

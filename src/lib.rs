@@ -21,6 +21,7 @@ pub mod procmaps;
 pub mod profile;
 pub mod profile_cmd;
 pub mod registry;
+pub mod rng;
 pub mod symbolize;
 pub mod sys;
 pub mod tables;

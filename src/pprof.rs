@@ -365,16 +365,9 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode(&[0x1f, 0x8b, 1, 2, 3]).is_err());
-        let mut x = 0x1234_5678u64;
+        let mut rng = crate::rng::Rng::new(0x1234_5678);
         for n in 0..20000 {
-            let v: Vec<u8> = (0..(n % 64))
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let v: Vec<u8> = (0..(n % 64)).map(|_| rng.next_u64() as u8).collect();
             let _ = decode(&v);
         }
     }

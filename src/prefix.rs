@@ -136,13 +136,8 @@ mod tests {
 
     #[test]
     fn property_random_ranges() {
-        let mut x: u64 = 0x9e3779b97f4a7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::rng::Rng::new(0x9e3779b97f4a7c15);
+        let mut next = || rng.next_u64();
         for i in 0..20000 {
             let a = next();
             let span = match i % 4 {

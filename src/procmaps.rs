@@ -553,40 +553,19 @@ mod tests {
         assert_eq!(errors[0].line.chars().count(), 200);
     }
 
-    /// xorshift64: deterministic so failures reproduce, no crates needed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn bool(&mut self) -> bool {
-            self.next() & 1 == 1
-        }
-        fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-            xs[self.below(xs.len() as u64) as usize]
-        }
-    }
+    use crate::rng::Rng;
 
     #[test]
     fn prop_random_bytes_never_panic() {
         const ALPHABET: &[u8] = b"0123456789abcdefABCDEF-- ::/[]rwxps\n";
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
         let mut buf = Vec::with_capacity(200);
         for _ in 0..200_000 {
             buf.clear();
             let len = rng.below(200);
             for _ in 0..len {
                 let b = if rng.below(8) == 0 {
-                    rng.next() as u8
+                    rng.next_u64() as u8
                 } else {
                     rng.pick(ALPHABET)
                 };
@@ -662,13 +641,13 @@ mod tests {
 
     #[test]
     fn prop_round_trip() {
-        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        let mut rng = Rng::new(0x0123_4567_89ab_cdef);
         let mut text = String::new();
         let mut want = Vec::new();
         for _ in 0..20_000 {
             let start = match rng.below(4) {
                 0 => rng.below(1 << 32),
-                _ => rng.next() >> rng.below(64),
+                _ => rng.next_u64() >> rng.below(64),
             }
             .min(u64::MAX - 1);
             let end = start + 1 + rng.below(u64::MAX - start);
@@ -681,10 +660,10 @@ mod tests {
                     exec: rng.bool(),
                     shared: rng.bool(),
                 },
-                offset: rng.next() >> rng.below(64),
-                dev_major: (rng.next() >> rng.below(64)) as u32,
-                dev_minor: (rng.next() >> rng.below(64)) as u32,
-                inode: rng.next() >> rng.below(64),
+                offset: rng.next_u64() >> rng.below(64),
+                dev_major: (rng.next_u64() >> rng.below(64)) as u32,
+                dev_minor: (rng.next_u64() >> rng.below(64)) as u32,
+                inode: rng.next_u64() >> rng.below(64),
                 path: random_path(&mut rng),
             };
             let pad = if e.path == MapsPath::Anonymous {

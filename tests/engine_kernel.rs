@@ -77,13 +77,8 @@ fn random_absent_patterns_leave_the_map_empty() {
     if !common::bpf_available() {
         return;
     }
-    let mut x = 0x1234_5678_9abc_def1u64;
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n.max(1)
-    };
+    let mut rng = pidmap::rng::Rng::new(0x1234_5678_9abc_def1);
+    let mut rnd = move |n: u64| rng.below(n);
     for kind in [MAP_TYPE_LPM_TRIE, MAP_TYPE_HASH] {
         for round in 0..60 {
             let n = 1 + rnd(400) as usize;

@@ -3,21 +3,8 @@
 //! line. Mutation-based from real seeds, deterministic; PIDMAP_FUZZ_SCALE
 //! multiplies the iterations (scripts/fuzz-long runs millions).
 
+use pidmap::rng::Rng;
 use std::ffi::OsString;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn scale() -> usize {
     std::env::var("PIDMAP_FUZZ_SCALE")
@@ -30,26 +17,26 @@ fn scale() -> usize {
 /// interesting values.
 fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
     let mut v = seed.to_vec();
-    for _ in 0..1 + rng.below(8) {
-        let pos = rng.below(v.len() + 1);
-        match rng.below(6) {
+    for _ in 0..1 + rng.index(8) {
+        let pos = rng.index(v.len() + 1);
+        match rng.index(6) {
             0 if !v.is_empty() => {
                 let p = pos.min(v.len() - 1);
-                v[p] ^= 1 << rng.below(8);
+                v[p] ^= 1 << rng.index(8);
             }
-            1 => v.insert(pos, rng.next() as u8),
+            1 => v.insert(pos, rng.next_u64() as u8),
             2 if !v.is_empty() => {
                 let p = pos.min(v.len() - 1);
-                let n = rng.below(16).min(v.len() - p);
+                let n = rng.index(16).min(v.len() - p);
                 v.drain(p..p + n);
             }
             3 if !v.is_empty() => {
                 let p = pos.min(v.len() - 1);
-                v[p] = [0, 0xff, 0x7f, 0x80, b'\n', b' ', b'-', b'('][rng.below(8)];
+                v[p] = [0, 0xff, 0x7f, 0x80, b'\n', b' ', b'-', b'('][rng.index(8)];
             }
             4 => {
                 let p = pos.min(v.len());
-                let w = (rng.next() as u32).to_le_bytes();
+                let w = (rng.next_u64() as u32).to_le_bytes();
                 v.splice(p..p, w);
             }
             _ => v.truncate(pos),
@@ -59,12 +46,12 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
 }
 
 fn run(name: &str, seeds: &[Vec<u8>], n: usize, f: impl Fn(&[u8])) {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
     let total = n * scale();
     for i in 0..total {
         let seed = &seeds[i % seeds.len()];
         let input = if i % 7 == 0 {
-            (0..rng.below(300)).map(|_| rng.next() as u8).collect()
+            (0..rng.index(300)).map(|_| rng.next_u64() as u8).collect()
         } else {
             mutate(seed, &mut rng)
         };

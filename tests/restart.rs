@@ -41,13 +41,10 @@ fn sigkill_during_churn_then_restart_is_clean_five_times() {
     }
     let pins = common::pin_dir("sigkill");
     let pins = pins.to_str().unwrap().to_string();
-    let mut x = 0x2545_f491_4f6c_dd1du64 ^ std::process::id() as u64;
+    let mut rng = pidmap::rng::Rng::new(0x2545_f491_4f6c_dd1d ^ std::process::id() as u64);
     let mut a = agent(&pins);
     for round in 0..5 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let kill_at = 20 + (x % 150) as usize;
+        let kill_at = 20 + rng.index(150);
         let churn = std::thread::spawn(|| {
             for _ in 0..200 {
                 let _ = Command::new("/bin/true").status();

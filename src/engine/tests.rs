@@ -143,13 +143,8 @@ fn invalid_keys_are_stepped_over() {
 
 #[test]
 fn random_patterns_leave_nothing_behind() {
-    let mut x = 0x2545F4914F6CDD1Du64;
-    let mut rnd = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n.max(1)
-    };
+    let mut rng = crate::rng::Rng::new(0x2545F4914F6CDD1D);
+    let mut rnd = move |n: u64| rng.below(n);
     for round in 0..300 {
         let n = 1 + rnd(300) as usize;
         let mut all = keys(n);

@@ -951,13 +951,12 @@ mod tests {
     fn many_wraps_in_small_ring() {
         let mut h = HeapRing::new(256);
         let mut r = h.reader();
-        let mut seed = 1u64;
+        let mut rng = crate::rng::Rng::new(1);
         for round in 0..2000u64 {
             let mut expect = Vec::new();
             let mut used = 0;
             loop {
-                seed = xorshift(seed);
-                let len = (seed % 60) as usize;
+                let len = rng.index(60);
                 let raw: Vec<u8> = (0..len).map(|i| (i as u64 ^ round) as u8).collect();
                 let rec = sample(&raw);
                 if used + rec.len() > 256 - 24 {
@@ -1139,13 +1138,6 @@ mod tests {
         assert!(!r.pending());
     }
 
-    fn xorshift(mut x: u64) -> u64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-
     /// A fuzz input whose data area is tiled with plausible records and whose
     /// tail/head land on record boundaries (possibly wrapping the end).
     fn structured_input(next: &mut impl FnMut() -> u64) -> (Vec<u8>, usize) {
@@ -1189,11 +1181,8 @@ mod tests {
 
     #[test]
     fn fuzz_random_inputs() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            seed = xorshift(seed);
-            seed
-        };
+        let mut rng = crate::rng::Rng::new(0x9E37_79B9_7F4A_7C15);
+        let mut next = || rng.next_u64();
         fuzz_one(&[]);
         fuzz_one(&[0xff; 64]);
         let mut delivered = 0usize;
