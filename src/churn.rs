@@ -79,10 +79,12 @@ fn mapping_keys(pid: u32) -> Vec<PidPage> {
 struct AgentProc {
     child: Child,
     pins: PathBuf,
+    metrics: PathBuf,
 }
 
 impl Drop for AgentProc {
-    /// A bench that fails half-way stops its agent and removes its pins.
+    /// Stops the agent (also when a bench fails half-way) and removes its
+    /// pins and metrics file.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = nix::sys::signal::kill(
@@ -92,6 +94,7 @@ impl Drop for AgentProc {
             let _ = self.child.wait();
         }
         crate::loader::remove_pins(&self.pins);
+        let _ = std::fs::remove_file(&self.metrics);
     }
 }
 
@@ -117,6 +120,7 @@ fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Re
     let mut agent = AgentProc {
         child,
         pins: pins.to_path_buf(),
+        metrics: metrics.to_path_buf(),
     };
     let mut err = BufReader::new(
         agent
@@ -196,7 +200,7 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
         std::process::id()
     ));
     crate::loader::remove_pins(&pins);
-    let mut agent = start_agent(strategy, &pins, b, &metrics)?;
+    let agent = start_agent(strategy, &pins, b, &metrics)?;
     let apid = agent.child.id();
     let trie = MapHandle::from_pin(&agent.pins.join(TRIE_NAME))?;
     let files_before = {
@@ -325,13 +329,7 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
     res.files_after = metric(&metrics, "pidmap_files").unwrap_or(0);
     res.lost_records = metric(&metrics, "pidmap_lost_records_total").unwrap_or(0);
     res.keys_refused = metric(&metrics, "pidmap_keys_refused_total").unwrap_or(0);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(apid as i32),
-        nix::sys::signal::SIGTERM,
-    );
-    agent.child.wait()?;
-    crate::loader::remove_pins(&pins);
-    let _ = std::fs::remove_file(&metrics);
+    drop(agent);
     Ok(res)
 }
 

@@ -465,6 +465,11 @@ fn failed_forks_and_threads_are_named() {
             !std::path::Path::new(&bench_pins).exists(),
             "pids.max {max}: a failed bench left its pins: {err}"
         );
+        let metrics = std::env::temp_dir().join(format!("pidmap-churn-{pid}-resume.prom"));
+        assert!(
+            !metrics.exists(),
+            "pids.max {max}: a failed bench left its metrics file: {err}"
+        );
     }
     // an agent that cannot start: the bench relays its error
     let (code, err) = with_nofile(
