@@ -48,11 +48,13 @@ fn cpu_seconds(pid: u32) -> f64 {
         / 1e9
 }
 
-fn vm_hwm_kib(pid: u32) -> u64 {
+/// A "kB" field of /proc/PID/status (`VmRSS`, `VmHWM`); 0 once the
+/// process is gone.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -174,15 +176,6 @@ fn until(deadline: Instant, mut cond: impl FnMut() -> bool) -> bool {
     false
 }
 
-fn vm_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn metric(path: &Path, name: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
         l.strip_prefix(&format!("{name} "))
@@ -289,7 +282,7 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
             break;
         }
         if checkpoints.contains(&(i + 1)) {
-            res.rss_checkpoints.push((i + 1, vm_rss_kib(apid)));
+            res.rss_checkpoints.push((i + 1, status_kib(apid, "VmRSS")));
         }
     }
     drop(tx);
@@ -319,7 +312,7 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
     )?;
     res.audit_leaked = report.leaked_keys();
     res.agent_cpu_s = cpu_seconds(apid) - cpu0;
-    res.peak_rss_kib = vm_hwm_kib(apid);
+    res.peak_rss_kib = status_kib(apid, "VmHWM");
     // one more metrics period, so the gauges describe the quiet state
     let stamp = std::fs::metadata(&metrics).and_then(|m| m.modified()).ok();
     until(Instant::now() + Duration::from_secs(12), || {
@@ -417,4 +410,21 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_kib;
+
+    #[test]
+    fn status_fields_are_read_whole_and_in_kib() {
+        let me = std::process::id();
+        let rss = status_kib(me, "VmRSS");
+        assert!(rss > 0);
+        assert!(status_kib(me, "VmHWM") >= rss);
+        // a prefix of a field name is not that field
+        assert_eq!(status_kib(me, "VmRS"), 0);
+        // a process that is gone reads as 0 (pid_max is at most 2^22)
+        assert_eq!(status_kib(1 << 23, "VmRSS"), 0);
+    }
 }
