@@ -6,7 +6,7 @@ mod common;
 use common::pidmap_bin;
 use pidmap::abi::{MappingInfo, PidPage};
 use pidmap::sys::bpf::{MapHandle, BPF_ANY};
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -311,17 +311,8 @@ fn sighup_resyncs_and_sigterm_stops_cleanly() {
         .unwrap();
     let mut err = BufReader::new(a.stderr.take().unwrap());
     let mut wait_for = |what: &str| {
-        let mut seen = String::new();
-        loop {
-            let mut line = String::new();
-            assert!(
-                err.read_line(&mut line).unwrap() > 0,
-                "no {what:?} in {seen}"
-            );
-            seen += &line;
-            if line.contains(what) {
-                return;
-            }
+        if let Err(seen) = common::read_until(&mut err, what) {
+            panic!("no {what:?} in {seen}");
         }
     };
     wait_for("serving: 1 processes tracked");

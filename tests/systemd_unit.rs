@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -63,23 +63,14 @@ fn the_agent_serves_with_only_the_units_capabilities() {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(agent.stderr.take().unwrap());
-    let mut seen = String::new();
-    let serving = loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap() == 0 {
-            break None;
-        }
-        seen += &line;
-        if line.contains("serving:") {
-            break Some(line);
-        }
-    };
+    let serving = common::read_until(&mut err, "serving:");
     let _ = target.kill();
     target.wait().unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let st = agent.wait().unwrap();
-    let line = serving.unwrap_or_else(|| panic!("no serving line: {seen}"));
+    let seen = serving.unwrap_or_else(|seen| panic!("no serving line: {seen}"));
+    let line = seen.lines().last().unwrap();
     assert!(line.contains("serving: 1 processes tracked"), "{line}");
     assert!(!line.contains(" 0 keys"), "{line}");
     assert_eq!(st.code(), Some(0), "{seen}");

@@ -119,31 +119,36 @@ pub fn pidmap_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pidmap"))
 }
 
+/// Reads lines until one contains `what`: Ok(all read, that line last),
+/// or Err(all read) at the end of the stream.
+pub fn read_until(r: &mut impl std::io::BufRead, what: &str) -> Result<String, String> {
+    let mut seen = String::new();
+    loop {
+        let n = seen.len();
+        if r.read_line(&mut seen).unwrap() == 0 {
+            return Err(seen);
+        }
+        if seen[n..].contains(what) {
+            return Ok(seen);
+        }
+    }
+}
+
 /// Starts `pidmap ARGS` and waits for its "serving" line; the rest of
 /// stderr is drained in the background (so pidmap never blocks on a full
 /// pipe) and returned, with what came before, when pidmap ends.
 pub fn start_serving_logged(
     args: &[&str],
 ) -> (std::process::Child, std::thread::JoinHandle<String>) {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufReader, Read};
     let mut c = Command::new(pidmap_bin())
         .args(args)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut err = BufReader::new(c.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "pidmap ended before serving: {seen}"
-        );
-        seen += &line;
-        if line.contains("serving:") {
-            break;
-        }
-    }
+    let seen = read_until(&mut err, "serving:")
+        .unwrap_or_else(|seen| panic!("pidmap ended before serving: {seen}"));
     let rest = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = err.read_to_string(&mut s);
