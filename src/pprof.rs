@@ -3,7 +3,7 @@
 //! locations (one per function) and samples with a `comm` label. The few
 //! protobuf messages are encoded by hand; flate2 does the gzip.
 
-use crate::profile::Stack;
+use crate::profile::{Interner, Stack};
 use std::collections::HashMap;
 
 /// A decoded protobuf field: number, varint value, length-delimited bytes.
@@ -43,38 +43,17 @@ fn packed(out: &mut Vec<u8>, field: u32, vs: &[u64]) {
     bytes(out, field, &body);
 }
 
-#[derive(Default)]
-struct Strings {
-    table: Vec<String>,
-    ids: HashMap<String, u64>,
-}
-
-impl Strings {
-    fn id(&mut self, s: &str) -> u64 {
-        if self.table.is_empty() {
-            self.table.push(String::new());
-            self.ids.insert(String::new(), 0);
-        }
-        if let Some(&i) = self.ids.get(s) {
-            return i;
-        }
-        let i = self.table.len() as u64;
-        self.table.push(s.to_string());
-        self.ids.insert(s.to_string(), i);
-        i
-    }
-}
-
 /// Encodes stacks (comm, frames root-first as (function, file), count)
 /// sampled at `freq` Hz into an uncompressed profile.proto message.
 pub fn encode(stacks: &[Stack], freq: u64, duration_ns: u64) -> Vec<u8> {
-    let mut s = Strings::default();
+    let mut s = Interner::default();
+    s.intern(""); // string_table[0] must be ""
     let period = 1_000_000_000 / freq.max(1);
     let mut out = Vec::new();
     for (ty, unit) in [("samples", "count"), ("cpu", "nanoseconds")] {
         let mut vt = Vec::new();
-        uint(&mut vt, 1, s.id(ty));
-        uint(&mut vt, 2, s.id(unit));
+        uint(&mut vt, 1, s.intern(ty).into());
+        uint(&mut vt, 2, s.intern(unit).into());
         bytes(&mut out, 1, &vt);
     }
     let mut mappings: HashMap<String, u64> = HashMap::new();
@@ -82,7 +61,7 @@ pub fn encode(stacks: &[Stack], freq: u64, duration_ns: u64) -> Vec<u8> {
     let mut body_fns = Vec::new();
     let mut body_locs = Vec::new();
     let mut body_maps = Vec::new();
-    let comm_key = s.id("comm");
+    let comm_key = s.intern("comm").into();
     for (comm, frames, count) in stacks {
         let mut locs = Vec::with_capacity(frames.len());
         for (name, file) in frames.iter().rev() {
@@ -90,7 +69,7 @@ pub fn encode(stacks: &[Stack], freq: u64, duration_ns: u64) -> Vec<u8> {
             let map_id = *mappings.entry(file.clone()).or_insert_with(|| {
                 let mut m = Vec::new();
                 uint(&mut m, 1, next_map);
-                uint(&mut m, 5, s.id(file));
+                uint(&mut m, 5, s.intern(file).into());
                 uint(&mut m, 7, 1); // has_functions
                 bytes(&mut body_maps, 3, &m);
                 next_map
@@ -101,9 +80,9 @@ pub fn encode(stacks: &[Stack], freq: u64, duration_ns: u64) -> Vec<u8> {
                 .or_insert_with(|| {
                     let mut f = Vec::new();
                     uint(&mut f, 1, next_fn);
-                    uint(&mut f, 2, s.id(name));
-                    uint(&mut f, 3, s.id(name));
-                    uint(&mut f, 4, s.id(file));
+                    uint(&mut f, 2, s.intern(name).into());
+                    uint(&mut f, 3, s.intern(name).into());
+                    uint(&mut f, 4, s.intern(file).into());
                     bytes(&mut body_fns, 5, &f);
                     // one location per function
                     let mut line = Vec::new();
@@ -122,26 +101,20 @@ pub fn encode(stacks: &[Stack], freq: u64, duration_ns: u64) -> Vec<u8> {
         packed(&mut smp, 2, &[*count, count * period]);
         let mut label = Vec::new();
         uint(&mut label, 1, comm_key);
-        uint(&mut label, 2, s.id(comm));
+        uint(&mut label, 2, s.intern(comm).into());
         bytes(&mut smp, 3, &label);
         bytes(&mut out, 2, &smp);
     }
     out.extend_from_slice(&body_maps);
     out.extend_from_slice(&body_locs);
     out.extend_from_slice(&body_fns);
-    let table = std::mem::take(&mut s.table);
-    for st in if table.is_empty() {
-        vec![String::new()]
-    } else {
-        table
-    } {
+    let mut pt = Vec::new();
+    uint(&mut pt, 1, s.intern("cpu").into());
+    uint(&mut pt, 2, s.intern("nanoseconds").into());
+    for st in s.names() {
         bytes(&mut out, 6, st.as_bytes());
     }
     uint(&mut out, 10, duration_ns);
-    let mut pt = Vec::new();
-    uint(&mut pt, 1, s.id("cpu"));
-    uint(&mut pt, 2, s.id("nanoseconds"));
-    // string ids added after the table was written must already exist
     bytes(&mut out, 11, &pt);
     uint(&mut out, 12, period);
     out

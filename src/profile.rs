@@ -30,14 +30,21 @@ struct FileEntry {
     syms: Option<ElfSymbols>,
 }
 
+/// Strings to dense ids in first-seen order (the frame names here, the
+/// string table of the pprof encoder).
 #[derive(Default)]
-struct Interner {
+pub(crate) struct Interner {
     names: Vec<String>,
     ids: HashMap<String, u32>,
 }
 
 impl Interner {
-    fn intern(&mut self, name: &str) -> u32 {
+    /// The names, indexed by id.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    pub(crate) fn intern(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.ids.get(name) {
             return id;
         }
@@ -194,7 +201,7 @@ impl Profile {
     /// Every distinct stack: (comm, frames root-first as (function, file),
     /// count), sorted.
     pub fn stacks(&self) -> Vec<Stack> {
-        let names = &self.interner.names;
+        let names = self.interner.names();
         let mut out: Vec<Stack> = self
             .stacks
             .iter()
@@ -219,7 +226,7 @@ impl Profile {
 
     /// One `comm;root;...;leaf count` line per distinct stack, sorted.
     pub fn write_folded(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        let names = &self.interner.names;
+        let names = self.interner.names();
         let mut lines: Vec<String> = self
             .stacks
             .iter()
@@ -259,7 +266,7 @@ impl Profile {
         let mut top: Vec<TopEntry> = acc
             .into_iter()
             .map(|(id, (s, t))| TopEntry {
-                name: self.interner.names[id as usize].clone(),
+                name: self.interner.names()[id as usize].clone(),
                 self_samples: s,
                 total_samples: t,
             })
@@ -299,7 +306,7 @@ impl Profile {
         for ((_, frames), &count) in &self.stacks {
             if let Some(&leaf) = frames.last() {
                 *shares
-                    .entry(self.interner.names[leaf as usize].clone())
+                    .entry(self.interner.names()[leaf as usize].clone())
                     .or_insert(0.0) += count as f64;
             }
         }
