@@ -1,12 +1,17 @@
 //! The agent: one thread, one `mio::Poll` over the perf rings, the pidfds
-//! of tracked processes, a signalfd and a waker for the control API.
-//! Nothing busy-polls: the poll timeout only drives the metrics timer and
-//! the liveness sweep.
+//! of tracked processes, a signalfd and a waker for the control API and
+//! the file worker's results.
+//! Nothing busy-polls: the poll timeout only drives the metrics timer, the
+//! liveness sweep and the file jobs' deadlines.
+//!
+//! The loop never opens a path a user controls (DESIGN §9): whatever needs
+//! a file's contents is a job for the file worker (`files`).
 
 use crate::abi::{Config, Sample};
 use crate::audit::{self, AuditReport};
 use crate::counters::{add, Snapshot, COUNTERS};
 use crate::error::{Error, Result};
+use crate::files::{self, Done, FileWorkers, FilesConfig};
 use crate::loader::{self, Loaded};
 use crate::metrics::{self, Gauges};
 use crate::process::{ProcessManager, SyncOutcome};
@@ -71,6 +76,8 @@ pub struct AgentConfig {
     pub wake_every_request: bool,
     /// Print elapsed time and samples on stderr every second.
     pub progress: bool,
+    /// The file worker's deadline per job and stuck-worker cap.
+    pub files: FilesConfig,
 }
 
 impl Default for AgentConfig {
@@ -90,6 +97,7 @@ impl Default for AgentConfig {
             sampling: None,
             wake_every_request: false,
             progress: false,
+            files: FilesConfig::default(),
         }
     }
 }
@@ -191,8 +199,13 @@ pub struct Ended {
     pub signal: Option<i32>,
 }
 
-/// Receives every decoded sample, with the process model to resolve files.
-pub type SampleSink = Box<dyn FnMut(&Sample, &ProcessManager)>;
+/// Receives every decoded sample, with the process model to resolve files
+/// and the file worker to read them (never on the loop thread).
+pub trait SampleSink {
+    fn sample(&mut self, sample: &Sample, pm: &ProcessManager, files: &mut FileWorkers);
+    /// A file job submitted by [`SampleSink::sample`] finished (or failed).
+    fn file_done(&mut self, done: Done);
+}
 
 pub struct Agent {
     cfg: AgentConfig,
@@ -208,7 +221,8 @@ pub struct Agent {
     when_gone: HashMap<u32, Vec<Sender<()>>>,
     child: Option<u32>,
     ended: Option<Ended>,
-    sink: Option<SampleSink>,
+    sink: Option<Box<dyn SampleSink>>,
+    files: FileWorkers,
     resync_all: bool,
 }
 
@@ -322,6 +336,11 @@ impl Agent {
             child: None,
             ended: None,
             sink: None,
+            files: FileWorkers::new(
+                cfg.files.clone(),
+                Arc::new(files::read_symbols),
+                Some(waker.clone()),
+            ),
             resync_all: false,
             cfg: AgentConfig {
                 mode: std::mem::replace(&mut cfg.mode, Mode::Serve),
@@ -333,7 +352,7 @@ impl Agent {
     }
 
     /// Installs the receiver of samples (before [`Agent::run`]).
-    pub fn set_sample_sink(&mut self, sink: SampleSink) {
+    pub fn set_sample_sink(&mut self, sink: Box<dyn SampleSink>) {
         self.sink = Some(sink);
     }
 
@@ -625,7 +644,17 @@ impl Agent {
         add(&COUNTERS.samples_lost, lost);
         if let Some(sink) = self.sink.as_mut() {
             for s in &samples {
-                sink(s, &self.pm);
+                sink.sample(s, &self.pm, &mut self.files);
+            }
+        }
+    }
+
+    /// Hands finished (and timed-out) file jobs to the sink; never waits.
+    fn collect_files(&mut self) {
+        let done = self.files.collect(Instant::now());
+        if let Some(sink) = self.sink.as_mut() {
+            for d in done {
+                sink.file_done(d);
             }
         }
     }
@@ -723,6 +752,9 @@ impl Agent {
             if let Some(d) = self.cfg.duration {
                 deadline = deadline.min(started + d);
             }
+            if let Some(at) = self.files.next_check(now) {
+                deadline = deadline.min(at);
+            }
             let timeout = deadline.saturating_duration_since(now);
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -772,6 +804,8 @@ impl Agent {
             while let Ok(c) = self.rx.try_recv() {
                 self.handle_command(c);
             }
+            // the waker is shared: file results are drained every turn
+            self.collect_files();
             let now = Instant::now();
             if now >= next_sweep {
                 next_sweep = now + self.cfg.sweep_interval;
@@ -833,6 +867,16 @@ impl Agent {
             self.read_samples(cpu);
         }
         self.loaded.object.detach_all();
+        // symbols asked for during the run: each job at most its deadline
+        if self.files.outstanding() > 0 {
+            let bound = self.cfg.files.deadline * 2;
+            let done = self.files.finish(bound);
+            if let Some(sink) = self.sink.as_mut() {
+                for d in done {
+                    sink.file_done(d);
+                }
+            }
+        }
         if !self.cfg.keep_pins {
             self.pm.forget_all();
             loader::remove_pins(&self.cfg.pin_dir);

@@ -58,6 +58,15 @@ counters! {
     samples_read: "samples read from the sampler ring",
     samples_malformed: "malformed sample records",
     samples_lost: "sample records lost",
+    files_opened: "mapped files opened for reading by the file worker",
+    files_not_regular: "files refused: not a regular file (FIFO, device, directory, symlink)",
+    files_mismatch: "files refused: device/inode differ from the maps line",
+    files_gone: "files not opened: mapping, process or path gone (or a deleted file without map_files)",
+    files_failed: "files not opened: another error",
+    debug_files_untrusted: "debug files not read: a directory on the way is not root-owned or is writable by others",
+    file_jobs_timed_out: "file jobs past their deadline (the file is never retried)",
+    file_jobs_refused: "file jobs refused (the file failed before, or too many stuck workers)",
+    file_workers_abandoned: "file worker threads abandoned while stuck in a job",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

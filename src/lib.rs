@@ -12,6 +12,7 @@ pub mod counters;
 pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod loader;
 pub mod metrics;
 pub mod pprof;

@@ -78,8 +78,6 @@ pub struct ProcessManager {
     pub tables: Tables,
     pub registry: Registry,
     procs: HashMap<u32, Process>,
-    /// Read build ids when registering files (costs a few reads per file).
-    pub read_build_ids: bool,
 }
 
 /// Start time (clock ticks after boot) of a process: field 22 of
@@ -139,6 +137,7 @@ struct Wanted {
     dev: u64,
     ino: u64,
     path: String,
+    deleted: bool,
 }
 
 fn wanted(e: &MapsEntry) -> Option<Wanted> {
@@ -151,14 +150,16 @@ fn wanted(e: &MapsEntry) -> Option<Wanted> {
             dev: 0,
             ino: 0,
             path: "[vdso]".into(),
+            deleted: false,
         });
     }
     if !e.is_exec_file() {
         return None;
     }
-    let path = match &e.path {
-        MapsPath::File { path, .. } => path.clone(),
-        MapsPath::Memfd { name, .. } => format!("/memfd:{name}"),
+    let (path, deleted) = match &e.path {
+        MapsPath::File { path, deleted } => (path.clone(), *deleted),
+        // a memfd has no path: only map_files reaches it
+        MapsPath::Memfd { name, .. } => (format!("/memfd:{name}"), true),
         _ => return None,
     };
     Some(Wanted {
@@ -169,6 +170,7 @@ fn wanted(e: &MapsEntry) -> Option<Wanted> {
         dev: e.dev(),
         ino: e.inode,
         path,
+        deleted,
     })
 }
 
@@ -178,7 +180,6 @@ impl ProcessManager {
             tables,
             registry: Registry::default(),
             procs: HashMap::new(),
-            read_build_ids: true,
         }
     }
 
@@ -413,8 +414,10 @@ impl ProcessManager {
                 ins_vals.push(value);
             }
             owners.push((w.start, first..ins_keys.len()));
+            // no file is opened here: the loop never touches a path a user
+            // controls (DESIGN §9)
             self.registry
-                .acquire(w.file_id, w.dev, w.ino, &w.path, self.read_build_ids);
+                .acquire(w.file_id, w.dev, w.ino, &w.path, w.deleted);
             proc_.mappings.insert(
                 w.start,
                 Mapping {

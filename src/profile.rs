@@ -1,9 +1,14 @@
 //! Aggregates samples into folded stacks (flamegraph input) and a top table.
+//!
+//! Samples are kept by raw frame (file, offset) until the symbols of their
+//! files arrive: a file's symbols are asked for at its first sight (from
+//! the file worker, which reads it while its process lives) and come back
+//! later through [`Profile::file_done`]; names are resolved then, and at the
+//! latest by [`Profile::finish`]. This module never opens a file.
 
 use crate::abi::{Sample, SampleFrame};
 use crate::symbolize::{ElfSymbols, KernelSymbols};
 use std::collections::HashMap;
-use std::fs::File;
 
 const UNKNOWN: &str = "[unknown]";
 
@@ -11,11 +16,21 @@ const UNKNOWN: &str = "[unknown]";
 pub type Stack = (String, Vec<(String, String)>, u64);
 
 /// Supplied by the agent, which knows which file each `file_id` denotes.
-pub trait FileOpener {
+pub trait FileSource {
     /// Display name, e.g. the path.
     fn name(&self, file_id: u64) -> Option<String>;
-    /// Called at most once per `file_id` (first sight), while `pid` still lives.
-    fn open(&self, file_id: u64, pid: u32) -> Option<File>;
+    /// Asks for the symbols of `file_id`: called at most once per file
+    /// (first sight), while `pid` still lives. A `Pending` answer comes
+    /// later through [`Profile::file_done`].
+    fn request(&mut self, file_id: u64, pid: u32) -> Requested;
+}
+
+/// The answer of [`FileSource::request`].
+#[derive(Debug)]
+pub enum Requested {
+    /// Known now (`None`: no symbols; frames show as `file+0xoffset`).
+    Ready(Option<ElfSymbols>),
+    Pending,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,9 +40,29 @@ pub struct TopEntry {
     pub total_samples: u64,
 }
 
+enum Symbols {
+    Pending,
+    Ready(Option<ElfSymbols>),
+}
+
 struct FileEntry {
     base: String,
-    syms: Option<ElfSymbols>,
+    syms: Symbols,
+}
+
+/// A frame as sampled, before names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum RawFrame {
+    User {
+        file_id: u64,
+        offset: u64,
+        leaf: bool,
+    },
+    Kernel {
+        addr: u64,
+        leaf: bool,
+    },
+    Unknown,
 }
 
 /// Strings to dense ids in first-seen order (the frame names here, the
@@ -83,18 +118,23 @@ fn strip_version(name: &str) -> &str {
 pub struct Profile {
     kernel: Option<KernelSymbols>,
     files: HashMap<u64, FileEntry>,
-    user_cache: HashMap<(u64, u64, bool), u32>,
-    kernel_cache: HashMap<(u64, bool), u32>,
+    /// Distinct raw frames in first-seen order, and their ids.
+    raw: Vec<RawFrame>,
+    raw_ids: HashMap<RawFrame, u32>,
+    /// The name id of each raw frame, once its file's symbols are known.
+    resolved: Vec<Option<u32>>,
     interner: Interner,
-    /// (comm, frames root-first) -> count
+    /// (comm, frame names root-first) -> count
     stacks: HashMap<(u32, Vec<u32>), u64>,
-    /// The file each frame name came from (first sight).
-    origin: HashMap<u32, String>,
+    /// (comm, raw frames root-first) -> count, for stacks with a frame
+    /// whose file's symbols have not arrived yet.
+    pending: HashMap<(u32, Vec<u32>), u64>,
     /// Raw comm -> interned name, so a sample allocates nothing for it.
     comms: HashMap<[u8; 16], u32>,
-    /// The frames of the sample being added; it moves into `stacks` only
-    /// for a stack not seen before, so a repeated stack allocates nothing.
+    /// The frames of the sample being added; it moves into a map only for
+    /// a stack not seen before, so a repeated stack allocates nothing.
     scratch: Vec<u32>,
+    name_scratch: Vec<u32>,
     total: u64,
 }
 
@@ -103,18 +143,20 @@ impl Profile {
         Profile {
             kernel,
             files: HashMap::new(),
-            user_cache: HashMap::new(),
-            kernel_cache: HashMap::new(),
+            raw: Vec::new(),
+            raw_ids: HashMap::new(),
+            resolved: Vec::new(),
             interner: Interner::default(),
             stacks: HashMap::new(),
-            origin: HashMap::new(),
+            pending: HashMap::new(),
             comms: HashMap::new(),
             scratch: Vec::new(),
+            name_scratch: Vec::new(),
             total: 0,
         }
     }
 
-    pub fn add(&mut self, sample: &Sample, files: &dyn FileOpener) {
+    pub fn add(&mut self, sample: &Sample, files: &mut dyn FileSource) {
         let pid = sample.header.pid;
         let mut stack = std::mem::take(&mut self.scratch);
         stack.clear();
@@ -122,10 +164,10 @@ impl Profile {
             stack.push(self.user_frame(*f, i == 0, pid, files));
         }
         for (i, &addr) in sample.kernel.iter().enumerate().rev() {
-            stack.push(self.kernel_frame(addr, i == 0));
+            stack.push(self.raw_id(RawFrame::Kernel { addr, leaf: i == 0 }));
         }
         if stack.is_empty() {
-            stack.push(self.interner.intern(UNKNOWN));
+            stack.push(self.raw_id(RawFrame::Unknown));
         }
         let comm = match self.comms.get(&sample.header.comm) {
             Some(&id) => id,
@@ -138,70 +180,168 @@ impl Profile {
                 id
             }
         };
-        let key = (comm, stack);
-        match self.stacks.get_mut(&key) {
-            Some(n) => {
-                *n += 1;
-                self.scratch = key.1;
-            }
-            None => {
-                self.stacks.insert(key, 1);
-            }
-        }
+        self.count(comm, stack, 1);
         self.total += 1;
     }
 
-    /// Non-leaf frames are return addresses; looking up `addr - 1` keeps a call
-    /// that ends a function (e.g. to a noreturn callee) in the caller.
-    fn user_frame(&mut self, f: SampleFrame, leaf: bool, pid: u32, files: &dyn FileOpener) -> u32 {
+    /// Adds `n` to a stack of raw frames: by names when every frame can be
+    /// named now, else kept raw until its files' symbols arrive.
+    fn count(&mut self, comm: u32, raw: Vec<u32>, n: u64) {
+        let mut names = std::mem::take(&mut self.name_scratch);
+        names.clear();
+        for &r in &raw {
+            match self.resolve(r) {
+                Some(id) => names.push(id),
+                None => {
+                    self.name_scratch = names;
+                    bump(&mut self.pending, (comm, raw), n, &mut self.scratch);
+                    return;
+                }
+            }
+        }
+        self.scratch = raw;
+        bump(&mut self.stacks, (comm, names), n, &mut self.name_scratch);
+    }
+
+    fn user_frame(
+        &mut self,
+        f: SampleFrame,
+        leaf: bool,
+        pid: u32,
+        files: &mut dyn FileSource,
+    ) -> u32 {
         if f.file_id == 0 {
-            return self.interner.intern(UNKNOWN);
+            return self.raw_id(RawFrame::Unknown);
         }
-        let key = (f.file_id, f.offset, leaf);
-        if let Some(&id) = self.user_cache.get(&key) {
-            return id;
-        }
-        let entry = self
-            .files
+        self.files
             .entry(f.file_id)
             .or_insert_with(|| open_file(files, f.file_id, pid));
-        let addr = if leaf {
-            f.offset
-        } else {
-            f.offset.saturating_sub(1)
-        };
-        let id = match entry.syms.as_ref().and_then(|s| s.lookup(addr)) {
-            Some(name) => self.interner.intern(&sanitize(strip_version(name))),
-            None => self
-                .interner
-                .intern(&format!("{}+0x{:x}", entry.base, f.offset)),
-        };
-        self.user_cache.insert(key, id);
-        self.origin.entry(id).or_insert_with(|| entry.base.clone());
+        self.raw_id(RawFrame::User {
+            file_id: f.file_id,
+            offset: f.offset,
+            leaf,
+        })
+    }
+
+    fn raw_id(&mut self, f: RawFrame) -> u32 {
+        if let Some(&id) = self.raw_ids.get(&f) {
+            return id;
+        }
+        let id = self.raw.len() as u32;
+        self.raw.push(f);
+        self.raw_ids.insert(f, id);
+        self.resolved.push(None);
         id
     }
 
-    fn kernel_frame(&mut self, addr: u64, leaf: bool) -> u32 {
-        if let Some(&id) = self.kernel_cache.get(&(addr, leaf)) {
-            return id;
+    /// The name of a raw frame, when its file's symbols are known.
+    /// Non-leaf frames are return addresses; looking up `addr - 1` keeps a
+    /// call that ends a function (e.g. to a noreturn callee) in the caller.
+    fn resolve(&mut self, raw: u32) -> Option<u32> {
+        if let Some(id) = self.resolved[raw as usize] {
+            return Some(id);
         }
-        let lookup = if leaf { addr } else { addr.saturating_sub(1) };
-        let name = match self.kernel.as_ref().and_then(|k| k.lookup(lookup)) {
-            Some(n) => format!("{}_[k]", sanitize(n)),
-            None => "[kernel]_[k]".to_string(),
+        let id = match self.raw[raw as usize] {
+            RawFrame::Unknown => self.interner.intern(UNKNOWN),
+            RawFrame::Kernel { addr, leaf } => {
+                let lookup = if leaf { addr } else { addr.saturating_sub(1) };
+                let name = match self.kernel.as_ref().and_then(|k| k.lookup(lookup)) {
+                    Some(n) => format!("{}_[k]", sanitize(n)),
+                    None => "[kernel]_[k]".to_string(),
+                };
+                self.interner.intern(&name)
+            }
+            RawFrame::User {
+                file_id,
+                offset,
+                leaf,
+            } => {
+                let entry = self.files.get(&file_id)?;
+                let Symbols::Ready(syms) = &entry.syms else {
+                    return None;
+                };
+                let addr = if leaf {
+                    offset
+                } else {
+                    offset.saturating_sub(1)
+                };
+                match syms.as_ref().and_then(|s| s.lookup(addr)) {
+                    Some(name) => self.interner.intern(&sanitize(strip_version(name))),
+                    None => self
+                        .interner
+                        .intern(&format!("{}+0x{:x}", entry.base, offset)),
+                }
+            }
         };
-        let id = self.interner.intern(&name);
-        self.kernel_cache.insert((addr, leaf), id);
-        self.origin
-            .entry(id)
-            .or_insert_with(|| "[kernel]".to_string());
-        id
+        self.resolved[raw as usize] = Some(id);
+        Some(id)
+    }
+
+    /// The symbols of a file asked for with [`Requested::Pending`]
+    /// (`None`: unreadable, refused or timed out).
+    pub fn file_done(&mut self, file_id: u64, syms: Option<ElfSymbols>) {
+        let Some(entry) = self.files.get_mut(&file_id) else {
+            return;
+        };
+        if !matches!(entry.syms, Symbols::Pending) {
+            return;
+        }
+        if syms.is_none() {
+            log::debug!("no symbols for file {file_id:#x} ({})", entry.base);
+        }
+        entry.syms = Symbols::Ready(syms);
+        self.recount_pending();
+    }
+
+    /// Files whose symbols are still awaited.
+    pub fn files_pending(&self) -> usize {
+        self.files
+            .values()
+            .filter(|f| matches!(f.syms, Symbols::Pending))
+            .count()
+    }
+
+    fn recount_pending(&mut self) {
+        for ((comm, raw), n) in std::mem::take(&mut self.pending) {
+            self.count(comm, raw, n);
+        }
+    }
+
+    /// Names every frame still waiting for symbols (as `file+0xoffset`).
+    /// Call before writing the profile.
+    pub fn finish(&mut self) {
+        for f in self.files.values_mut() {
+            if matches!(f.syms, Symbols::Pending) {
+                f.syms = Symbols::Ready(None);
+            }
+        }
+        self.recount_pending();
+    }
+
+    /// The file each frame name came from: the first raw frame (in the
+    /// order frames were first seen) that has this name.
+    fn origins(&self) -> HashMap<u32, String> {
+        let mut origin = HashMap::new();
+        for (raw, name) in self.raw.iter().zip(&self.resolved) {
+            let Some(name) = name else { continue };
+            let file = match raw {
+                RawFrame::User { file_id, .. } => match self.files.get(file_id) {
+                    Some(f) => f.base.clone(),
+                    None => continue,
+                },
+                RawFrame::Kernel { .. } => "[kernel]".to_string(),
+                RawFrame::Unknown => continue,
+            };
+            origin.entry(*name).or_insert(file);
+        }
+        origin
     }
 
     /// Every distinct stack: (comm, frames root-first as (function, file),
     /// count), sorted.
     pub fn stacks(&self) -> Vec<Stack> {
         let names = self.interner.names();
+        let origin = self.origins();
         let mut out: Vec<Stack> = self
             .stacks
             .iter()
@@ -209,7 +349,7 @@ impl Profile {
                 let fr = frames
                     .iter()
                     .map(|f| {
-                        let file = self.origin.get(f).cloned().unwrap_or_default();
+                        let file = origin.get(f).cloned().unwrap_or_default();
                         (names[*f as usize].clone(), file)
                     })
                     .collect();
@@ -317,19 +457,41 @@ impl Profile {
     }
 }
 
-fn open_file(files: &dyn FileOpener, file_id: u64, pid: u32) -> FileEntry {
+/// Adds `n` to `key`; a key already present goes back to `spare` (so a
+/// repeated stack allocates nothing).
+fn bump(
+    map: &mut HashMap<(u32, Vec<u32>), u64>,
+    key: (u32, Vec<u32>),
+    n: u64,
+    spare: &mut Vec<u32>,
+) {
+    match map.get_mut(&key) {
+        Some(c) => {
+            *c += n;
+            *spare = key.1;
+        }
+        None => {
+            map.insert(key, n);
+        }
+    }
+}
+
+fn open_file(files: &mut dyn FileSource, file_id: u64, pid: u32) -> FileEntry {
     let name = files.name(file_id);
     let base = name
         .as_deref()
         .and_then(|n| n.rsplit('/').next())
         .filter(|b| !b.is_empty())
         .map_or_else(|| format!("file_{file_id:x}"), sanitize);
-    let syms = files
-        .open(file_id, pid)
-        .and_then(|f| ElfSymbols::from_file(&f, name.as_deref().unwrap_or("")));
-    if syms.is_none() {
-        log::debug!("no symbols for file {file_id:#x} ({base})");
-    }
+    let syms = match files.request(file_id, pid) {
+        Requested::Pending => Symbols::Pending,
+        Requested::Ready(syms) => {
+            if syms.is_none() {
+                log::debug!("no symbols for file {file_id:#x} ({base})");
+            }
+            Symbols::Ready(syms)
+        }
+    };
     FileEntry { base, syms }
 }
 
@@ -387,15 +549,37 @@ mod tests {
     use super::*;
     use crate::abi::SampleHeader;
     use crate::symbolize::test_util::{func_offset, test_prog};
-    use std::cell::RefCell;
+    use std::fs::File;
     use std::path::Path;
 
-    struct FakeOpener<'a> {
+    /// Symbols of the test program for file 1, none for the others; with
+    /// `deferred`, every answer is Pending and kept in `later`.
+    struct FakeSource<'a> {
         prog: &'a Path,
-        opens: RefCell<HashMap<u64, u32>>,
+        opens: HashMap<u64, u32>,
+        deferred: bool,
+        later: Vec<(u64, Option<ElfSymbols>)>,
     }
 
-    impl FileOpener for FakeOpener<'_> {
+    impl<'a> FakeSource<'a> {
+        fn new(prog: &'a Path, deferred: bool) -> FakeSource<'a> {
+            FakeSource {
+                prog,
+                opens: HashMap::new(),
+                deferred,
+                later: Vec::new(),
+            }
+        }
+
+        /// Hands every pending answer to the profile.
+        fn deliver(&mut self, p: &mut Profile) {
+            for (id, syms) in self.later.drain(..) {
+                p.file_done(id, syms);
+            }
+        }
+    }
+
+    impl FileSource for FakeSource<'_> {
         fn name(&self, file_id: u64) -> Option<String> {
             match file_id {
                 1 => Some(self.prog.display().to_string()),
@@ -403,9 +587,17 @@ mod tests {
                 _ => None,
             }
         }
-        fn open(&self, file_id: u64, _pid: u32) -> Option<File> {
-            *self.opens.borrow_mut().entry(file_id).or_default() += 1;
-            (file_id == 1).then(|| File::open(self.prog).ok()).flatten()
+        fn request(&mut self, file_id: u64, _pid: u32) -> Requested {
+            *self.opens.entry(file_id).or_default() += 1;
+            let syms = (file_id == 1)
+                .then(|| ElfSymbols::from_file(&File::open(self.prog).unwrap(), "prog"))
+                .flatten();
+            if self.deferred {
+                self.later.push((file_id, syms));
+                Requested::Pending
+            } else {
+                Requested::Ready(syms)
+            }
         }
     }
 
@@ -427,6 +619,78 @@ mod tests {
 
     const KALLSYMS: &str = "ffffffff81000000 T do_syscall_64\nffffffff81001000 t schedule\n";
 
+    /// The samples of the folded/top test; `between` runs after the
+    /// second sample.
+    fn scenario(
+        hot: u64,
+        other: u64,
+        main: u64,
+        src: &mut FakeSource,
+        between: impl FnOnce(&mut FakeSource, &mut Profile),
+    ) -> Profile {
+        let mut p = Profile::new(Some(KernelSymbols::parse(KALLSYMS)));
+        let s1 = sample("app", &[(1, hot + 1), (1, other + 4), (1, main + 8)], &[]);
+        p.add(&s1, src);
+        p.add(&s1, src);
+        between(src, &mut p);
+        p.add(
+            &sample(
+                "app",
+                &[(2, 0x1234), (1, other + 4)],
+                &[0xffffffff81001010, 0xffffffff81000020],
+            ),
+            src,
+        );
+        p.add(&sample("app", &[(0, 0xdead)], &[]), src);
+        p.add(&sample("idle", &[], &[]), src);
+        p.add(&sample("app", &[(3, 0x10)], &[0x10]), src);
+        p.finish();
+        p
+    }
+
+    fn folded(p: &Profile) -> String {
+        let mut out = Vec::new();
+        p.write_folded(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn symbols_that_arrive_later_give_the_same_profile() {
+        let Some(prog) = test_prog() else { return };
+        let (hot, other, main) = (
+            func_offset(prog, "hot_function"),
+            func_offset(prog, "other_function"),
+            func_offset(prog, "main"),
+        );
+        let now = scenario(
+            hot,
+            other,
+            main,
+            &mut FakeSource::new(prog, false),
+            |_, _| {},
+        );
+        // file 1's symbols arrive after two samples, the rest after all
+        let mut src = FakeSource::new(prog, true);
+        let mut late = scenario(hot, other, main, &mut src, |src, p| {
+            assert_eq!(p.files_pending(), 1);
+            src.deliver(p)
+        });
+        src.deliver(&mut late);
+        assert_eq!(src.opens, HashMap::from([(1, 1), (2, 1), (3, 1)]));
+        assert_eq!(folded(&late), folded(&now));
+        assert_eq!(late.stacks(), now.stacks(), "names and their files");
+        assert_eq!(late.top(100), now.top(100));
+        // symbols that never come: finish names the frames file+0xoffset
+        let mut src = FakeSource::new(prog, true);
+        let never = scenario(hot, other, main, &mut src, |_, _| {});
+        assert_eq!(never.files_pending(), 0);
+        let text = folded(&never);
+        let base = prog.file_name().unwrap().to_str().unwrap();
+        assert!(text.contains(&format!("app;{base}+0x")), "{text}");
+        assert!(!text.contains("hot_function"), "{text}");
+        assert_eq!(never.samples(), now.samples());
+    }
+
     #[test]
     fn folded_top_and_roundtrip() {
         let Some(prog) = test_prog() else { return };
@@ -435,26 +699,8 @@ mod tests {
             func_offset(prog, "other_function"),
             func_offset(prog, "main"),
         );
-        let opener = FakeOpener {
-            prog,
-            opens: RefCell::default(),
-        };
-        let mut p = Profile::new(Some(KernelSymbols::parse(KALLSYMS)));
-        let s1 = sample("app", &[(1, hot + 1), (1, other + 4), (1, main + 8)], &[]);
-        p.add(&s1, &opener);
-        p.add(&s1, &opener);
-        p.add(
-            &sample(
-                "app",
-                &[(2, 0x1234), (1, other + 4)],
-                &[0xffffffff81001010, 0xffffffff81000020],
-            ),
-            &opener,
-        );
-        p.add(&sample("app", &[(0, 0xdead)], &[]), &opener);
-        p.add(&sample("idle", &[], &[]), &opener);
-        p.add(&sample("app", &[(3, 0x10)], &[0x10]), &opener);
-
+        let mut opener = FakeSource::new(prog, false);
+        let p = scenario(hot, other, main, &mut opener, |_, _| {});
         let mut out = Vec::new();
         p.write_folded(&mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -465,10 +711,7 @@ mod tests {
                         idle;[unknown] 1\n";
         assert_eq!(text, expected);
         assert_eq!(p.samples(), 6);
-        assert_eq!(
-            opener.opens.borrow().clone(),
-            HashMap::from([(1, 1), (2, 1), (3, 1)])
-        );
+        assert_eq!(opener.opens, HashMap::from([(1, 1), (2, 1), (3, 1)]));
 
         let top = p.top(100);
         assert_eq!(
@@ -530,15 +773,13 @@ mod tests {
     fn recursion_counts_total_once() {
         let Some(prog) = test_prog() else { return };
         let hot = func_offset(prog, "hot_function");
-        let opener = FakeOpener {
-            prog,
-            opens: RefCell::default(),
-        };
+        let mut src = FakeSource::new(prog, false);
         let mut p = Profile::new(None);
         p.add(
             &sample("r", &[(1, hot + 1), (1, hot + 1), (1, hot + 1)], &[]),
-            &opener,
+            &mut src,
         );
+        p.finish();
         assert_eq!(
             p.top(10),
             [TopEntry {

@@ -1,47 +1,86 @@
 //! `pidmap profile`: the agent's event loop with the sampler attached;
-//! samples are symbolized as they arrive (files opened at first sight,
-//! while their process lives) and aggregated into folded stacks.
+//! samples are aggregated by raw frame as they arrive, each file's symbols
+//! are asked of the file worker at its first sight (while its process
+//! lives), and names are resolved as the symbols come back. Nothing here
+//! opens a file of a profiled process.
 
-use crate::agent::{Agent, AgentConfig, Mode, Sampling};
+use crate::abi::Sample;
+use crate::agent::{Agent, AgentConfig, Mode, SampleSink, Sampling};
 use crate::cli::{Format, ProfileArgs};
 use crate::counters::COUNTERS;
 use crate::error::{Error, Result};
+use crate::files::{Done, FileWorkers, Submitted};
 use crate::process::ProcessManager;
-use crate::profile::{FileOpener, Profile};
+use crate::profile::{FileSource, Profile, Requested};
 use crate::registry::VDSO_FILE_ID;
 use crate::symbolize::KernelSymbols;
+use crate::sys::safe_open::MappedFile;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Opens the files of the process model: by path when it still names the
-/// same (device, inode), else through /proc/PID/map_files while the process
-/// lives (deleted or replaced files).
-pub struct ModelFiles<'a>(pub &'a ProcessManager);
+/// The files of the process model, read by the file worker: a request
+/// becomes a job for one mapping of the file (the sampled process's, else
+/// any tracked process's), opened through /proc/PID/map_files first.
+pub struct ModelFiles<'a> {
+    pub pm: &'a ProcessManager,
+    pub files: &'a mut FileWorkers,
+}
 
-impl FileOpener for ModelFiles<'_> {
+impl FileSource for ModelFiles<'_> {
     fn name(&self, file_id: u64) -> Option<String> {
-        self.0.registry.get(file_id).map(|f| f.path.clone())
+        self.pm.registry.get(file_id).map(|f| f.path.clone())
     }
 
-    fn open(&self, file_id: u64, pid: u32) -> Option<File> {
+    fn request(&mut self, file_id: u64, pid: u32) -> Requested {
         if file_id == VDSO_FILE_ID {
-            return None;
+            return Requested::Ready(None);
         }
-        let info = self.0.registry.get(file_id)?;
-        if let Ok(f) = File::open(&info.path) {
-            if f.metadata()
-                .is_ok_and(|m| m.dev() == info.dev && m.ino() == info.ino)
-            {
-                return Some(f);
-            }
+        let Some(info) = self.pm.registry.get(file_id) else {
+            return Requested::Ready(None);
+        };
+        let mapping_of = |p: u32| {
+            let m = self
+                .pm
+                .get(p)?
+                .mappings
+                .values()
+                .find(|m| m.file_id == file_id)?;
+            Some((p, m.start, m.end))
+        };
+        let (pid, start, end) = mapping_of(pid)
+            .or_else(|| self.pm.pids().into_iter().find_map(mapping_of))
+            .unwrap_or((pid, 0, 0));
+        let job = MappedFile {
+            pid,
+            start,
+            end,
+            dev: info.dev,
+            ino: info.ino,
+            path: info.path.clone(),
+            deleted: info.deleted,
+        };
+        match self.files.submit(file_id, job) {
+            Submitted::Queued => Requested::Pending,
+            Submitted::Refused => Requested::Ready(None),
         }
-        let p = self.0.get(pid)?;
-        let m = p.mappings.values().find(|m| m.file_id == file_id)?;
-        File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).ok()
+    }
+}
+
+/// The profile as the agent's sample sink.
+struct ProfileSink(Rc<RefCell<Profile>>);
+
+impl SampleSink for ProfileSink {
+    fn sample(&mut self, sample: &Sample, pm: &ProcessManager, files: &mut FileWorkers) {
+        self.0
+            .borrow_mut()
+            .add(sample, &mut ModelFiles { pm, files });
+    }
+
+    fn file_done(&mut self, done: Done) {
+        self.0.borrow_mut().file_done(done.file_id, done.symbols);
     }
 }
 
@@ -122,12 +161,10 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     let profile = Rc::new(RefCell::new(Profile::new(kernel)));
     let (mut agent, _handle) = Agent::new(cfg)?;
     let stats_map = agent.map("sampler_stats")?;
-    let sink = profile.clone();
-    agent.set_sample_sink(Box::new(move |s, pm| {
-        sink.borrow_mut().add(s, &ModelFiles(pm))
-    }));
+    agent.set_sample_sink(Box::new(ProfileSink(profile.clone())));
     let started = std::time::Instant::now();
     let ended = agent.run()?;
+    profile.borrow_mut().finish();
     let profile = profile.borrow();
     let elapsed = started.elapsed();
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
@@ -160,6 +197,17 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
             .as_ref()
             .map(|o| format!(", folded stacks in {}", o.display()))
             .unwrap_or_default()
+    );
+    eprintln!(
+        "pidmap: files: {} read, {} refused as not regular, {} refused as not the mapped file, {} gone, {} failed, {} untrusted debug files, {} jobs timed out, {} refused",
+        c.files_opened,
+        c.files_not_regular,
+        c.files_mismatch,
+        c.files_gone,
+        c.files_failed,
+        c.debug_files_untrusted,
+        c.file_jobs_timed_out,
+        c.file_jobs_refused
     );
     let stats = sampler_stats(&stats_map);
     let stat = |name: &str| {

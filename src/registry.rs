@@ -1,10 +1,12 @@
 //! The file registry: a stable `file_id` per (device, inode), with the path
-//! and ELF build id, reference-counted by the mappings that use it so it
+//! the maps line gave, reference-counted by the mappings that use it so it
 //! empties when the last user goes.
+//!
+//! It never opens a file: it runs on the event loop, and every path in it
+//! is controlled by the mapping process's owner (DESIGN §9). Whatever needs
+//! a file's contents asks the file worker (`files`).
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 /// file_id of the [vdso] pseudo-file (not a real device/inode).
 pub const VDSO_FILE_ID: u64 = 0x7664_736f_0000_0001;
@@ -13,8 +15,11 @@ pub const VDSO_FILE_ID: u64 = 0x7664_736f_0000_0001;
 pub struct FileInfo {
     pub dev: u64,
     pub ino: u64,
+    /// The maps line's path, ` (deleted)` stripped.
     pub path: String,
-    pub build_id: Option<Vec<u8>>,
+    /// The maps line said ` (deleted)` (or a memfd): the path names
+    /// something else, if anything.
+    pub deleted: bool,
     pub refs: usize,
 }
 
@@ -38,16 +43,12 @@ pub fn file_id(dev: u64, ino: u64) -> u64 {
 
 impl Registry {
     /// Takes a reference on a file, registering it at first use.
-    pub fn acquire(&mut self, id: u64, dev: u64, ino: u64, path: &str, read_build_id: bool) {
+    pub fn acquire(&mut self, id: u64, dev: u64, ino: u64, path: &str, deleted: bool) {
         let e = self.files.entry(id).or_insert_with(|| FileInfo {
             dev,
             ino,
             path: path.to_string(),
-            build_id: if read_build_id {
-                File::open(path).ok().and_then(|f| build_id(&f))
-            } else {
-                None
-            },
+            deleted,
             refs: 0,
         });
         e.refs += 1;
@@ -80,61 +81,6 @@ impl Registry {
     }
 }
 
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
-}
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
-}
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
-}
-
-/// The GNU build id of a 64-bit little-endian ELF file, read from its
-/// PT_NOTE segments with positioned reads (no whole-file read).
-pub fn build_id(f: &File) -> Option<Vec<u8>> {
-    let mut eh = [0u8; 64];
-    f.read_exact_at(&mut eh, 0).ok()?;
-    if &eh[0..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
-        return None;
-    }
-    let phoff = u64_at(&eh, 32)?;
-    let phentsize = u16_at(&eh, 54)? as u64;
-    let phnum = u16_at(&eh, 56)?.min(256) as u64;
-    if phentsize < 56 {
-        return None;
-    }
-    for i in 0..phnum {
-        let mut ph = [0u8; 56];
-        f.read_exact_at(&mut ph, phoff.checked_add(i * phentsize)?)
-            .ok()?;
-        if u32_at(&ph, 0)? != 4 {
-            continue; // not PT_NOTE
-        }
-        let off = u64_at(&ph, 8)?;
-        let size = u64_at(&ph, 32)?.min(4096) as usize;
-        let mut notes = vec![0u8; size];
-        f.read_exact_at(&mut notes, off).ok()?;
-        let mut p = 0usize;
-        while p + 12 <= notes.len() {
-            let namesz = u32_at(&notes, p)? as usize;
-            let descsz = u32_at(&notes, p + 4)? as usize;
-            let ty = u32_at(&notes, p + 8)?;
-            let name_at = p + 12;
-            let desc_at = name_at + namesz.div_ceil(4) * 4;
-            let end = desc_at + descsz.div_ceil(4) * 4;
-            if ty == 3 && notes.get(name_at..name_at + namesz) == Some(b"GNU\0") {
-                return notes.get(desc_at..desc_at + descsz).map(|d| d.to_vec());
-            }
-            if end <= p {
-                break;
-            }
-            p = end;
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,17 +108,5 @@ mod tests {
         r.release(5);
         r.release(5); // an extra release is harmless
         assert!(r.is_empty());
-    }
-
-    #[test]
-    fn reads_the_build_id_of_a_real_binary() {
-        let exe = File::open("/proc/self/exe").unwrap();
-        // the test binary is linked with a build id by default on Debian
-        let id = build_id(&exe);
-        if let Some(id) = id {
-            assert!(id.len() >= 8);
-        }
-        let not_elf = File::open("/proc/self/cmdline").unwrap();
-        assert_eq!(build_id(&not_elf), None);
     }
 }

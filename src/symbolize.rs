@@ -1,10 +1,21 @@
 //! Symbolization of user-space ELF file offsets and kernel addresses.
 //!
+//! Touches user-controlled files (DESIGN §9): the mapped file a caller
+//! opened (see `sys::safe_open`), and its separate debug file found through
+//! `.gnu_debuglink` or the build id. Only the file worker calls
+//! [`ElfSymbols::from_file`]. Reads are positioned and bounded
+//! (`sys::pread`): the headers and the sections needed, never the whole
+//! file, at most [`MAX_SECTION`] per section and [`FILE_BUDGET`] per file.
+//! Debug files are looked for only in directories owned by root and
+//! writable by nobody else, and opened only when regular.
+//!
 //! Nothing here panics on malformed input: bad ELF files or kallsyms text
 //! simply produce no (or fewer) symbols.
 
+use crate::sys::pread::BoundedReader;
+use crate::sys::safe_open::{self, OpenOutcome, Trust};
 use object::{
-    Object, ObjectSection, ObjectSegment, ObjectSymbol, ObjectSymbolTable, SectionIndex,
+    Object, ObjectSection, ObjectSegment, ObjectSymbol, ObjectSymbolTable, ReadRef, SectionIndex,
     SymbolSection,
 };
 use std::fs::File;
@@ -13,10 +24,32 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 const DEFAULT_DEBUG_ROOT: &str = "/usr/lib/debug";
-/// Whole files are read into memory; refuse absurd sizes instead of aborting on OOM.
-const MAX_FILE_SIZE: u64 = 2 << 30;
+/// The largest single section (or header table) read from a file.
+pub const MAX_SECTION: u64 = 256 << 20;
+/// All reads of one file together.
+pub const FILE_BUDGET: u64 = 512 << 20;
+/// The largest debug file whose CRC is computed (read in chunks).
+const MAX_CRC_FILE: u64 = 4 << 30;
 /// cpp_demangle recurses; very long names are not worth the stack risk.
 const MAX_CPP_NAME: usize = 4096;
+
+/// Where separate debug files are looked for, and who must own the
+/// directories they are read from.
+#[derive(Clone, Debug)]
+pub struct DebugDirs {
+    /// `/usr/lib/debug`: `.build-id/xx/rest.debug` and `<dir>/<debuglink>`.
+    pub root: PathBuf,
+    pub trust: Trust,
+}
+
+impl Default for DebugDirs {
+    fn default() -> DebugDirs {
+        DebugDirs {
+            root: PathBuf::from(DEFAULT_DEBUG_ROOT),
+            trust: Trust::default(),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Segment {
@@ -62,27 +95,22 @@ struct Parsed {
 }
 
 impl ElfSymbols {
-    pub fn from_file(file: &File, display_name: &str) -> Option<ElfSymbols> {
-        Self::from_file_with_debug_root(file, display_name, Path::new(DEFAULT_DEBUG_ROOT))
+    /// The symbols of an open ELF file (opened by `sys::safe_open`), by
+    /// bounded positioned reads. `path` (absolute, from the maps line)
+    /// names the directory of `.gnu_debuglink` lookups.
+    pub fn from_file(file: &File, path: &str) -> Option<ElfSymbols> {
+        Self::from_file_with_debug(file, path, &DebugDirs::default())
     }
 
-    /// `display_name` doubles as the path used for `.gnu_debuglink` lookups
-    /// (only when it is absolute); build-id lookups need no path.
-    pub fn from_file_with_debug_root(
-        file: &File,
-        display_name: &str,
-        root: &Path,
-    ) -> Option<ElfSymbols> {
-        let data = read_file(file)?;
-        let mut parsed = parse(&data)?;
-        drop(data);
+    pub fn from_file_with_debug(file: &File, path: &str, debug: &DebugDirs) -> Option<ElfSymbols> {
+        let mut parsed = parse_file(file, path)?;
         if !parsed.has_symtab {
-            if let Some(dbg) = find_debug_file(&parsed, display_name, root) {
+            if let Some(dbg) = find_debug_file(&parsed, path, debug) {
                 parsed.syms = dbg.syms;
                 parsed.names = dbg.names;
             }
         }
-        Some(Self::build(parsed, display_name))
+        Some(Self::build(parsed, path))
     }
 
     /// Parses an in-memory image; never touches the file system.
@@ -149,19 +177,29 @@ impl ElfSymbols {
     }
 }
 
-fn read_file(file: &File) -> Option<Vec<u8>> {
+/// Parses a file by bounded reads; warns when a section was too big.
+fn parse_file(file: &File, name: &str) -> Option<Parsed> {
     let len = file.metadata().ok()?.len();
-    if len > MAX_FILE_SIZE {
-        log::debug!("not reading {len}-byte file for symbols");
-        return None;
+    let reader = BoundedReader::new(file, len, MAX_SECTION, FILE_BUDGET);
+    let parsed = parse(&reader);
+    let refused = reader.refusals();
+    if let Some((offset, size)) = refused.over_cap {
+        log::warn!(
+            "{name}: not reading {size} bytes at offset {offset:#x} (more than the {} MiB cap of one ELF section): its symbols may be missing",
+            MAX_SECTION >> 20
+        );
     }
-    let mut buf = vec![0u8; usize::try_from(len).ok()?];
-    // Positioned reads: the caller's file cursor may be anywhere.
-    file.read_exact_at(&mut buf, 0).ok()?;
-    Some(buf)
+    if refused.over_budget > 0 {
+        log::warn!(
+            "{name}: {} reads refused after {} MiB read from it (the per-file budget): its symbols may be missing",
+            refused.over_budget,
+            FILE_BUDGET >> 20
+        );
+    }
+    parsed
 }
 
-fn parse(data: &[u8]) -> Option<Parsed> {
+fn parse<'d, R: ReadRef<'d>>(data: R) -> Option<Parsed> {
     let file = object::File::parse(data).ok()?;
     let segments = file
         .segments()
@@ -205,9 +243,9 @@ fn parse(data: &[u8]) -> Option<Parsed> {
     })
 }
 
-fn collect_symbols<'d: 'f, 'f>(
-    file: &'f object::File<'d>,
-    symbols: impl Iterator<Item = object::Symbol<'d, 'f>>,
+fn collect_symbols<'d: 'f, 'f, R: ReadRef<'d>>(
+    file: &'f object::File<'d, R>,
+    symbols: impl Iterator<Item = object::Symbol<'d, 'f, R>>,
 ) -> (Vec<Sym>, String) {
     // (start, size, section end, rank, name offset, name len)
     let mut raw: Vec<(u64, u64, u64, u8, u32, u32)> = Vec::new();
@@ -286,38 +324,66 @@ fn collect_symbols<'d: 'f, 'f>(
     (syms, names)
 }
 
-fn find_debug_file(main: &Parsed, display_name: &str, root: &Path) -> Option<Parsed> {
+fn find_debug_file(main: &Parsed, path: &str, debug: &DebugDirs) -> Option<Parsed> {
     if let Some(id) = main.build_id.as_deref().filter(|id| id.len() >= 2) {
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let path = root
+        let path = debug
+            .root
             .join(".build-id")
             .join(&hex[..2])
             .join(format!("{}.debug", &hex[2..]));
-        if let Some(p) = load_debug(&path, |_, p| p.build_id.as_deref() == Some(id)) {
+        if let Some(p) = load_debug(&path, &debug.trust, |_, p| {
+            p.build_id.as_deref() == Some(id)
+        }) {
             return Some(p);
         }
     }
     let (link, crc) = main.debuglink.as_ref()?;
-    if link.is_empty() || link.contains('/') {
+    if link.is_empty() || link.contains('/') || link == "." || link == ".." {
         return None;
     }
-    let dir = Path::new(display_name)
-        .parent()
-        .filter(|d| d.is_absolute())?;
+    let dir = Path::new(path).parent().filter(|d| d.is_absolute())?;
     let candidates: [PathBuf; 3] = [
         dir.join(link),
         dir.join(".debug").join(link),
-        root.join(dir.strip_prefix("/").ok()?).join(link),
+        debug.root.join(dir.strip_prefix("/").ok()?).join(link),
     ];
-    candidates
-        .iter()
-        .find_map(|path| load_debug(path, |data, _| crc32(data) == *crc))
+    candidates.iter().find_map(|path| {
+        load_debug(path, &debug.trust, |f, _| {
+            crc32_of(f).is_some_and(|c| c == *crc)
+        })
+    })
 }
 
-fn load_debug(path: &Path, accept: impl Fn(&[u8], &Parsed) -> bool) -> Option<Parsed> {
-    let data = read_file(&File::open(path).ok()?)?;
-    let parsed = parse(&data)?;
-    if parsed.has_symtab && accept(&data, &parsed) {
+/// A debug file, opened only when regular and inside trusted directories.
+fn load_debug(
+    path: &Path,
+    trust: &Trust,
+    accept: impl Fn(&File, &Parsed) -> bool,
+) -> Option<Parsed> {
+    let file = match safe_open::open_trusted(trust, path) {
+        OpenOutcome::Opened(f) => f,
+        OpenOutcome::Gone => return None,
+        OpenOutcome::Untrusted(why) => {
+            crate::counters::add(&crate::counters::COUNTERS.debug_files_untrusted, 1);
+            log::debug!("not reading debug file {}: {why}", path.display());
+            return None;
+        }
+        OpenOutcome::NotRegular => {
+            crate::counters::add(&crate::counters::COUNTERS.files_not_regular, 1);
+            log::debug!(
+                "not reading debug file {}: not a regular file",
+                path.display()
+            );
+            return None;
+        }
+        other => {
+            log::debug!("debug file {}: {other:?}", path.display());
+            return None;
+        }
+    };
+    let parsed = parse_file(&file, &path.display().to_string())?;
+    if parsed.has_symtab && accept(&file, &parsed) {
         log::debug!("using debug symbols from {}", path.display());
         Some(parsed)
     } else {
@@ -325,27 +391,24 @@ fn load_debug(path: &Path, accept: impl Fn(&[u8], &Parsed) -> bool) -> Option<Pa
     }
 }
 
-/// CRC-32 (IEEE 802.3, reflected, as used by `.gnu_debuglink`).
-pub fn crc32(data: &[u8]) -> u32 {
-    static TABLE: OnceLock<[u32; 256]> = OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *e = c;
+/// CRC-32 of a whole file (the `.gnu_debuglink` check), read in chunks.
+fn crc32_of(file: &File) -> Option<u32> {
+    let len = file.metadata().ok()?.len();
+    if len > MAX_CRC_FILE {
+        return None;
+    }
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = 0u64;
+    while at < len {
+        let n = file.read_at(&mut buf, at).ok()?;
+        if n == 0 {
+            break;
         }
-        t
-    });
-    !data.iter().fold(!0u32, |c, &b| {
-        table[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
-    })
+        h.update(&buf[..n]);
+        at += n as u64;
+    }
+    Some(h.finalize())
 }
 
 /// Demangles Rust (legacy and v0, without hash) and C++ names; others pass through.
@@ -549,8 +612,43 @@ mod tests {
 
     #[test]
     fn crc32_known_vector() {
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        assert_eq!(crc32(b""), 0);
+        let dir = scratch_dir("crc");
+        let f = dir.join("v");
+        std::fs::write(&f, b"123456789").unwrap();
+        assert_eq!(crc32_of(&File::open(&f).unwrap()), Some(0xcbf4_3926));
+        std::fs::write(&f, b"").unwrap();
+        assert_eq!(crc32_of(&File::open(&f).unwrap()), Some(0));
+        // more than one chunk
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        std::fs::write(&f, &big).unwrap();
+        assert_eq!(
+            crc32_of(&File::open(&f).unwrap()),
+            Some(crc32fast::hash(&big))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Makes every directory under `dir` (and `dir`) mode 0755.
+    fn not_writable_by_others(dir: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                not_writable_by_others(&e.path());
+            }
+        }
+    }
+
+    /// Debug lookups trusting only directories under `dir` owned by us.
+    fn debug_dirs(dir: &Path, root: &Path) -> DebugDirs {
+        DebugDirs {
+            root: root.to_path_buf(),
+            trust: Trust {
+                anchor: dir.to_path_buf(),
+                // SAFETY: geteuid has no preconditions.
+                owner: unsafe { libc::geteuid() },
+            },
+        }
     }
 
     #[test]
@@ -598,10 +696,10 @@ mod tests {
             .arg(&stripped)
             .arg(prog)));
         let empty_root = dir.join("empty-root");
-        let s = ElfSymbols::from_file_with_debug_root(
+        let s = ElfSymbols::from_file_with_debug(
             &File::open(&stripped).unwrap(),
             stripped.to_str().unwrap(),
-            &empty_root,
+            &debug_dirs(&dir, &empty_root),
         )
         .unwrap();
         assert_eq!(s.lookup(hot + 1), None);
@@ -622,15 +720,58 @@ mod tests {
         let target = root.join(bin.strip_prefix("/").unwrap());
         std::fs::create_dir_all(&target).unwrap();
         std::fs::copy(&debug, target.join("prog.debug")).unwrap();
-        let open_linked = || {
-            ElfSymbols::from_file_with_debug_root(
+        not_writable_by_others(&dir);
+        let open_with = |dirs: &DebugDirs| {
+            ElfSymbols::from_file_with_debug(
                 &File::open(&linked).unwrap(),
                 linked.to_str().unwrap(),
-                &root,
+                dirs,
             )
             .unwrap()
         };
+        let open_linked = || open_with(&debug_dirs(&dir, &root));
         assert_eq!(open_linked().lookup(hot + 1), Some("hot_function"));
+
+        // Not followed where directories are not trusted: another owner ...
+        let mut others = debug_dirs(&dir, &root);
+        others.trust.owner += 1;
+        let untrusted = crate::counters::COUNTERS.snapshot().debug_files_untrusted;
+        assert_eq!(open_with(&others).lookup(hot + 1), None);
+        assert!(crate::counters::COUNTERS.snapshot().debug_files_untrusted > untrusted);
+        // ... or the production rule, since /tmp is writable by all
+        if dir.starts_with("/tmp") {
+            assert_eq!(
+                open_with(&DebugDirs {
+                    root: root.clone(),
+                    trust: Trust::default()
+                })
+                .lookup(hot + 1),
+                None
+            );
+        }
+        // A debug link naming a FIFO (beside the binary) is not opened.
+        let fifo = bin.join("prog.debug");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: c is a valid path string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let not_regular = crate::counters::COUNTERS.snapshot().files_not_regular;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let dirs = debug_dirs(&dir, &root);
+        let (l, n) = (linked.clone(), linked.to_str().unwrap().to_string());
+        std::thread::spawn(move || {
+            let s = ElfSymbols::from_file_with_debug(&File::open(&l).unwrap(), &n, &dirs);
+            let _ = tx.send(s.and_then(|s| s.lookup(hot + 1).map(str::to_string)));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a FIFO named by .gnu_debuglink blocked the lookup");
+        assert_eq!(
+            got.as_deref(),
+            Some("hot_function"),
+            "the next candidate is used"
+        );
+        assert!(crate::counters::COUNTERS.snapshot().files_not_regular > not_regular);
+        std::fs::remove_file(&fifo).unwrap();
 
         // A CRC mismatch must reject the debug file.
         let mut bytes = std::fs::read(&debug).unwrap();
@@ -644,10 +785,11 @@ mod tests {
             let p = dir.join("bid-root/.build-id").join(&hex[..2]);
             std::fs::create_dir_all(&p).unwrap();
             std::fs::copy(&debug, p.join(format!("{}.debug", &hex[2..]))).unwrap();
-            let s = ElfSymbols::from_file_with_debug_root(
+            not_writable_by_others(&dir);
+            let s = ElfSymbols::from_file_with_debug(
                 &File::open(&stripped).unwrap(),
                 "prog.stripped",
-                &dir.join("bid-root"),
+                &debug_dirs(&dir, &dir.join("bid-root")),
             )
             .unwrap();
             assert_eq!(s.lookup(hot + 1), Some("hot_function"));

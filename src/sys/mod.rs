@@ -10,7 +10,9 @@ pub mod fake;
 pub mod object;
 pub mod perf;
 pub mod pidfd;
+pub mod pread;
 pub mod process;
+pub mod safe_open;
 
 use std::fmt;
 use std::io;
