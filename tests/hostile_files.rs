@@ -1,0 +1,662 @@
+//! Hostile local users against files the root agent might read (root):
+//! a mapped file swapped for a FIFO or its directory for a symlink to /dev
+//! (`run --all` and `profile`), a 1.9 GiB sparse ELF, and `.gnu_debuglink`
+//! into a directory the attacker owns. Attackers run as uid 65534 through
+//! setpriv, their scripts with /usr/bin/python3, in a scratch directory
+//! they own.
+
+mod common;
+
+use common::pidmap_bin;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NOBODY: u32 = 65534;
+
+/// A directory owned by the attacker, mode 0777, removed on drop.
+struct AttackerDir(PathBuf);
+
+impl AttackerDir {
+    fn new(tag: &str) -> AttackerDir {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("pidmap-hostile-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::chown(&d, Some(NOBODY), Some(NOBODY)).unwrap();
+        AttackerDir(d)
+    }
+
+    /// The hostile shared object (tests/workloads/hostile.c), owned by the
+    /// attacker, at `name` in this directory.
+    fn lib(&self, name: &str) -> PathBuf {
+        let p = self.0.join(name);
+        common::build_c(
+            "hostile.c",
+            &p,
+            // -O0: every function keeps its frame pointer, the leaf too
+            &["-shared", "-fPIC", "-O0"],
+        );
+        std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+        p
+    }
+}
+
+impl Drop for AttackerDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child killed and reaped on drop (also when a test fails).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `setpriv` to uid/gid 65534 without groups, then python3 `script ARGS`.
+fn as_attacker(script: &str, args: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Lines of a child's stdout, over a channel (so every wait has a deadline).
+fn lines_of(out: ChildStdout) -> crossbeam_channel::Receiver<String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &crossbeam_channel::Receiver<String>, what: &str, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    loop {
+        match rx.recv_deadline(end) {
+            Ok(l) if l.contains(what) => return,
+            Ok(_) => {}
+            Err(_) => panic!("no line {what:?} within {timeout:?}"),
+        }
+    }
+}
+
+/// Watches a FIFO for readers: a blocking open for writing returns only
+/// once someone opens it for reading. [`FifoWatch::finish`] releases it
+/// with a reader of our own and says whether anyone came before.
+struct FifoWatch {
+    path: PathBuf,
+    seen: Arc<AtomicBool>,
+    ending: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FifoWatch {
+    fn start(path: &Path) -> FifoWatch {
+        let (seen, ending) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (s, e, p) = (seen.clone(), ending.clone(), path.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            let f = std::fs::OpenOptions::new().write(true).open(&p);
+            if f.is_ok() && !e.load(Ordering::SeqCst) {
+                s.store(true, Ordering::SeqCst);
+            }
+        });
+        FifoWatch {
+            path: path.to_path_buf(),
+            seen,
+            ending,
+            thread: Some(thread),
+        }
+    }
+
+    /// Whether anything opened the FIFO for reading while watched.
+    fn finish(mut self) -> bool {
+        self.ending.store(true, Ordering::SeqCst);
+        let _own = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path)
+            .unwrap_or_else(|e| panic!("the FIFO {} went away: {e}", self.path.display()));
+        self.thread.take().unwrap().join().unwrap();
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+/// `pidmap run --all` with kept pins and a metrics file; killed and its
+/// pins removed on drop.
+struct RunAgent {
+    child: Option<Child>,
+    pins: PathBuf,
+    metrics_dir: PathBuf,
+    log: Option<std::thread::JoinHandle<String>>,
+}
+
+impl RunAgent {
+    fn start(tag: &str) -> RunAgent {
+        use std::os::unix::fs::PermissionsExt;
+        let pins = common::pin_dir(tag);
+        let metrics_dir = common::scratch(&format!("{tag}-metrics"));
+        std::fs::set_permissions(&metrics_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut c = Command::new(pidmap_bin())
+            .args(["run", "--all", "--keep-pins", "--pin-dir"])
+            .arg(&pins)
+            .arg("--metrics-file")
+            .arg(metrics_dir.join("metrics.prom"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // stderr on a thread: the wait for "serving" has a deadline
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut err = BufReader::new(c.stderr.take().unwrap());
+        let log = std::thread::spawn(move || {
+            let mut all = String::new();
+            let mut line = String::new();
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                let _ = tx.send(line.clone());
+                all += &line;
+                line.clear();
+            }
+            all
+        });
+        let mut agent = RunAgent {
+            child: Some(c),
+            pins,
+            metrics_dir,
+            log: Some(log),
+        };
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_deadline(end) {
+                Ok(l) if l.contains("serving:") => break,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "run --all did not serve within 60 s (stuck on a file?): {}",
+                    agent.stop_log()
+                ),
+            }
+        }
+        agent
+    }
+
+    fn trie(&self) -> pidmap::sys::bpf::MapHandle {
+        pidmap::sys::bpf::MapHandle::from_pin(&self.pins.join(pidmap::abi::TRIE_NAME)).unwrap()
+    }
+
+    fn stop_log(&mut self) -> String {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.log
+            .take()
+            .map(|l| l.join().unwrap())
+            .unwrap_or_default()
+    }
+
+    /// SIGTERM; the agent must end within 1 s. Returns its log.
+    fn terminate(&mut self) -> String {
+        let c = self.child.take().unwrap();
+        let pid = c.id();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut c = c;
+            let _ = tx.send(c.wait().unwrap());
+        });
+        let t = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let status = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_else(|_| {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("SIGTERM did not end the agent within 1 s");
+        });
+        assert!(status.success(), "agent exit: {status:?}");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        self.log.take().unwrap().join().unwrap()
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let text = std::fs::read_to_string(self.metrics_dir.join("metrics.prom")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("pidmap_{name} ")))
+            .unwrap_or_else(|| panic!("no metric {name}: {text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for RunAgent {
+    fn drop(&mut self) {
+        self.stop_log();
+        pidmap::loader::remove_pins(&self.pins);
+        let _ = std::fs::remove_dir(&self.pins);
+        let _ = std::fs::remove_dir_all(&self.metrics_dir);
+    }
+}
+
+/// A process started after the attack has its keys inserted, and removed
+/// within 1 s of its exit.
+fn victim_is_tracked_then_cleaned(agent: &RunAgent) {
+    let trie = agent.trie();
+    let mut victim = Killed(Command::new("/bin/sleep").arg("1000").spawn().unwrap());
+    let pid = victim.0.id();
+    let end = Instant::now() + Duration::from_secs(5);
+    while common::keys_of(&trie, pid).is_empty() {
+        assert!(Instant::now() < end, "victim {pid} not tracked within 5 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(common::keys_of(&trie, pid).contains(&pidmap::abi::PidPage::marker(pid)));
+    victim.0.kill().unwrap();
+    victim.0.wait().unwrap();
+    let exited = Instant::now();
+    while !common::keys_of(&trie, pid).is_empty() {
+        assert!(
+            exited.elapsed() < Duration::from_secs(1),
+            "victim {pid}'s keys still in the trie 1 s after its exit"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `pidmap audit` of a running agent's pins: a leak must persist across
+/// three audits (a process exiting meanwhile is cleaned by the agent).
+fn audit_clean(pins: &Path) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let o = Command::new(pidmap_bin())
+            .args(["audit", "--pin-dir"])
+            .arg(pins)
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&o.stdout).into_owned();
+        match o.status.code() {
+            Some(0) => return,
+            Some(1) => continue,
+            _ => panic!("audit failed: {}", String::from_utf8_lossy(&o.stderr)),
+        }
+    }
+    panic!("audit reports leaks: {last}");
+}
+
+/// Maps `lib.so` (PROT_EXEC, through the loader), deletes it and puts a
+/// FIFO at its name: /proc/PID/maps then says `.../lib.so (deleted)`.
+const DELETED_THEN_FIFO: &str = r#"
+import ctypes, os, sys
+lib = sys.argv[1]
+h = ctypes.CDLL(lib)
+os.unlink(lib)
+os.mkfifo(lib, 0o666)
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// Maps `sub/kmsg`, then keeps swapping the directory `sub` between the
+/// real one, one holding a FIFO `kmsg`, and a symlink to /dev, forking a
+/// child at each step (each fork is a sync of a process mapping it).
+const SWAPPED_PARENT: &str = r#"
+import ctypes, os, select, sys
+d = sys.argv[1]
+sub = os.path.join(d, "sub")
+h = ctypes.CDLL(os.path.join(sub, "kmsg"))
+os.rename(sub, os.path.join(d, "real"))
+print("ready", flush=True)
+while not select.select([sys.stdin], [], [], 0)[0]:
+    for name in ("real", "fifo", "dev"):
+        os.rename(os.path.join(d, name), sub)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        os.rename(sub, os.path.join(d, name))
+"#;
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: c is a valid path string.
+    let r = unsafe { libc::mkfifo(c.as_ptr(), 0o666) };
+    assert_eq!(r, 0, "mkfifo {}", p.display());
+    std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+fn spawn_attacker(argv: &[String]) -> (Killed, crossbeam_channel::Receiver<String>) {
+    let mut c = Killed(
+        Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let out = lines_of(c.0.stdout.take().unwrap());
+    wait_line(&out, "ready", Duration::from_secs(30));
+    (c, out)
+}
+
+#[test]
+fn run_all_never_opens_a_mapped_file_a_user_swapped() {
+    if !common::bpf_available() {
+        return;
+    }
+    // the FIFO at the name of a deleted, still mapped file
+    let dir = AttackerDir::new("run-fifo");
+    let lib = dir.lib("lib.so");
+    let (a1, _out1) = spawn_attacker(&as_attacker(DELETED_THEN_FIFO, &[lib.to_str().unwrap()]));
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", a1.0.id())).unwrap();
+    assert!(
+        maps.lines()
+            .any(|l| l.contains(" r-xp ") && l.ends_with("lib.so (deleted)")),
+        "{maps}"
+    );
+    let watch1 = FifoWatch::start(&lib);
+    // the parent directory swapped for one holding a FIFO and a symlink
+    // to /dev; the FIFO is watched through a hard link that stays put
+    let dir2 = AttackerDir::new("run-swap");
+    for sub in ["sub", "fifo"] {
+        std::fs::create_dir(dir2.0.join(sub)).unwrap();
+        std::os::unix::fs::chown(dir2.0.join(sub), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    dir2.lib("sub/kmsg");
+    mkfifo(&dir2.0.join("fifo/kmsg"));
+    std::os::unix::fs::symlink("/dev", dir2.0.join("dev")).unwrap();
+    let watch_dir = common::scratch("hostile-watch");
+    let stable = watch_dir.join("kmsg-fifo");
+    let _ = std::fs::remove_file(&stable);
+    std::fs::hard_link(dir2.0.join("fifo/kmsg"), &stable).unwrap();
+    let (mut a2, _out2) = spawn_attacker(&as_attacker(SWAPPED_PARENT, &[dir2.0.to_str().unwrap()]));
+    let watch2 = FifoWatch::start(&stable);
+
+    // the agent starts with both attackers running: its /proc scan syncs them
+    let mut agent = RunAgent::start("hostile-run");
+    let trie = agent.trie();
+    for a in [&a1, &a2] {
+        assert!(
+            !common::keys_of(&trie, a.0.id()).is_empty(),
+            "the attacker {} is tracked",
+            a.0.id()
+        );
+    }
+    victim_is_tracked_then_cleaned(&agent);
+    audit_clean(&agent.pins);
+    // the swapping attacker stops between swaps
+    drop(a2.0.stdin.take());
+    a2.0.wait().unwrap();
+    let log = agent.terminate();
+    assert!(
+        !watch1.finish(),
+        "the agent opened the FIFO at lib.so\n{log}"
+    );
+    assert!(
+        !watch2.finish(),
+        "the agent opened the FIFO behind the swapped directory\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&watch_dir);
+    // the sync path opens no file at all
+    assert_eq!(agent.metric("files_opened_total"), 0, "{log}");
+    assert_eq!(agent.metric("files_not_regular_total"), 0, "{log}");
+    assert!(agent.metric("exits_total") >= 1);
+}
+
+/// A running `pidmap profile -- CMD`; [`Profiling::wait`] has a watchdog.
+struct Profiling {
+    pid: i32,
+    /// Lines the command printed (pidmap's stdout is the command's).
+    lines: crossbeam_channel::Receiver<String>,
+    done: crossbeam_channel::Receiver<(i32, i32, i64)>,
+    log: std::thread::JoinHandle<String>,
+}
+
+impl Profiling {
+    fn start(pins: &Path, out: &Path, cmd: &[String]) -> Profiling {
+        let mut c = Command::new(pidmap_bin())
+            .args(["profile", "-F", "499", "--pin-dir"])
+            .arg(pins)
+            .arg("-o")
+            .arg(out)
+            .arg("--")
+            .args(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = c.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let lines = lines_of(c.stdout.take().unwrap());
+        let pid = c.id() as i32;
+        std::mem::forget(c); // reaped by wait4 below, with its rusage
+        let (tx, done) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut status = 0;
+            // SAFETY: rusage is plain data; zeroed is a valid value.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: wait4 on our own child with valid pointers.
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+            let _ = tx.send((r, status, ru.ru_maxrss));
+        });
+        Profiling {
+            pid,
+            lines,
+            done,
+            log,
+        }
+    }
+
+    /// (exit code, stderr, peak RSS in KiB of pidmap and the children it
+    /// reaped); fails when profile does not end within 90 s.
+    fn wait(self) -> (i32, String, i64) {
+        let Ok((r, status, maxrss)) = self.done.recv_timeout(Duration::from_secs(90)) else {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            panic!(
+                "profile did not end within 90 s: {}",
+                self.log.join().unwrap()
+            );
+        };
+        assert_eq!(r, self.pid);
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        };
+        (code, self.log.join().unwrap(), maxrss)
+    }
+}
+
+fn profile_with_watchdog(pins: &Path, out: &Path, cmd: &[String]) -> (i32, String, i64) {
+    Profiling::start(pins, out, cmd).wait()
+}
+
+/// The number before `what` in the profile's "files:" summary line.
+fn files_stat(stderr: &str, what: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("pidmap: files:"))
+        .unwrap_or_else(|| panic!("no files line: {stderr}"));
+    line.split(',')
+        .find(|p| p.contains(what))
+        .and_then(|p| p.split_whitespace().rev().find_map(|w| w.parse().ok()))
+        .unwrap_or_else(|| panic!("no {what:?} in {line:?}"))
+}
+
+/// Maps `lib`, optionally swaps it for a FIFO (deleted) and says so, then
+/// burns CPU in it for SECS.
+const BURN: &str = r#"
+import ctypes, os, sys
+lib, secs, mode = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+h = ctypes.CDLL(lib)
+h.hostile_hot.restype = ctypes.c_long
+h.hostile_hot.argtypes = [ctypes.c_double]
+if mode == "fifo":
+    os.unlink(lib)
+    os.mkfifo(lib, 0o666)
+print("ready", flush=True)
+h.hostile_hot(secs)
+"#;
+
+/// A stripped copy of the hostile library with a `.gnu_debuglink` to
+/// `lib.debug` beside it (its full symbols); returns the library.
+fn stripped_with_debuglink(dir: &AttackerDir, name: &str) -> PathBuf {
+    let full = dir.lib(&format!("{name}.full"));
+    let debug = dir.0.join("lib.debug");
+    let lib = dir.0.join(name);
+    let ok = |c: &mut Command| c.status().unwrap().success();
+    assert!(ok(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&full)
+        .arg(&debug)));
+    let stripped = dir.0.join(format!("{name}.stripped"));
+    assert!(ok(Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&full)));
+    assert!(ok(Command::new("objcopy")
+        .current_dir(&dir.0)
+        .arg("--add-gnu-debuglink=lib.debug")
+        .arg(&stripped)
+        .arg(&lib)));
+    for p in [&debug, &lib] {
+        std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    lib
+}
+
+#[test]
+fn profile_reads_a_deleted_fifo_swapped_library_only_through_map_files() {
+    if !common::bpf_available() {
+        return;
+    }
+    let dir = AttackerDir::new("profile-fifo");
+    let lib = stripped_with_debuglink(&dir, "lib.so");
+    // the debug link names a FIFO in the attacker's directory
+    std::fs::remove_file(dir.0.join("lib.debug")).unwrap();
+    mkfifo(&dir.0.join("lib.debug"));
+    let debug_watch = FifoWatch::start(&dir.0.join("lib.debug"));
+    let pins = common::pin_dir("hostile-profile");
+    let out = dir.0.join("out.folded");
+    let cmd = as_attacker(BURN, &[lib.to_str().unwrap(), "1.5", "fifo"]);
+    let t = Instant::now();
+    let p = Profiling::start(&pins, &out, &cmd);
+    // the FIFO at lib.so (the name of the deleted mapping) from now on
+    wait_line(&p.lines, "ready", Duration::from_secs(30));
+    let lib_watch = FifoWatch::start(&lib);
+    let (code, stderr, _) = p.wait();
+    let wall = t.elapsed();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(wall < Duration::from_secs(30), "{wall:?}\n{stderr}");
+    assert!(
+        !lib_watch.finish(),
+        "profile opened the FIFO at the deleted library's name\n{stderr}"
+    );
+    assert!(
+        !debug_watch.finish(),
+        "profile opened the FIFO named by .gnu_debuglink\n{stderr}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    // read through map_files: the exported function is named from .dynsym
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("python3;") && l.contains("hostile_hot")),
+        "{text}\n{stderr}"
+    );
+    assert!(
+        files_stat(&stderr, "untrusted debug files") >= 1,
+        "{stderr}"
+    );
+    assert!(files_stat(&stderr, " read") >= 1, "{stderr}");
+    assert!(!pins.exists());
+}
+
+#[test]
+fn profile_does_not_follow_a_debuglink_into_an_attackers_directory() {
+    if !common::bpf_available() {
+        return;
+    }
+    let dir = AttackerDir::new("profile-link");
+    let lib = stripped_with_debuglink(&dir, "lib.so");
+    let pins = common::pin_dir("hostile-link");
+    let out = dir.0.join("out.folded");
+    let cmd = as_attacker(BURN, &[lib.to_str().unwrap(), "1.5", "keep"]);
+    let (code, stderr, _) = profile_with_watchdog(&pins, &out, &cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let ours: Vec<&str> = text.lines().filter(|l| l.starts_with("python3;")).collect();
+    assert!(
+        ours.iter().any(|l| l.contains("hostile_hot")),
+        "{text}\n{stderr}"
+    );
+    // hostile_spin is only in the debug file's .symtab
+    assert!(
+        !ours.iter().any(|l| l.contains("hostile_spin")),
+        "the debug link in the attacker's directory was followed\n{text}"
+    );
+    assert!(
+        ours.iter().any(|l| l.contains("hostile_hot;lib.so+0x")),
+        "{text}"
+    );
+    assert!(
+        files_stat(&stderr, "untrusted debug files") >= 1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn profile_of_a_sparse_2_gib_elf_stays_small_and_symbolizes() {
+    if !common::bpf_available() {
+        return;
+    }
+    let dir = AttackerDir::new("profile-sparse");
+    let lib = dir.lib("big.so");
+    let f = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
+    f.set_len(1900 << 20).unwrap();
+    drop(f);
+    let pins = common::pin_dir("hostile-sparse");
+    let out = dir.0.join("out.folded");
+    let cmd = as_attacker(BURN, &[lib.to_str().unwrap(), "1.5", "keep"]);
+    let (code, stderr, maxrss_kib) = profile_with_watchdog(&pins, &out, &cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    // unstripped: the static function is named from .symtab
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("python3;") && l.contains("hostile_hot;hostile_spin")),
+        "{text}\n{stderr}"
+    );
+    assert!(
+        maxrss_kib < 64 * 1024,
+        "peak RSS {maxrss_kib} KiB (pidmap and its command) for a {} MiB ELF\n{stderr}",
+        1900
+    );
+}
