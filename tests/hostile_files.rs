@@ -654,6 +654,7 @@ fn profile_of_a_sparse_2_gib_elf_stays_small_and_symbolizes() {
             .any(|l| l.starts_with("python3;") && l.contains("hostile_hot;hostile_spin")),
         "{text}\n{stderr}"
     );
+    eprintln!("peak RSS of profile and its command: {maxrss_kib} KiB");
     assert!(
         maxrss_kib < 64 * 1024,
         "peak RSS {maxrss_kib} KiB (pidmap and its command) for a {} MiB ELF\n{stderr}",
