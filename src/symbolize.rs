@@ -7,7 +7,9 @@
 //! (`sys::pread`): the headers and the sections needed, never the whole
 //! file, at most [`MAX_SECTION`] per section and [`FILE_BUDGET`] per file.
 //! Debug files are looked for only in directories owned by root and
-//! writable by nobody else, and opened only when regular.
+//! writable by nobody else, with no symlink on the way (Debian's dbgsym
+//! packages ship real files under `.build-id`), and opened only when
+//! regular.
 //!
 //! Nothing here panics on malformed input: bad ELF files or kallsyms text
 //! simply produce no (or fewer) symbols.

@@ -203,7 +203,8 @@ pub fn open_mapped(m: &MappedFile) -> OpenOutcome {
 /// Opens an absolute path without following any symlink (a symlink
 /// anywhere on it is refused as not regular), checking (dev, ino) when
 /// given: `openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, or a
-/// component-by-component `O_NOFOLLOW` walk where openat2 is missing.
+/// component-by-component `O_NOFOLLOW` walk where openat2 is missing
+/// (ENOSYS, or EPERM from a seccomp filter).
 pub fn open_path(path: &Path, want: Option<(u64, u64)>) -> OpenOutcome {
     let object = path.display().to_string();
     if !path.is_absolute()
@@ -219,7 +220,9 @@ pub fn open_path(path: &Path, want: Option<(u64, u64)>) -> OpenOutcome {
     let resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     match openat2(libc::AT_FDCWD, &c, O_PATH_FLAGS, resolve) {
         Ok(fd) => check_and_reopen(fd, want, &object),
-        Err(libc::ENOSYS) => open_walk(path, want),
+        // ENOSYS before 5.6; EPERM from container seccomp profiles that
+        // predate openat2
+        Err(libc::ENOSYS | libc::EPERM) => open_walk(path, want),
         Err(e) => classify("openat2", &object, e),
     }
 }
@@ -528,6 +531,12 @@ mod tests {
         let map_files_usable =
             std::fs::metadata(format!("/proc/self/map_files/{:x}-{:x}", m.start, m.end)).is_ok();
         assert_eq!(kind(&open_mapped(&m)), Kind::Opened);
+        // another file than the maps line's: refused both ways
+        let other = MappedFile {
+            ino: m.ino + 1,
+            ..m.clone()
+        };
+        assert_eq!(kind(&open_mapped(&other)), Kind::Mismatch);
         // the path becomes a FIFO, the mapping shows as deleted
         std::fs::remove_file(&reg).unwrap();
         mkfifo(&reg);
