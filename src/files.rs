@@ -144,8 +144,6 @@ pub struct FileWorkers {
     outstanding: BTreeMap<u64, Pending>,
     /// (device, inode) of files whose job timed out: never retried.
     failed: HashSet<(u64, u64)>,
-    /// Failures decided on the loop side, handed out by the next collect.
-    synthetic: Vec<Done>,
 }
 
 impl FileWorkers {
@@ -163,7 +161,6 @@ impl FileWorkers {
             next_job: 1,
             outstanding: BTreeMap::new(),
             failed: HashSet::new(),
-            synthetic: Vec::new(),
         }
     }
 
@@ -265,7 +262,7 @@ impl FileWorkers {
     /// Finished jobs, and jobs failed because the worker is stuck past the
     /// deadline (that worker is abandoned). Never blocks.
     pub fn collect(&mut self, now: Instant) -> Vec<Done> {
-        let mut out = std::mem::take(&mut self.synthetic);
+        let mut out = Vec::new();
         while let Ok(f) = self.results_rx.try_recv() {
             if let Some(p) = self.outstanding.remove(&f.job) {
                 out.push(Done {
@@ -281,11 +278,8 @@ impl FileWorkers {
     /// When the loop must look again (a running job's deadline), if any job
     /// is outstanding.
     pub fn next_check(&self, now: Instant) -> Option<Instant> {
-        if self.outstanding.is_empty() && self.synthetic.is_empty() {
+        if self.outstanding.is_empty() {
             return None;
-        }
-        if !self.synthetic.is_empty() {
-            return Some(now);
         }
         let started = self
             .worker

@@ -287,9 +287,11 @@ fn victim_is_tracked_then_cleaned(agent: &RunAgent) {
     }
 }
 
-/// `pidmap audit` of a running agent's pins: a leak must persist across
-/// three audits (a process exiting meanwhile is cleaned by the agent).
+/// `pidmap audit` of a running agent's pins: a leak is a pid reported in
+/// three audits in a row (a process that exits while one runs is cleaned
+/// by the agent a moment later, and other tests churn processes too).
 fn audit_clean(pins: &Path) {
+    let mut persistent: Option<std::collections::BTreeSet<String>> = None;
     let mut last = String::new();
     for _ in 0..3 {
         let o = Command::new(pidmap_bin())
@@ -300,11 +302,25 @@ fn audit_clean(pins: &Path) {
         last = String::from_utf8_lossy(&o.stdout).into_owned();
         match o.status.code() {
             Some(0) => return,
-            Some(1) => continue,
+            Some(1) => {}
             _ => panic!("audit failed: {}", String::from_utf8_lossy(&o.stderr)),
         }
+        let leaked: std::collections::BTreeSet<String> = last
+            .lines()
+            .filter_map(|l| l.strip_prefix("leaked: pid "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        persistent = Some(match persistent {
+            None => leaked,
+            Some(p) => p.intersection(&leaked).cloned().collect(),
+        });
     }
-    panic!("audit reports leaks: {last}");
+    let persistent = persistent.unwrap_or_default();
+    assert!(
+        persistent.is_empty(),
+        "pids {persistent:?} leaked in three audits: {last}"
+    );
 }
 
 /// Maps `lib.so` (PROT_EXEC, through the loader), deletes it and puts a
@@ -405,10 +421,10 @@ fn run_all_never_opens_a_mapped_file_a_user_swapped() {
         );
     }
     victim_is_tracked_then_cleaned(&agent);
-    audit_clean(&agent.pins);
     // the swapping attacker stops between swaps
     drop(a2.0.stdin.take());
     a2.0.wait().unwrap();
+    audit_clean(&agent.pins);
     let log = agent.terminate();
     assert!(
         !watch1.finish(),
