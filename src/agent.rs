@@ -78,6 +78,9 @@ pub struct AgentConfig {
     pub progress: bool,
     /// The file worker's deadline per job and stuck-worker cap.
     pub files: FilesConfig,
+    /// What the file worker does with a mapping (tests); default: read
+    /// its symbols ([`files::read_symbols`]).
+    pub file_reader: Option<files::Reader>,
 }
 
 impl Default for AgentConfig {
@@ -98,6 +101,7 @@ impl Default for AgentConfig {
             wake_every_request: false,
             progress: false,
             files: FilesConfig::default(),
+            file_reader: None,
         }
     }
 }
@@ -338,7 +342,9 @@ impl Agent {
             sink: None,
             files: FileWorkers::new(
                 cfg.files.clone(),
-                Arc::new(files::read_symbols),
+                cfg.file_reader
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(files::read_symbols)),
                 Some(waker.clone()),
             ),
             resync_all: false,

@@ -677,3 +677,136 @@ fn profile_of_a_sparse_2_gib_elf_stays_small_and_symbolizes() {
         1900
     );
 }
+
+/// The loop never waits for the file worker: with every file read stuck
+/// (a reader that never returns, as an open or read on a hostile FUSE
+/// mount would), exits are handled at once, the stuck reads time out, and
+/// the agent still shuts down promptly.
+#[test]
+fn a_stuck_file_read_never_delays_exits_or_shutdown() {
+    use pidmap::agent::{Agent, AgentConfig, Mode, SampleSink, Sampling};
+    use pidmap::counters::COUNTERS;
+    use pidmap::files::{Done, FileWorkers, FilesConfig, Reader};
+    use pidmap::sys::safe_open::MappedFile;
+    if !common::bpf_available() {
+        return;
+    }
+    /// Asks the worker for every file it sees in a sample.
+    struct AskAll {
+        seen: std::collections::HashSet<u64>,
+        done: crossbeam_channel::Sender<u64>,
+    }
+    impl SampleSink for AskAll {
+        fn sample(
+            &mut self,
+            s: &pidmap::abi::Sample,
+            _pm: &pidmap::process::ProcessManager,
+            files: &mut FileWorkers,
+        ) {
+            for f in &s.user {
+                if f.file_id != 0 && self.seen.insert(f.file_id) {
+                    files.submit(
+                        f.file_id,
+                        MappedFile {
+                            pid: s.header.pid,
+                            start: 0,
+                            end: 0,
+                            dev: f.file_id,
+                            ino: f.file_id,
+                            path: "/nowhere".into(),
+                            deleted: true,
+                        },
+                    );
+                }
+            }
+        }
+        fn file_done(&mut self, d: Done) {
+            let _ = self.done.send(d.file_id);
+        }
+    }
+    let (entered_tx, entered) = crossbeam_channel::unbounded::<()>();
+    let (release, blocked) = crossbeam_channel::bounded::<()>(0);
+    let reader: Reader = Arc::new(move |_: &MappedFile| {
+        let _ = entered_tx.send(());
+        let _ = blocked.recv(); // until the test ends
+        None
+    });
+    let deadline = Duration::from_millis(300);
+    let pins = common::pin_dir("stuck-reader");
+    let cfg = AgentConfig {
+        mode: Mode::All,
+        pin_dir: pins.clone(),
+        sampling: Some(Sampling {
+            freq: 499,
+            kernel: false,
+            ring_pages: 8,
+            request_interval: Duration::from_millis(250),
+        }),
+        files: FilesConfig {
+            deadline,
+            max_abandoned: 2,
+        },
+        file_reader: Some(reader),
+        ..Default::default()
+    };
+    let (done_tx, done) = crossbeam_channel::unbounded();
+    let (handle_tx, handle_rx) = crossbeam_channel::bounded(1);
+    let agent = std::thread::spawn(move || {
+        let (mut agent, handle) = Agent::new(cfg).unwrap();
+        agent.set_sample_sink(Box::new(AskAll {
+            seen: Default::default(),
+            done: done_tx,
+        }));
+        handle_tx.send(handle).unwrap();
+        agent.run()
+    });
+    let handle = handle_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the agent started");
+    let timed_out = COUNTERS.snapshot().file_jobs_timed_out;
+    let (_dir, exe) = common::sampled_workload("stuck-reader");
+    let _hot = Killed(
+        Command::new(&exe)
+            .args(["3", "0", "0"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    entered
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a file job reached the worker");
+    // a worker is stuck now: exits are still handled at once
+    let mut victim = Killed(Command::new("/bin/sleep").arg("1000").spawn().unwrap());
+    let pid = victim.0.id();
+    assert!(
+        handle.when_tracked(pid, Duration::from_secs(5)),
+        "victim tracked"
+    );
+    victim.0.kill().unwrap();
+    victim.0.wait().unwrap();
+    assert!(
+        handle.when_gone(pid, Duration::from_secs(1)),
+        "the exit of {pid} was not handled within 1 s while a file read is stuck"
+    );
+    // the stuck read is given up at its deadline
+    done.recv_timeout(deadline * 10)
+        .expect("the stuck job is answered (failed) after its deadline");
+    assert!(COUNTERS.snapshot().file_jobs_timed_out > timed_out);
+    let t = Instant::now();
+    handle.shutdown();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(agent.join());
+    });
+    let ended = rx
+        .recv_timeout(deadline * 2 + Duration::from_secs(5))
+        .expect("the agent ended after shutdown");
+    assert!(ended.unwrap().is_ok());
+    assert!(
+        t.elapsed() < deadline * 2 + Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(release);
+    assert!(!pins.exists());
+}
