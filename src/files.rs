@@ -144,6 +144,9 @@ pub struct FileWorkers {
     outstanding: BTreeMap<u64, Pending>,
     /// (device, inode) of files whose job timed out: never retried.
     failed: HashSet<(u64, u64)>,
+    /// A worker thread could not be created (e.g. a pids cgroup at its
+    /// limit): no more attempts.
+    spawn_failed: bool,
 }
 
 impl FileWorkers {
@@ -161,6 +164,7 @@ impl FileWorkers {
             next_job: 1,
             outstanding: BTreeMap::new(),
             failed: HashSet::new(),
+            spawn_failed: false,
         }
     }
 
@@ -194,7 +198,12 @@ impl FileWorkers {
 
     fn send(&mut self, id: u64, mapping: MappedFile) -> bool {
         if self.worker.is_none() {
+            if self.spawn_failed {
+                return false;
+            }
             self.worker = self.spawn();
+            // said once: files are not read from now on
+            self.spawn_failed = self.worker.is_none();
         }
         match &self.worker {
             Some(w) => w.tx.send(Job { id, mapping }).is_ok(),
