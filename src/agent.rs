@@ -873,7 +873,12 @@ impl Agent {
             self.read_samples(cpu);
         }
         self.loaded.object.detach_all();
-        // symbols asked for during the run: each job at most its deadline
+        if !self.cfg.keep_pins {
+            self.pm.forget_all();
+            loader::remove_pins(&self.cfg.pin_dir);
+        }
+        // symbols asked for during the run, after the clean-up: each job at
+        // most its deadline, all of them at most two
         if self.files.outstanding() > 0 {
             let bound = self.cfg.files.deadline * 2;
             let done = self.files.finish(bound);
@@ -882,10 +887,6 @@ impl Agent {
                     sink.file_done(d);
                 }
             }
-        }
-        if !self.cfg.keep_pins {
-            self.pm.forget_all();
-            loader::remove_pins(&self.cfg.pin_dir);
         }
         self.write_metrics();
         Ok(self.ended.take().unwrap_or_default())
