@@ -810,3 +810,105 @@ fn a_stuck_file_read_never_delays_exits_or_shutdown() {
     drop(release);
     assert!(!pins.exists());
 }
+
+/// A tracked library's code replaced under the same address by another
+/// file, and a FIFO put at the library's name: the stale (device, inode)
+/// of the maps line read before is not what map_files holds now, and the
+/// name is a FIFO. profile reads neither, counts the refusal, and shows
+/// the frames as `file+0xoffset`.
+#[test]
+fn profile_refuses_a_mapping_replaced_behind_its_back() {
+    if !common::bpf_available() {
+        return;
+    }
+    let dir = AttackerDir::new("profile-swap");
+    let liba = dir.lib("liba.so");
+    let libb = dir.0.join("libb.so");
+    std::fs::copy(&liba, &libb).unwrap();
+    let exe = dir.0.join("swapper");
+    common::build_c("swapper.c", &exe, &["-ldl"]);
+    let mut attacker = Killed(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe)
+            .arg(&liba)
+            .arg(&libb)
+            .arg("1.5")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = lines_of(attacker.0.stdout.take().unwrap());
+    wait_line(&lines, "mapped", Duration::from_secs(30));
+    let pins = common::pin_dir("hostile-swap");
+    let out = dir.0.join("out.folded");
+    // it ends with the attacker, which the test kills if it fails
+    let mut p = Command::new(pidmap_bin())
+        .args(["profile", "-F", "499", "--pid"])
+        .arg(attacker.0.id().to_string())
+        .arg("--pin-dir")
+        .arg(&pins)
+        .arg("-o")
+        .arg(&out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let profile_pid = p.id() as i32;
+    // profile's stderr, line by line, then all of it when it ends
+    let (tx, err_lines) = crossbeam_channel::unbounded();
+    let mut err = BufReader::new(p.stderr.take().unwrap());
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap_or(0) > 0 {
+            let _ = tx.send(line.clone());
+            all += &line;
+            line.clear();
+        }
+        all
+    });
+    wait_line(&err_lines, "serving:", Duration::from_secs(60));
+    // the library is tracked; now the attacker swaps it
+    use std::io::Write;
+    attacker
+        .0
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    wait_line(&lines, "swapped", Duration::from_secs(30));
+    let watch = FifoWatch::start(&liba);
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = done_tx.send(p.wait().unwrap());
+    });
+    let status = done
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(profile_pid, libc::SIGKILL) };
+            panic!("profile --pid did not end within 60 s of its process");
+        });
+    let stderr = log.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !watch.finish(),
+        "profile opened the FIFO at the library's name\n{stderr}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let ours: Vec<&str> = text.lines().filter(|l| l.starts_with("swapper;")).collect();
+    assert!(
+        ours.iter().any(|l| l.contains("liba.so+0x")),
+        "{text}\n{stderr}"
+    );
+    assert!(
+        !ours.iter().any(|l| l.contains("hostile_hot")),
+        "a file other than the maps line's was read\n{text}"
+    );
+    assert!(
+        files_stat(&stderr, "refused as not regular") >= 1,
+        "{stderr}"
+    );
+}
