@@ -183,7 +183,17 @@ impl ElfSymbols {
 fn parse_file(file: &File, name: &str) -> Option<Parsed> {
     let len = file.metadata().ok()?.len();
     let reader = BoundedReader::new(file, len, MAX_SECTION, FILE_BUDGET);
-    let parsed = parse(&reader);
+    let file = object::File::parse(&reader).ok()?;
+    // symbol names are read one by one: their string tables are read
+    // first in one go each, and the names are sliced from them
+    for section in file.sections() {
+        if matches!(section.name(), Ok(".strtab" | ".dynstr")) {
+            if let Some((offset, size)) = section.file_range() {
+                reader.preload(offset, size);
+            }
+        }
+    }
+    let parsed = parse_object(&file);
     let refused = reader.refusals();
     if let Some((offset, size)) = refused.over_cap {
         log::warn!(
@@ -202,7 +212,10 @@ fn parse_file(file: &File, name: &str) -> Option<Parsed> {
 }
 
 fn parse<'d, R: ReadRef<'d>>(data: R) -> Option<Parsed> {
-    let file = object::File::parse(data).ok()?;
+    parse_object(&object::File::parse(data).ok()?)
+}
+
+fn parse_object<'d, R: ReadRef<'d>>(file: &object::File<'d, R>) -> Option<Parsed> {
     let segments = file
         .segments()
         .filter_map(|seg| match seg.flags() {
@@ -221,7 +234,7 @@ fn parse<'d, R: ReadRef<'d>>(data: R) -> Option<Parsed> {
     let symtab = file.symbol_table();
     let has_symtab = symtab.is_some();
     let (syms, names) = match symtab.or_else(|| file.dynamic_symbol_table()) {
-        Some(table) => collect_symbols(&file, table.symbols()),
+        Some(table) => collect_symbols(file, table.symbols()),
         None => (Vec::new(), String::new()),
     };
     let build_id = file

@@ -28,6 +28,8 @@ pub struct Refusals {
 
 #[derive(Default)]
 struct Cache {
+    /// Ranges read whole in advance (string tables): (offset, bytes).
+    regions: Vec<(u64, Box<[u8]>)>,
     bufs: HashMap<(u64, u64), Box<[u8]>>,
     strings: HashMap<(u64, u8), Box<[u8]>>,
     spent: u64,
@@ -86,6 +88,26 @@ impl<'f> BoundedReader<'f> {
         }
     }
 
+    /// Reads `size` bytes at `offset` in one go, so later reads inside the
+    /// range (names of a string table) are slices of it, not syscalls.
+    /// Counted against the caps like any read; false when refused.
+    pub fn preload(&self, offset: u64, size: u64) -> bool {
+        if size == 0 || !self.in_bounds(offset, size) {
+            return false;
+        }
+        let mut cache = self.cache.borrow_mut();
+        if !self.admit(&mut cache, offset, size) {
+            return false;
+        }
+        match self.read_exact(offset, size) {
+            Some(buf) => {
+                cache.regions.push((offset, buf));
+                true
+            }
+            None => false,
+        }
+    }
+
     fn in_bounds(&self, offset: u64, size: u64) -> bool {
         offset.checked_add(size).is_some_and(|end| end <= self.len)
     }
@@ -101,12 +123,21 @@ impl<'f> BoundedReader<'f> {
     }
 }
 
+/// The preloaded region holding `offset`: its bytes from `offset` on.
+fn region_from(cache: &Cache, offset: u64) -> Option<&[u8]> {
+    cache.regions.iter().find_map(|(start, buf)| {
+        let at = usize::try_from(offset.checked_sub(*start)?).ok()?;
+        buf.get(at..).filter(|rest| !rest.is_empty())
+    })
+}
+
 /// Extends a slice of a cached buffer to the reader's lifetime.
 fn extend<'a>(buf: &[u8]) -> &'a [u8] {
-    // SAFETY: `buf` points into a `Box<[u8]>` owned by the reader's cache.
-    // Entries are never removed or mutated while the reader lives (it has
-    // no method that does), and a Box's heap data does not move when the
-    // map rehashes, so the bytes stay valid for as long as `&'a
+    // SAFETY: `buf` points into a `Box<[u8]>` owned by the reader's cache
+    // (a map entry or a preloaded region). Entries are never removed or
+    // mutated while the reader lives (it has no method that does), and a
+    // Box's heap data does not move when the map rehashes or the region
+    // list grows, so the bytes stay valid for as long as `&'a
     // BoundedReader` is borrowed.
     unsafe { std::slice::from_raw_parts(buf.as_ptr(), buf.len()) }
 }
@@ -124,6 +155,11 @@ impl<'a> ReadRef<'a> for &'a BoundedReader<'_> {
             return Err(());
         }
         let mut cache = self.cache.borrow_mut();
+        if let Some(rest) = region_from(&cache, offset) {
+            if let Some(b) = usize::try_from(size).ok().and_then(|n| rest.get(..n)) {
+                return Ok(extend(b));
+            }
+        }
         if let Some(b) = cache.bufs.get(&(offset, size)) {
             return Ok(extend(b));
         }
@@ -141,6 +177,13 @@ impl<'a> ReadRef<'a> for &'a BoundedReader<'_> {
             return Err(());
         }
         let mut cache = self.cache.borrow_mut();
+        if let Some(rest) = region_from(&cache, range.start) {
+            let limit = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+            let rest = &rest[..rest.len().min(limit)];
+            if let Some(end) = rest.iter().position(|&c| c == delimiter) {
+                return Ok(extend(&rest[..end]));
+            }
+        }
         if let Some(b) = cache.strings.get(&(range.start, delimiter)) {
             return Ok(extend(b));
         }
@@ -201,5 +244,32 @@ mod tests {
         assert!(rr.read_bytes_at(200, 64).is_err());
         assert_eq!(r.refusals().over_budget, 1);
         assert_eq!(r.spent(), 79);
+    }
+
+    #[test]
+    fn preloaded_regions_serve_reads_without_syscalls() {
+        let path = std::env::temp_dir().join(format!("pidmap-pread-r-{}", std::process::id()));
+        std::fs::write(&path, b"hello\0world\0tail").unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let r = BoundedReader::new(&f, 16, 64, 100);
+        assert!(r.preload(0, 12));
+        assert_eq!(r.spent(), 12);
+        let rr = &r;
+        assert_eq!(rr.read_bytes_at_until(6..16, 0), Ok(&b"world"[..]));
+        assert_eq!(rr.read_bytes_at_until(0..16, 0), Ok(&b"hello"[..]));
+        assert_eq!(rr.read_bytes_at(1, 4), Ok(&b"ello"[..]));
+        assert_eq!(r.spent(), 12, "served from the region");
+        // past the region's end: read from the file
+        assert_eq!(rr.read_bytes_at(10, 4), Ok(&b"d\0ta"[..]));
+        assert_eq!(r.spent(), 16);
+        // no delimiter inside the region: read from the file
+        assert_eq!(rr.read_bytes_at_until(12..16, b'x'), Err(()));
+        // refused like any read
+        assert!(!r.preload(0, 17), "past the end");
+        assert!(
+            !BoundedReader::new(&f, 16, 4, 100).preload(0, 12),
+            "over the cap"
+        );
     }
 }
