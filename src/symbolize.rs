@@ -183,17 +183,18 @@ impl ElfSymbols {
 fn parse_file(file: &File, name: &str) -> Option<Parsed> {
     let len = file.metadata().ok()?.len();
     let reader = BoundedReader::new(file, len, MAX_SECTION, FILE_BUDGET);
-    let file = object::File::parse(&reader).ok()?;
-    // symbol names are read one by one: their string tables are read
-    // first in one go each, and the names are sliced from them
-    for section in file.sections() {
-        if matches!(section.name(), Ok(".strtab" | ".dynstr")) {
-            if let Some((offset, size)) = section.file_range() {
-                reader.preload(offset, size);
+    let parsed = object::File::parse(&reader).ok().and_then(|file| {
+        // symbol names are read one by one: their string tables are read
+        // first in one go each, and the names are sliced from them
+        for section in file.sections() {
+            if matches!(section.name(), Ok(".strtab" | ".dynstr")) {
+                if let Some((offset, size)) = section.file_range() {
+                    reader.preload(offset, size);
+                }
             }
         }
-    }
-    let parsed = parse_object(&file);
+        parse_object(&file)
+    });
     let refused = reader.refusals();
     if let Some((offset, size)) = refused.over_cap {
         log::warn!(
@@ -809,6 +810,34 @@ mod tests {
             .unwrap();
             assert_eq!(s.lookup(hot + 1), Some("hot_function"));
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A section header claiming more than the cap (in a sparse file that
+    /// is that long) is refused before anything is allocated or read.
+    #[test]
+    fn a_section_over_the_cap_is_not_read() {
+        let Some(prog) = test_prog() else { return };
+        let hot = func_offset(prog, "hot_function");
+        let dir = scratch_dir("cap");
+        let big = dir.join("big");
+        std::fs::copy(prog, &big).unwrap();
+        let data = std::fs::read(&big).unwrap();
+        let elf = object::File::parse(&*data).unwrap();
+        let symtab = elf.section_by_name(".symtab").unwrap().index().0 as u64;
+        let shoff = u64::from_le_bytes(data[0x28..0x30].try_into().unwrap());
+        let shentsize = u64::from(u16::from_le_bytes(data[0x3a..0x3c].try_into().unwrap()));
+        let f = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+        // whole symbols (24 bytes each), just over the cap
+        let size = (MAX_SECTION / 24 + 1) * 24;
+        f.write_all_at(&size.to_le_bytes(), shoff + symtab * shentsize + 32)
+            .unwrap();
+        f.set_len(size + 2 * data.len() as u64).unwrap();
+        drop(f);
+        let t = std::time::Instant::now();
+        let s = ElfSymbols::from_file(&File::open(&big).unwrap(), big.to_str().unwrap());
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(s.and_then(|s| s.lookup(hot + 1).map(str::to_string)), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
