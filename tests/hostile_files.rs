@@ -826,7 +826,7 @@ fn a_stuck_file_read_never_delays_exits_or_shutdown() {
         .recv_timeout(Duration::from_secs(60))
         .expect("the agent started");
     let timed_out = COUNTERS.snapshot().file_jobs_timed_out;
-    let (_dir, exe) = common::sampled_workload("stuck-reader");
+    let (workload_dir, exe) = common::sampled_workload("stuck-reader");
     let _hot = Killed(
         Command::new(&exe)
             .args(["3", "0", "0"])
@@ -871,6 +871,7 @@ fn a_stuck_file_read_never_delays_exits_or_shutdown() {
     );
     drop(release);
     assert!(!pins.exists());
+    let _ = std::fs::remove_dir_all(&workload_dir);
 }
 
 /// A tracked library's code replaced under the same address by another
