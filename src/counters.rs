@@ -58,6 +58,9 @@ counters! {
     samples_read: "samples read from the sampler ring",
     samples_malformed: "malformed sample records",
     samples_lost: "sample records lost",
+    unsafe_pin_dir: "pin directories or pins refused (not ours, open to others, a symbolic link, a wrong layout)",
+    unsafe_metrics_dir: "metrics writes refused (directory open to others, a symbolic link, missing)",
+    inputs_refused: "command inputs refused (diff: over --max-input or the line cap, not a file or pipe; bench --keys over memory)",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

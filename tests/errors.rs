@@ -133,7 +133,9 @@ fn an_incompatible_pinned_map_is_refused() {
         return;
     }
     let pins = common::pin_dir("layout");
-    std::fs::create_dir_all(&pins).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&pins)
+        .unwrap();
     let wrong = MapHandle::create(MAP_TYPE_HASH, "wrong", 8, 8, 16, 0).unwrap();
     let path = pins.join(pidmap::abi::TRIE_NAME);
     wrong.pin(&path).unwrap();
