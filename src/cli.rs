@@ -101,16 +101,19 @@ churn: starts `pidmap run --all` (with --ring-pages, --max-entries and
 pub const DIFF_HELP: &str = "\
 pidmap diff: compare two profiles
 
-Usage: pidmap diff BASE NEW [--threshold POINTS] [--top N]
+Usage: pidmap diff BASE NEW [--threshold POINTS] [--top N] [--max-input BYTES]
 
-BASE and NEW are folded stacks or pprof profiles (gzipped or not). Prints
-the functions whose self share of samples changed most, in percentage
-points.
+BASE and NEW are folded stacks or pprof profiles (gzipped or not), regular
+files or pipes. Prints the functions whose self share of samples changed
+most, in percentage points.
 
 Options:
   --threshold POINTS  exit 1 when a function's share changed by more
                       [default: 5]
   --top N             rows to print [default: 20]
+  --max-input BYTES   the most an input may hold after decompression
+                      (its stacks may take 4 times that in memory)
+                      [default: 1073741824 (1 GiB)]
 
 Exit status: 0 within the threshold, 1 beyond it, 2 error.
 ";
@@ -212,6 +215,7 @@ pub enum Cmd {
         new: PathBuf,
         threshold: f64,
         top: usize,
+        max_input: u64,
     },
 }
 
@@ -540,6 +544,7 @@ fn parse_profile(a: &mut Args) -> Result<Cmd, Usage> {
 fn parse_diff(a: &mut Args) -> Result<Cmd, Usage> {
     let mut files = Vec::new();
     let (mut threshold, mut top): (f64, usize) = (5.0, 20);
+    let mut max_input = crate::diff::DEFAULT_MAX_INPUT;
     while let Some(f) = a.next() {
         match f.as_str() {
             "-h" | "--help" => return Ok(Cmd::Help(DIFF_HELP)),
@@ -550,6 +555,12 @@ fn parse_diff(a: &mut Args) -> Result<Cmd, Usage> {
                 }
             }
             "--top" => top = a.value("--top")?,
+            "--max-input" => {
+                max_input = a.value("--max-input")?;
+                if max_input == 0 {
+                    return a.err("--max-input: bytes, at least 1".into());
+                }
+            }
             other if other.starts_with("--") => return a.err(format!("unknown option {other:?}")),
             _ => files.push(PathBuf::from(f)),
         }
@@ -560,6 +571,7 @@ fn parse_diff(a: &mut Args) -> Result<Cmd, Usage> {
             new,
             threshold,
             top,
+            max_input,
         }),
         Err(_) => a.err("diff takes two profiles: BASE NEW".into()),
     }
