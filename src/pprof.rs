@@ -244,6 +244,9 @@ const OVERHEAD: u64 = 32;
 struct TopLevel<R> {
     r: R,
     pos: u64,
+    /// The most bytes the stream may hold: a length beyond it is refused
+    /// before anything is read.
+    limit: u64,
 }
 
 impl<R: Read> TopLevel<R> {
@@ -317,6 +320,13 @@ impl<R: Read> TopLevel<R> {
                 let n = self
                     .varint()?
                     .ok_or_else(|| format!("truncated protobuf field at byte {}", self.pos))?;
+                if n > self.limit.saturating_sub(self.pos) {
+                    return Err(format!(
+                        "a field of {n} bytes at byte {at} runs past {} bytes (after decompression); \
+                         raise --max-input BYTES if the input is trusted",
+                        self.limit
+                    ));
+                }
                 if !keep.contains(&field) {
                     self.skip(n)?;
                     return Ok(Some((field, 0, Vec::new())));
@@ -416,7 +426,11 @@ pub fn decode_from(r: impl Read, max_bytes: u64) -> Result<Vec<(Vec<String>, u64
     } else {
         Box::new(Capped::new(r, max_bytes))
     };
-    let mut top = TopLevel { r: src, pos: 0 };
+    let mut top = TopLevel {
+        r: src,
+        pos: 0,
+        limit: max_bytes,
+    };
     let memory = max_bytes.saturating_mul(MEMORY_PER_INPUT);
     let mut budget = Budget {
         left: memory,
@@ -613,8 +627,14 @@ mod tests {
             ),
             "{e}"
         );
-        // a length beyond the data is truncation, not an allocation
+        // a length beyond the cap is refused before any read; one within
+        // it but beyond the data is truncation, not an allocation
         let e = decode_from(&[0x12, 0xff, 0xff, 0xff, 0xff, 0x0f][..], 1 << 30).unwrap_err();
+        assert!(
+            e.starts_with("a field of 4294967295 bytes at byte 0 runs past 1073741824 bytes"),
+            "{e}"
+        );
+        let e = decode_from(&[0x12, 0xff, 0xff, 0x0f][..], 1 << 30).unwrap_err();
         assert!(e.starts_with("truncated protobuf field"), "{e}");
     }
 }
