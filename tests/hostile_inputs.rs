@@ -281,9 +281,13 @@ impl Drop for Agent {
 }
 
 /// Content and modification time of a file.
-fn fingerprint(p: &Path) -> (Vec<u8>, i64, i64) {
+fn fingerprint(p: &Path) -> (String, i64, i64) {
     let m = std::fs::metadata(p).unwrap();
-    (std::fs::read(p).unwrap(), m.mtime(), m.mtime_nsec())
+    (
+        std::fs::read_to_string(p).unwrap(),
+        m.mtime(),
+        m.mtime_nsec(),
+    )
 }
 
 /// Attack 2: in a world-writable sticky directory (like /tmp) uid 65534
