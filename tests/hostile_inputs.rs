@@ -558,6 +558,42 @@ fn squatted_pin_dirs_and_linked_pins_are_refused() {
     assert!(!live_pins.exists());
 }
 
+/// When /sys/fs/bpf has no bpffs, pidmap mounts one closed to others
+/// (mode=0700), so nobody can squat a pin directory in it; run in a mount
+/// namespace of its own where the host's bpffs is unmounted.
+#[test]
+fn the_bpffs_pidmap_mounts_is_closed_to_others() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = format!("/sys/fs/bpf/pidmap-test-mount-{}", std::process::id());
+    let o = Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "30",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .arg("sh")
+        .arg("-c")
+        .arg(r#"umount /sys/fs/bpf && "$1" run --pin-dir "$2" -- stat -c '%a %u' /sys/fs/bpf "$2""#)
+        .arg("sh")
+        .arg(pidmap_bin())
+        .arg(&pins)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    // bpffs keeps the sticky bit on its root whatever the mode option
+    assert_eq!(out, "1700 0\n700 0\n", "{err}");
+}
+
 /// Runs `prog ARGS` and measures its peak RSS: exit code, stderr, run
 /// time and peak RSS in KiB. The peak is `ru_maxrss` from wait4, which
 /// also counts the high-water mark of the address space the child had
