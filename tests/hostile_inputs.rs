@@ -12,7 +12,7 @@ mod common;
 use common::pidmap_bin;
 use pidmap::abi::TRIE_NAME;
 use pidmap::sys::bpf::MapHandle;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -122,6 +122,8 @@ struct Agent {
     child: Option<Child>,
     pins: PathBuf,
     log: Option<std::thread::JoinHandle<String>>,
+    /// Lines the agent logs after its serving line.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Agent {
@@ -138,22 +140,41 @@ impl Agent {
             .unwrap();
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
+        let (line_tx, lines) = std::sync::mpsc::channel();
         let log = std::thread::spawn(move || {
             let seen = common::read_until(&mut err, "serving:");
             let _ = tx.send(seen.is_ok());
             let mut s = seen.unwrap_or_else(|s| s);
-            let _ = err.read_to_string(&mut s);
+            let mut line = String::new();
+            while err.read_line(&mut line).unwrap_or(0) > 0 {
+                s += &line;
+                let _ = line_tx.send(std::mem::take(&mut line));
+            }
             s
         });
         let mut agent = Agent {
             child: Some(child),
             pins: pins.to_path_buf(),
             log: Some(log),
+            lines,
         };
         match rx.recv_timeout(within) {
             Ok(true) => agent,
             Ok(false) => panic!("the agent ended before serving: {}", agent.stop_log()),
             Err(_) => panic!("no serving line within {within:?}: {}", agent.stop_log()),
+        }
+    }
+
+    /// Waits (at most `within`) for a logged line containing `what`.
+    fn wait_for_line(&self, what: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {what:?} logged within {within:?}"),
+            }
         }
     }
 
@@ -362,7 +383,19 @@ os.mkfifo(os.path.join(d, ".pidmap.prom.swp"))
     }
     agent.handles_a_new_process();
     agent.audits_clean();
+    // the directory opened to others while the agent runs: the next write
+    // is refused and counted, the one at exit (closed again) says so
+    std::fs::set_permissions(&shared.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let line = agent.wait_for_line("writing metrics to", Duration::from_secs(15));
+    assert!(line.contains("is writable by group or others"), "{line}");
+    std::fs::set_permissions(&shared.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
     agent.sigterm_within_1s();
+    let text = std::fs::read_to_string(&target).unwrap();
+    assert!(
+        !text.contains("pidmap_unsafe_metrics_dir_total 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("pidmap_unsafe_metrics_dir_total "), "{text}");
     assert_eq!(fingerprint(&victim), before, "the linked file was written");
     assert!(!pins.exists());
 
