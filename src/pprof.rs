@@ -422,7 +422,11 @@ pub fn decode_from(r: impl Read, max_bytes: u64) -> Result<Vec<(Vec<String>, u64
         .map_err(read_error)?
         .starts_with(&[0x1f, 0x8b]);
     let src: Box<dyn Read + '_> = if gz {
-        Box::new(Capped::new(flate2::read::GzDecoder::new(r), max_bytes))
+        // buffered: the top level is read a byte at a time
+        Box::new(Capped::new(
+            std::io::BufReader::new(flate2::read::GzDecoder::new(r)),
+            max_bytes,
+        ))
     } else {
         Box::new(Capped::new(r, max_bytes))
     };
