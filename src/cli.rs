@@ -39,9 +39,13 @@ Modes (default: serve sync requests that BPF programs write to pid_events):
                      its exit status when it ends
 
 Options:
-  --pin-dir DIR          where the maps are pinned [default: /sys/fs/bpf/pidmap]
+  --pin-dir DIR          where the maps are pinned [default: /sys/fs/bpf/pidmap];
+                         made 0700 if missing (not its parents); refused when
+                         another user owns it or others may access it
   --keep-pins            keep the pinned maps at exit (default: remove them)
-  --metrics-file FILE    write Prometheus metrics there every 5 s and at exit
+  --metrics-file FILE    write Prometheus metrics there every 5 s and at exit;
+                         its directory must exist and be writable only by
+                         root (or be root's and sticky, like /tmp)
   --max-entries N        trie capacity [default: 1048576]
   --ring-pages N         data pages per perf ring, a power of two [default: 8]
   --delete-strategy S    resume (this engine) or reissue-all (the upstream
