@@ -44,8 +44,8 @@ Options:
                          another user owns it or others may access it
   --keep-pins            keep the pinned maps at exit (default: remove them)
   --metrics-file FILE    write Prometheus metrics there every 5 s and at exit;
-                         its directory must exist and be writable only by
-                         root (or be root's and sticky, like /tmp)
+                         its directory must exist and not be writable by
+                         group or others (unless root's and sticky, as /tmp)
   --max-entries N        trie capacity [default: 1048576]
   --ring-pages N         data pages per perf ring, a power of two [default: 8]
   --delete-strategy S    resume (this engine) or reissue-all (the upstream
