@@ -62,6 +62,9 @@ pub fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
             return Ok(());
         }
     }
+    if std::fs::metadata(parent).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Err(missing_parent(pin_dir));
+    }
     Err(Error::new(format!(
         "{} is not on a bpffs: choose a --pin-dir under /sys/fs/bpf, or mount one: mount -t bpf bpf {}",
         pin_dir.display(),
@@ -97,6 +100,19 @@ pub fn pin_dir_problem(pin_dir: &Path, st: DirStat, euid: u32) -> Option<String>
     None
 }
 
+/// The error for a pin directory whose parent is missing: pidmap makes
+/// only the last component, never directories others could have made
+/// first on the way.
+fn missing_parent(pin_dir: &Path) -> Error {
+    Error::new(format!(
+        "creating pin directory {}: its parent {} does not exist: pidmap creates only \
+         the last component; create the parent (owned by root, not writable by others) \
+         or choose another --pin-dir",
+        pin_dir.display(),
+        pin_dir.parent().unwrap_or(Path::new("/")).display()
+    ))
+}
+
 /// Opens the pin directory without following a symbolic link and checks it
 /// is ours (owned by our euid, mode 0700). With `create`, makes it first,
 /// 0700 and only its last component; returns whether it was made here.
@@ -107,14 +123,7 @@ pub fn open_pin_dir(pin_dir: &Path, create: bool) -> Result<(Dir, bool)> {
         match fs::mkdir(pin_dir, 0o700) {
             Ok(()) => created = true,
             Err(e) if e.errno() == libc::EEXIST => {}
-            Err(e) if e.errno() == libc::ENOENT => {
-                return Err(Error::new(format!(
-                    "creating pin directory {p}: its parent {} does not exist: pidmap creates only \
-                     the last component; create the parent (owned by root, not writable by others) \
-                     or choose another --pin-dir",
-                    pin_dir.parent().unwrap_or(Path::new("/")).display()
-                )))
-            }
+            Err(e) if e.errno() == libc::ENOENT => return Err(missing_parent(pin_dir)),
             Err(e) => {
                 return Err(Error::new(format!(
                     "creating pin directory {p}: {}",

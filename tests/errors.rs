@@ -245,6 +245,18 @@ fn a_pin_dir_that_cannot_be_created_is_named() {
     );
     std::fs::remove_file(pins.join("file")).unwrap();
     std::fs::remove_dir(&pins).unwrap();
+    // only the last component is made: a missing parent is named
+    let deep = pins.join("pins");
+    expect(
+        &["run", "--pin-dir", deep.to_str().unwrap(), "--", "/bin/true"],
+        2,
+        &[&format!(
+            "creating pin directory {}: its parent {} does not exist: pidmap creates only the last component",
+            deep.display(),
+            pins.display()
+        )],
+    );
+    assert!(!pins.exists());
 }
 
 #[test]
