@@ -173,20 +173,16 @@ pub fn open_pin_dir(pin_dir: &Path, create: bool) -> Result<(Dir, bool)> {
 /// layout this build expects.
 pub fn open_pin(dir: &Dir, pin_dir: &Path, name: &str) -> Result<Option<MapHandle>> {
     let path = pin_dir.join(name);
+    let p = path.display();
     match dir.entry_kind(name)? {
         None => return Ok(None),
         Some(EntryKind::File) => {}
-        Some(EntryKind::Symlink) => {
-            return Err(refused(format!(
-            "pin {} is a symbolic link: refused, a pin must be the map itself; remove it (rm {})",
-            path.display(),
-            path.display()
-        )))
-        }
+        Some(EntryKind::Symlink) => return Err(refused(format!(
+            "pin {p} is a symbolic link: refused, a pin must be the map itself; remove it (rm {p})"
+        ))),
         Some(_) => {
             return Err(refused(format!(
-                "pin {} is not a pinned map: remove it or choose another --pin-dir",
-                path.display()
+                "pin {p} is not a pinned map: remove it or choose another --pin-dir"
             )))
         }
     }
