@@ -177,9 +177,11 @@ pub fn open_pin(dir: &Dir, pin_dir: &Path, name: &str) -> Result<Option<MapHandl
     match dir.entry_kind(name)? {
         None => return Ok(None),
         Some(EntryKind::File) => {}
-        Some(EntryKind::Symlink) => return Err(refused(format!(
+        Some(EntryKind::Symlink) => {
+            return Err(refused(format!(
             "pin {p} is a symbolic link: refused, a pin must be the map itself; remove it (rm {p})"
-        ))),
+        )))
+        }
         Some(_) => {
             return Err(refused(format!(
                 "pin {p} is not a pinned map: remove it or choose another --pin-dir"
