@@ -97,6 +97,32 @@ impl Drop for Removed<'_> {
     }
 }
 
+/// A bpffs instance of our own (each bpffs mount is a new one), mounted
+/// with the kernel's defaults in a root-owned directory; unmounted at the
+/// end.
+struct PrivateBpffs(PathBuf);
+
+impl PrivateBpffs {
+    fn mount() -> PrivateBpffs {
+        let d = std::env::temp_dir().join(format!("pidmap-hostile-bpffs-{}", std::process::id()));
+        let _ = std::fs::create_dir(&d);
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&d)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount -t bpf bpf {}", d.display());
+        PrivateBpffs(d)
+    }
+}
+
+impl Drop for PrivateBpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
 /// A directory of the given mode (and owner), removed at the end.
 struct TestDir(PathBuf);
 
@@ -469,42 +495,41 @@ fn squatted_pin_dirs_and_linked_pins_are_refused() {
     assert_eq!(st.mode() & 0o7777, 0o700, "the directory pidmap makes");
     assert_eq!(st.uid(), 0);
 
-    // squatted: only possible where others may create directories
-    if root_mode & 0o002 != 0 {
-        let squat = PathBuf::from(format!(
-            "/sys/fs/bpf/pidmap-test-squat-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&squat);
-        attacker("import os, sys; os.mkdir(sys.argv[1], 0o700)", &[&squat]);
-        let _gone = Removed(&squat);
-        let msg = format!(
-            "pidmap: error: pin directory {} is owned by uid 65534, not by uid 0 that runs pidmap: \
-             refused, its owner could replace the pins; remove it (rm -r {}) or choose another --pin-dir",
-            squat.display(),
-            squat.display()
-        );
-        for args in [
-            &["run", "--all", "--pin-dir"][..],
-            &["audit", "--repair", "--pin-dir"],
-        ] {
-            let mut a = args.to_vec();
-            a.push(squat.to_str().unwrap());
-            let (code, err) = pidmap(&a);
-            assert_eq!(code, 2, "{args:?}: {err}");
-            assert!(err.contains(&msg), "{args:?}: {err}");
-        }
-        assert_eq!(
-            std::fs::read_dir(&squat).unwrap().count(),
-            0,
-            "nothing pinned in it"
-        );
+    // squatted: in /sys/fs/bpf when others may create directories there
+    // (the kernel's default), else in a bpffs of our own, mounted with the
+    // kernel's default mode 1777
+    let private;
+    let squat_root = if root_mode & 0o002 != 0 {
+        bpffs.to_path_buf()
     } else {
-        eprintln!(
-            "NOTE: {} is mode {root_mode:04o}: others cannot squat there",
-            bpffs.display()
-        );
+        private = PrivateBpffs::mount();
+        private.0.clone()
+    };
+    let squat = squat_root.join(format!("pidmap-test-squat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&squat);
+    attacker("import os, sys; os.mkdir(sys.argv[1], 0o700)", &[&squat]);
+    let _gone = Removed(&squat);
+    let msg = format!(
+        "pidmap: error: pin directory {} is owned by uid 65534, not by uid 0 that runs pidmap: \
+         refused, its owner could replace the pins; remove it (rm -r {}) or choose another --pin-dir",
+        squat.display(),
+        squat.display()
+    );
+    for args in [
+        &["run", "--all", "--pin-dir"][..],
+        &["audit", "--repair", "--pin-dir"],
+    ] {
+        let mut a = args.to_vec();
+        a.push(squat.to_str().unwrap());
+        let (code, err) = pidmap(&a);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(&msg), "{args:?}: {err}");
     }
+    assert_eq!(
+        std::fs::read_dir(&squat).unwrap().count(),
+        0,
+        "nothing pinned in it"
+    );
 
     // a link to the live agent's trie, in a directory we own
     let linked = common::pin_dir("linked");
