@@ -240,25 +240,15 @@ impl Agent {
     pub fn new(cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
         // a start that fails removes what it created, and only that: pins
         // an earlier run left stay for the next start or the audit
-        let dir_existed = cfg.pin_dir.exists();
-        let pins_existed: Vec<bool> = loader::PINNED
-            .iter()
-            .map(|p| cfg.pin_dir.join(p.0).exists())
-            .collect();
+        let before = loader::existing(&cfg.pin_dir);
         let pin_dir = cfg.pin_dir.clone();
-        Agent::start(cfg).inspect_err(|_| {
-            for (p, existed) in loader::PINNED.iter().zip(pins_existed) {
-                if !existed {
-                    let _ = std::fs::remove_file(pin_dir.join(p.0));
-                }
-            }
-            if !dir_existed {
-                let _ = std::fs::remove_dir(&pin_dir);
-            }
-        })
+        Agent::start(cfg).inspect_err(|_| loader::remove_created(&pin_dir, before))
     }
 
     fn start(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
+        if let Some(path) = &cfg.metrics_file {
+            metrics::check_target(path)?;
+        }
         raise_nofile();
         let mut programs = vec!["pidmap_exec", "pidmap_fork"];
         if cfg.sampling.is_some() {

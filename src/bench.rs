@@ -3,8 +3,9 @@
 
 use crate::abi::{MappingInfo, PidPage};
 use crate::cli::BenchArgs;
+use crate::counters::{self, COUNTERS};
 use crate::engine::{self, BatchMap, DeleteReport, EngineOptions, ResumePolicy};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sys::bpf::{MapHandle, BPF_ANY, F_NO_PREALLOC, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
 use std::time::Instant;
 
@@ -17,6 +18,57 @@ pub const DELETE_STRATEGIES: [&str; 5] = [
 ];
 
 pub use crate::rng::Rng;
+
+/// What one benchmark key costs, estimated high: its key and value and
+/// the bench's copies of them here (about 70 B), and its node in the
+/// kernel map (about 100 B for an LPM trie or hash element).
+pub const BYTES_PER_KEY: u64 = 256;
+
+/// The most keys a benchmark map takes, whatever the memory: a BPF map's
+/// size is a u32, and 2^30 keys is already 256 GiB at [`BYTES_PER_KEY`].
+pub const MAX_BENCH_KEYS: u64 = 1 << 30;
+
+/// MemAvailable of /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    kb.checked_mul(1024)
+}
+
+/// Whether `keys` benchmark keys fit the hard cap and `available` bytes
+/// of memory (when known); the error says how much they need.
+pub fn keys_fit(cmd: &str, keys: u64, available: Option<u64>) -> std::result::Result<(), String> {
+    if keys > MAX_BENCH_KEYS {
+        return Err(format!(
+            "bench {cmd} --keys {keys}: more than the {MAX_BENCH_KEYS} keys a benchmark map may hold"
+        ));
+    }
+    let need = keys * BYTES_PER_KEY;
+    match available {
+        Some(avail) if need > avail => Err(format!(
+            "bench {cmd} --keys {keys}: needs about {} MiB ({BYTES_PER_KEY} B a key, here and in the kernel), \
+             more than the {} MiB available (MemAvailable in /proc/meminfo); use fewer keys",
+            need >> 20,
+            avail >> 20
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks `--keys` against memory before anything is allocated.
+fn check_keys(cmd: &str, keys: usize) -> Result<()> {
+    keys_fit(cmd, keys as u64, mem_available()).map_err(|e| {
+        counters::add(&COUNTERS.inputs_refused, 1);
+        Error::new(e)
+    })
+}
 
 /// `n` distinct keys in sorted order: 1000 blocks per pid.
 pub fn bench_keys(n: usize) -> Vec<PidPage> {
@@ -119,6 +171,7 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 pub fn delete_bench(b: &BenchArgs) -> Result<Vec<DeleteRow>> {
+    check_keys("delete", b.keys)?;
     let keys = bench_keys(b.keys);
     let mut rows = Vec::new();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); DELETE_STRATEGIES.len()];
@@ -194,6 +247,7 @@ pub fn print_delete(b: &BenchArgs, rows: &[DeleteRow]) {
 }
 
 pub fn insert_bench(b: &BenchArgs) -> Result<()> {
+    check_keys("insert", b.keys)?;
     let keys = bench_keys(b.keys);
     let vals = vec![MappingInfo::new(1, 0).unwrap_or_default(); keys.len()];
     let strategies = ["batch", "single"];
@@ -243,4 +297,25 @@ pub fn insert_bench(b: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_against_memory_and_the_cap() {
+        assert!(keys_fit("delete", 100_000, Some(1 << 30)).is_ok());
+        assert!(keys_fit("delete", 100_000, None).is_ok());
+        let e = keys_fit("delete", 10_000_000_000_000, None).unwrap_err();
+        assert_eq!(
+            e,
+            "bench delete --keys 10000000000000: more than the 1073741824 keys a benchmark map may hold"
+        );
+        let e = keys_fit("insert", 1 << 22, Some(1 << 29)).unwrap_err();
+        assert!(
+            e.starts_with("bench insert --keys 4194304: needs about 1024 MiB (256 B a key, here and in the kernel), more than the 512 MiB available"),
+            "{e}"
+        );
+    }
 }

@@ -39,9 +39,13 @@ Modes (default: serve sync requests that BPF programs write to pid_events):
                      its exit status when it ends
 
 Options:
-  --pin-dir DIR          where the maps are pinned [default: /sys/fs/bpf/pidmap]
+  --pin-dir DIR          where the maps are pinned [default: /sys/fs/bpf/pidmap];
+                         made 0700 if missing (not its parents); refused when
+                         another user owns it or others may access it
   --keep-pins            keep the pinned maps at exit (default: remove them)
-  --metrics-file FILE    write Prometheus metrics there every 5 s and at exit
+  --metrics-file FILE    write Prometheus metrics there every 5 s and at exit;
+                         its directory must exist and not be writable by
+                         group or others (unless root's and sticky, as /tmp)
   --max-entries N        trie capacity [default: 1048576]
   --ring-pages N         data pages per perf ring, a power of two [default: 8]
   --delete-strategy S    resume (this engine) or reissue-all (the upstream
@@ -101,16 +105,19 @@ churn: starts `pidmap run --all` (with --ring-pages, --max-entries and
 pub const DIFF_HELP: &str = "\
 pidmap diff: compare two profiles
 
-Usage: pidmap diff BASE NEW [--threshold POINTS] [--top N]
+Usage: pidmap diff BASE NEW [--threshold POINTS] [--top N] [--max-input BYTES]
 
-BASE and NEW are folded stacks or pprof profiles (gzipped or not). Prints
-the functions whose self share of samples changed most, in percentage
-points.
+BASE and NEW are folded stacks or pprof profiles (gzipped or not), regular
+files or pipes. Prints the functions whose self share of samples changed
+most, in percentage points.
 
 Options:
   --threshold POINTS  exit 1 when a function's share changed by more
                       [default: 5]
   --top N             rows to print [default: 20]
+  --max-input BYTES   the most an input may hold after decompression
+                      (its stacks may take 4 times that in memory)
+                      [default: 1073741824 (1 GiB)]
 
 Exit status: 0 within the threshold, 1 beyond it, 2 error.
 ";
@@ -212,6 +219,7 @@ pub enum Cmd {
         new: PathBuf,
         threshold: f64,
         top: usize,
+        max_input: u64,
     },
 }
 
@@ -540,6 +548,7 @@ fn parse_profile(a: &mut Args) -> Result<Cmd, Usage> {
 fn parse_diff(a: &mut Args) -> Result<Cmd, Usage> {
     let mut files = Vec::new();
     let (mut threshold, mut top): (f64, usize) = (5.0, 20);
+    let mut max_input = crate::diff::DEFAULT_MAX_INPUT;
     while let Some(f) = a.next() {
         match f.as_str() {
             "-h" | "--help" => return Ok(Cmd::Help(DIFF_HELP)),
@@ -550,6 +559,12 @@ fn parse_diff(a: &mut Args) -> Result<Cmd, Usage> {
                 }
             }
             "--top" => top = a.value("--top")?,
+            "--max-input" => {
+                max_input = a.value("--max-input")?;
+                if max_input == 0 {
+                    return a.err("--max-input: bytes, at least 1".into());
+                }
+            }
             other if other.starts_with("--") => return a.err(format!("unknown option {other:?}")),
             _ => files.push(PathBuf::from(f)),
         }
@@ -560,6 +575,7 @@ fn parse_diff(a: &mut Args) -> Result<Cmd, Usage> {
             new,
             threshold,
             top,
+            max_input,
         }),
         Err(_) => a.err("diff takes two profiles: BASE NEW".into()),
     }

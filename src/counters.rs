@@ -67,6 +67,9 @@ counters! {
     file_jobs_timed_out: "file jobs past their deadline (the file is never retried)",
     file_jobs_refused: "file jobs refused (the file failed before, or too many stuck workers)",
     file_workers_abandoned: "file worker threads abandoned while stuck in a job",
+    unsafe_pin_dir: "pin directories or pins refused (not ours, open to others, a symbolic link, a wrong layout)",
+    unsafe_metrics_dir: "metrics writes refused (directory open to others, a symbolic link, missing)",
+    inputs_refused: "command inputs refused (diff: over --max-input or the line cap, not a file or pipe; bench --keys over memory)",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

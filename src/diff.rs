@@ -1,21 +1,93 @@
 //! `pidmap diff BASE NEW`: the functions whose share of samples changed
 //! most between two profiles (folded text or pprof), for regression labs.
+//!
+//! The inputs are untrusted (DESIGN §9): they are streamed, capped after
+//! decompression (`--max-input`), and what they decode to is capped too.
 
+use crate::counters::{self, COUNTERS};
 use crate::error::{Error, Result};
 use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-/// Reads folded stacks or a (gzipped) pprof profile.
-pub fn load(path: &Path) -> Result<Vec<(Vec<String>, u64)>> {
-    let data =
-        std::fs::read(path).map_err(|e| Error::new(format!("reading {}: {e}", path.display())))?;
-    let looks_pprof = data.starts_with(&[0x1f, 0x8b]) || std::str::from_utf8(&data).is_err();
-    let r = if looks_pprof {
-        crate::pprof::decode(&data)
-    } else {
-        crate::profile::parse_folded(&String::from_utf8_lossy(&data))
+/// The most bytes an input may hold after decompression, unless
+/// `--max-input` says otherwise.
+pub const DEFAULT_MAX_INPUT: u64 = 1 << 30;
+
+/// Opens an input without blocking on it or letting it become our
+/// terminal: a regular file or a pipe (given on the command line: the
+/// user's own choice, so a FIFO is then opened again to wait for its
+/// writer); a device, directory or socket is refused.
+fn open_input(path: &Path) -> Result<std::fs::File> {
+    let named = |e: std::io::Error| Error::new(format!("reading {}: {e}", path.display()));
+    let open = |flags: i32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC | flags)
+            .open(path)
     };
-    r.map_err(|e| Error::new(format!("{}: {e}", path.display())))
+    let f = open(libc::O_NONBLOCK).map_err(named)?;
+    let ft = f.metadata().map_err(named)?.file_type();
+    if ft.is_file() {
+        return Ok(f);
+    }
+    if ft.is_fifo() {
+        return open(0).map_err(named);
+    }
+    let what = if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_dir() {
+        "a directory"
+    } else {
+        "a socket"
+    };
+    counters::add(&COUNTERS.inputs_refused, 1);
+    Err(Error::new(format!(
+        "{} is {what}, not a profile: give a regular file or a pipe",
+        path.display()
+    )))
+}
+
+/// Reads folded stacks or a (gzipped) pprof profile, as [`load_capped`]
+/// with the default cap.
+pub fn load(path: &Path) -> Result<Vec<(Vec<String>, u64)>> {
+    load_capped(path, DEFAULT_MAX_INPUT)
+}
+
+/// Reads folded stacks or a (gzipped) pprof profile, streamed: at most
+/// `max_input` bytes after decompression, and no more than that held in
+/// memory for its stacks.
+pub fn load_capped(path: &Path, max_input: u64) -> Result<Vec<(Vec<String>, u64)>> {
+    let mut f = open_input(path)?;
+    // the first bytes decide the format: gzip, else text without control
+    // characters is folded, else raw protobuf
+    let mut head = Vec::new();
+    (&mut f)
+        .take(4096)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::new(format!("reading {}: {e}", path.display())))?;
+    let text = match std::str::from_utf8(&head) {
+        Ok(t) => Some(t),
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok(),
+        Err(_) => None,
+    };
+    let folded = !head.starts_with(&[0x1f, 0x8b])
+        && text.is_some_and(|t| !t.chars().any(|c| c.is_control() && !"\t\r\n".contains(c)));
+    let input = std::io::Cursor::new(head).chain(f);
+    let r = if folded {
+        crate::profile::parse_folded_from(crate::pprof::Capped::new(input, max_input), max_input)
+    } else {
+        crate::pprof::decode_from(input, max_input)
+    };
+    r.map_err(|e| {
+        if e.contains("--max-input") || e.contains("longer than") {
+            counters::add(&COUNTERS.inputs_refused, 1);
+        }
+        Error::new(format!("{}: {e}", path.display()))
+    })
 }
 
 /// Self share of each function (the leaf of each stack), in 0..1.
@@ -59,8 +131,8 @@ pub fn changes(base: &[(Vec<String>, u64)], new: &[(Vec<String>, u64)]) -> Vec<C
 
 /// Prints the top changes; exit status 1 when one exceeds `threshold`
 /// percentage points, else 0.
-pub fn run(base: &Path, new: &Path, threshold: f64, top: usize) -> Result<u8> {
-    let (a, b) = (load(base)?, load(new)?);
+pub fn run(base: &Path, new: &Path, threshold: f64, top: usize, max_input: u64) -> Result<u8> {
+    let (a, b) = (load_capped(base, max_input)?, load_capped(new, max_input)?);
     let ch = changes(&a, &b);
     println!("{:>8} {:>8} {:>8}  function", "base%", "new%", "delta");
     for c in ch.iter().take(top) {

@@ -91,6 +91,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             new,
             threshold,
             top,
-        } => pidmap::diff::run(&base, &new, threshold, top),
+            max_input,
+        } => pidmap::diff::run(&base, &new, threshold, top, max_input),
     }
 }

@@ -204,31 +204,258 @@ fn packed_or_single(v: u64, b: &[u8]) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-/// Reads a (gzipped or plain) pprof profile into folded stacks
-/// (comm first when labelled, then functions root-first) with the first
-/// sample value as count.
+/// Reads a (gzipped or plain) pprof profile held in memory; see
+/// [`decode_from`].
 pub fn decode(data: &[u8]) -> Result<Vec<(Vec<String>, u64)>, String> {
-    let raw = if data.starts_with(&[0x1f, 0x8b]) {
-        let mut v = Vec::new();
-        flate2::read::GzDecoder::new(data)
-            .take(1 << 30)
-            .read_to_end(&mut v)
-            .map_err(|e| format!("gzip: {e}"))?;
-        v
+    decode_from(data, 1 << 30)
+}
+
+/// A budget of bytes: what is read, and what the decoded form holds.
+struct Budget {
+    left: u64,
+    limit: u64,
+}
+
+impl Budget {
+    fn charge(&mut self, n: u64) -> Result<(), String> {
+        self.left = self.left.checked_sub(n).ok_or_else(|| {
+            format!(
+                "its decoded stacks would take more than {} bytes ({MEMORY_PER_INPUT} times --max-input); \
+                 raise --max-input BYTES if the input is trusted",
+                self.limit
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// How much memory the decoded form of an input may take, in multiples of
+/// the input's cap: room for its strings, their copies in the stacks and
+/// the overhead of each.
+pub const MEMORY_PER_INPUT: u64 = 4;
+
+/// What one decoded element costs beyond its bytes (a Vec or String
+/// header and the allocator's share): charged so that many tiny fields
+/// cannot hold far more memory than the input's size.
+const OVERHEAD: u64 = 32;
+
+/// The top-level fields of a Profile message, read one at a time from a
+/// stream: a field number 0 or a truncated field ends the read at once.
+struct TopLevel<R> {
+    r: R,
+    pos: u64,
+    /// The most bytes the stream may hold: a length beyond it is refused
+    /// before anything is read.
+    limit: u64,
+}
+
+impl<R: Read> TopLevel<R> {
+    fn byte(&mut self) -> Result<Option<u8>, String> {
+        let mut b = [0u8];
+        loop {
+            return match self.r.read(&mut b) {
+                Ok(0) => Ok(None),
+                Ok(_) => {
+                    self.pos += 1;
+                    Ok(Some(b[0]))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(read_error(e)),
+            };
+        }
+    }
+
+    /// A varint; None at the end of the stream before its first byte.
+    fn varint(&mut self) -> Result<Option<u64>, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let Some(byte) = self.byte()? else {
+                return if shift == 0 {
+                    Ok(None)
+                } else {
+                    Err(format!("truncated protobuf varint at byte {}", self.pos))
+                };
+            };
+            v |= ((byte & 0x7f) as u64) << shift;
+            if byte < 0x80 {
+                return Ok(Some(v));
+            }
+        }
+        Err(format!("malformed protobuf varint at byte {}", self.pos))
+    }
+
+    fn skip(&mut self, n: u64) -> Result<(), String> {
+        let got =
+            std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(read_error)?;
+        self.pos += got;
+        if got < n {
+            return Err(format!("truncated protobuf field at byte {}", self.pos));
+        }
+        Ok(())
+    }
+
+    /// The next field: (number, varint value, bytes when kept). The bytes
+    /// of fields in `keep` are read (charged to `budget`), others skipped.
+    fn field(
+        &mut self,
+        keep: &[u32],
+        budget: &mut Budget,
+    ) -> Result<Option<(u32, u64, Vec<u8>)>, String> {
+        let at = self.pos;
+        let Some(k) = self.varint()? else {
+            return Ok(None);
+        };
+        let (field, wire) = ((k >> 3) as u32, k & 7);
+        if field == 0 {
+            return Err(format!("malformed protobuf: field number 0 at byte {at}"));
+        }
+        match wire {
+            0 => {
+                let v = self
+                    .varint()?
+                    .ok_or_else(|| format!("truncated protobuf field at byte {}", self.pos))?;
+                Ok(Some((field, v, Vec::new())))
+            }
+            2 => {
+                let n = self
+                    .varint()?
+                    .ok_or_else(|| format!("truncated protobuf field at byte {}", self.pos))?;
+                if n > self.limit.saturating_sub(self.pos) {
+                    return Err(format!(
+                        "a field of {n} bytes at byte {at} runs past {} bytes (after decompression); \
+                         raise --max-input BYTES if the input is trusted",
+                        self.limit
+                    ));
+                }
+                if !keep.contains(&field) {
+                    self.skip(n)?;
+                    return Ok(Some((field, 0, Vec::new())));
+                }
+                // grows with what arrives (the stream is capped), never
+                // allocated from the length
+                let mut b = Vec::new();
+                (&mut self.r)
+                    .take(n)
+                    .read_to_end(&mut b)
+                    .map_err(read_error)?;
+                self.pos += b.len() as u64;
+                if (b.len() as u64) < n {
+                    return Err(format!("truncated protobuf field at byte {}", self.pos));
+                }
+                budget.charge(n.saturating_add(OVERHEAD))?;
+                Ok(Some((field, 0, b)))
+            }
+            1 => self.skip(8).map(|_| Some((field, 0, Vec::new()))),
+            5 => self.skip(4).map(|_| Some((field, 0, Vec::new()))),
+            w => Err(format!("malformed protobuf: wire type {w} at byte {at}")),
+        }
+    }
+}
+
+/// An error of the underlying reader; gzip errors say so.
+fn read_error(e: std::io::Error) -> String {
+    match e.get_ref() {
+        // a limit of the caller's reader: its message stands alone
+        Some(inner) if inner.is::<InputLimit>() => inner.to_string(),
+        _ => format!("gzip: {e}"),
+    }
+}
+
+/// The error [`Capped`] returns when its input is over its limit; passed
+/// through the decoders unchanged.
+#[derive(Debug)]
+pub struct InputLimit(pub String);
+
+/// A reader that fails once more than `limit` bytes came through it.
+pub struct Capped<R> {
+    r: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Capped<R> {
+    pub fn new(r: R, limit: u64) -> Capped<R> {
+        Capped {
+            r,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // one byte beyond the limit is asked for, to tell "exactly at the
+        // limit" from "over it"
+        let want = buf
+            .len()
+            .min(self.left.saturating_add(1).min(usize::MAX as u64) as usize);
+        let n = self.r.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(InputLimit(format!(
+                "more than {} bytes (after decompression); raise --max-input BYTES if the input is trusted",
+                self.limit
+            ))));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl std::fmt::Display for InputLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputLimit {}
+
+/// Reads a (gzipped or plain) pprof profile from a stream into folded
+/// stacks (comm first when labelled, then functions root-first) with the
+/// first sample value as count. The top-level message is read field by
+/// field, at most `max_bytes` of it after decompression; what is kept, and
+/// the stacks it decodes to, are charged to [`MEMORY_PER_INPUT`] times
+/// `max_bytes`, so no input makes it hold much more than that.
+pub fn decode_from(r: impl Read, max_bytes: u64) -> Result<Vec<(Vec<String>, u64)>, String> {
+    let mut r = std::io::BufReader::new(r);
+    let gz = std::io::BufRead::fill_buf(&mut r)
+        .map_err(read_error)?
+        .starts_with(&[0x1f, 0x8b]);
+    let src: Box<dyn Read + '_> = if gz {
+        // buffered: the top level is read a byte at a time
+        Box::new(Capped::new(
+            std::io::BufReader::new(flate2::read::GzDecoder::new(r)),
+            max_bytes,
+        ))
     } else {
-        data.to_vec()
+        Box::new(Capped::new(r, max_bytes))
     };
-    let top = fields(&raw)?;
-    let strings: Vec<String> = top
-        .iter()
-        .filter(|f| f.0 == 6)
-        .map(|f| String::from_utf8_lossy(f.2).into_owned())
-        .collect();
+    let mut top = TopLevel {
+        r: src,
+        pos: 0,
+        limit: max_bytes,
+    };
+    let memory = max_bytes.saturating_mul(MEMORY_PER_INPUT);
+    let mut budget = Budget {
+        left: memory,
+        limit: memory,
+    };
+    let (mut strings, mut functions, mut locations, mut samples) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    while let Some((n, _, b)) = top.field(&[2, 4, 5, 6], &mut budget)? {
+        match n {
+            2 => samples.push(b),
+            4 => locations.push(b),
+            5 => functions.push(b),
+            6 => strings.push(String::from_utf8_lossy(&b).into_owned()),
+            _ => {}
+        }
+    }
     let st = |i: u64| strings.get(i as usize).cloned().unwrap_or_default();
     let mut fn_names = HashMap::new();
-    for f in top.iter().filter(|f| f.0 == 5) {
+    for f in &functions {
         let (mut id, mut name) = (0, 0);
-        for (n, v, _) in fields(f.2)? {
+        for (n, v, _) in fields(f)? {
             match n {
                 1 => id = v,
                 2 => name = v,
@@ -237,22 +464,23 @@ pub fn decode(data: &[u8]) -> Result<Vec<(Vec<String>, u64)>, String> {
         }
         fn_names.insert(id, st(name));
     }
+    drop(functions);
     let mut loc_names: HashMap<u64, Vec<String>> = HashMap::new();
-    for f in top.iter().filter(|f| f.0 == 4) {
+    for f in &locations {
         let mut id = 0;
         let mut names = Vec::new();
-        for (n, v, b) in fields(f.2)? {
+        for (n, v, b) in fields(f)? {
             match n {
                 1 => id = v,
                 4 => {
                     for (ln, lv, _) in fields(b)? {
                         if ln == 1 {
-                            names.push(
-                                fn_names
-                                    .get(&lv)
-                                    .cloned()
-                                    .unwrap_or_else(|| "[unknown]".into()),
-                            );
+                            let name = fn_names
+                                .get(&lv)
+                                .cloned()
+                                .unwrap_or_else(|| "[unknown]".into());
+                            budget.charge(name.len() as u64 + OVERHEAD)?;
+                            names.push(name);
                         }
                     }
                 }
@@ -261,10 +489,11 @@ pub fn decode(data: &[u8]) -> Result<Vec<(Vec<String>, u64)>, String> {
         }
         loc_names.insert(id, names);
     }
+    drop(locations);
     let mut out = Vec::new();
-    for f in top.iter().filter(|f| f.0 == 2) {
+    for f in &samples {
         let (mut locs, mut values, mut comm) = (Vec::new(), Vec::new(), None);
-        for (n, v, b) in fields(f.2)? {
+        for (n, v, b) in fields(f)? {
             match n {
                 1 => locs.extend(packed_or_single(v, b)?),
                 2 => values.extend(packed_or_single(v, b)?),
@@ -291,6 +520,9 @@ pub fn decode(data: &[u8]) -> Result<Vec<(Vec<String>, u64)>, String> {
                 .get(l)
                 .cloned()
                 .unwrap_or_else(|| vec!["[unknown]".into()]);
+            // a few bytes of sample can name long stacks: charged as made
+            let bytes: u64 = names.iter().map(|n| n.len() as u64 + OVERHEAD).sum();
+            budget.charge(bytes)?;
             stack.extend(names.into_iter().rev());
         }
         out.push((stack, values.first().copied().unwrap_or(0)));
@@ -343,5 +575,70 @@ mod tests {
             let v: Vec<u8> = (0..(n % 64)).map(|_| rng.next_u64() as u8).collect();
             let _ = decode(&v);
         }
+    }
+
+    #[test]
+    fn zeros_are_refused_at_the_first_byte_even_compressed() {
+        let e = decode_from(std::io::repeat(0), 1 << 30).unwrap_err();
+        assert_eq!(e, "malformed protobuf: field number 0 at byte 0");
+        // 1 GiB of zeros, gzipped, read as a stream: ends at once
+        struct Zeros(u64);
+        impl Read for Zeros {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                let n = (b.len() as u64).min(self.0) as usize;
+                b[..n].fill(0);
+                self.0 -= n as u64;
+                Ok(n)
+            }
+        }
+        let mut gz = flate2::read::GzEncoder::new(Zeros(1 << 30), flate2::Compression::fast());
+        let mut head = vec![0u8; 64 << 10];
+        gz.read_exact(&mut head).unwrap();
+        let e = decode_from(std::io::Cursor::new(head).chain(gz), 1 << 30).unwrap_err();
+        assert_eq!(e, "malformed protobuf: field number 0 at byte 0");
+    }
+
+    #[test]
+    fn input_and_decoded_stacks_are_capped() {
+        let big = vec![(
+            "w".to_string(),
+            vec![("f".repeat(100_000), "/bin/w".to_string())],
+            1,
+        )];
+        let raw = encode(&big, 99, 1);
+        assert!(decode_from(&raw[..], 4 * raw.len() as u64).is_ok());
+        let e = decode_from(&raw[..], raw.len() as u64 - 1).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "more than {} bytes (after decompression); raise --max-input BYTES",
+                raw.len() - 1
+            )),
+            "{e}"
+        );
+        // a few bytes of sample naming a long stack: the stacks are charged
+        let one = (
+            "w".to_string(),
+            vec![("f".repeat(1000), "/bin/w".to_string())],
+            1,
+        );
+        let many = vec![one; 10_000];
+        let raw = encode(&many, 99, 1);
+        assert!(raw.len() < 1 << 20);
+        let e = decode_from(&raw[..], 1 << 20).unwrap_err();
+        assert!(
+            e.starts_with(
+                "its decoded stacks would take more than 4194304 bytes (4 times --max-input)"
+            ),
+            "{e}"
+        );
+        // a length beyond the cap is refused before any read; one within
+        // it but beyond the data is truncation, not an allocation
+        let e = decode_from(&[0x12, 0xff, 0xff, 0xff, 0xff, 0x0f][..], 1 << 30).unwrap_err();
+        assert!(
+            e.starts_with("a field of 4294967295 bytes at byte 0 runs past 1073741824 bytes"),
+            "{e}"
+        );
+        let e = decode_from(&[0x12, 0xff, 0xff, 0x0f][..], 1 << 30).unwrap_err();
+        assert!(e.starts_with("truncated protobuf field"), "{e}");
     }
 }

@@ -497,21 +497,69 @@ fn open_file(files: &mut dyn FileSource, file_id: u64, pid: u32) -> FileEntry {
 
 /// Parses folded stacks (`a;b;c count`); the count follows the last space.
 pub fn parse_folded(text: &str) -> Result<Vec<(Vec<String>, u64)>, String> {
+    parse_folded_from(text.as_bytes(), u64::MAX)
+}
+
+/// The longest line [`parse_folded_from`] accepts: a stack of thousands
+/// of long frames fits many times over; a file with no newline does not.
+pub const MAX_FOLDED_LINE: usize = 4 << 20;
+
+/// Parses folded stacks from a stream, line by line: a line longer than
+/// [`MAX_FOLDED_LINE`] is an error, and the stacks held (names plus a
+/// fixed overhead per frame) may not exceed
+/// [`MEMORY_PER_INPUT`](crate::pprof::MEMORY_PER_INPUT) times `max_bytes`.
+pub fn parse_folded_from(
+    r: impl std::io::Read,
+    max_bytes: u64,
+) -> Result<Vec<(Vec<String>, u64)>, String> {
+    use std::io::{BufRead, Read};
+    let mut r = std::io::BufReader::new(r);
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut buf = Vec::new();
+    let mut held = 0u64;
+    let memory = max_bytes.saturating_mul(crate::pprof::MEMORY_PER_INPUT);
+    for i in 1.. {
+        buf.clear();
+        let n = (&mut r)
+            .take(MAX_FOLDED_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| match e.get_ref() {
+                Some(inner) if inner.is::<crate::pprof::InputLimit>() => inner.to_string(),
+                _ => format!("reading line {i}: {e}"),
+            })?;
+        if n == 0 {
+            break;
+        }
+        if buf.len() > MAX_FOLDED_LINE {
+            return Err(format!(
+                "line {i} is longer than {} MiB: not folded stacks",
+                MAX_FOLDED_LINE >> 20
+            ));
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;
         }
         let (stack, count) = line
             .rsplit_once(' ')
-            .ok_or_else(|| format!("line {}: missing count", i + 1))?;
+            .ok_or_else(|| format!("line {i}: missing count"))?;
         let count = count
             .parse::<u64>()
-            .map_err(|e| format!("line {}: bad count {count:?}: {e}", i + 1))?;
+            .map_err(|e| format!("line {i}: bad count {count:?}: {e}"))?;
         if stack.is_empty() {
-            return Err(format!("line {}: empty stack", i + 1));
+            return Err(format!("line {i}: empty stack"));
         }
-        out.push((stack.split(';').map(str::to_string).collect(), count));
+        let frames: Vec<String> = stack.split(';').map(str::to_string).collect();
+        held = held.saturating_add(frames.iter().map(|f| f.len() as u64 + 32).sum::<u64>());
+        if held > memory {
+            return Err(format!(
+                "its stacks would take more than {memory} bytes ({} times --max-input); \
+                 raise --max-input BYTES if the input is trusted",
+                crate::pprof::MEMORY_PER_INPUT
+            ));
+        }
+        out.push((frames, count));
     }
     Ok(out)
 }
@@ -787,6 +835,31 @@ mod tests {
                 self_samples: 1,
                 total_samples: 1
             }]
+        );
+    }
+
+    #[test]
+    fn folded_lines_and_stacks_are_capped() {
+        let e = parse_folded_from(std::io::repeat(b'a'), u64::MAX).unwrap_err();
+        assert_eq!(e, "line 1 is longer than 4 MiB: not folded stacks");
+        let e = parse_folded_from(std::io::repeat(0), u64::MAX).unwrap_err();
+        assert_eq!(e, "line 1 is longer than 4 MiB: not folded stacks");
+        let text = "a;b 1\n".repeat(1000);
+        assert_eq!(
+            parse_folded_from(text.as_bytes(), 1 << 20).unwrap().len(),
+            1000
+        );
+        let e = parse_folded_from(text.as_bytes(), 1000).unwrap_err();
+        assert!(
+            e.starts_with("its stacks would take more than 4000 bytes (4 times --max-input)"),
+            "{e}"
+        );
+        assert_eq!(
+            parse_folded_from("a;b 1\r\nc 2".as_bytes(), u64::MAX).unwrap(),
+            vec![
+                (vec!["a".to_string(), "b".into()], 1),
+                (vec!["c".to_string()], 2)
+            ]
         );
     }
 

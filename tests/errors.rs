@@ -133,7 +133,9 @@ fn an_incompatible_pinned_map_is_refused() {
         return;
     }
     let pins = common::pin_dir("layout");
-    std::fs::create_dir_all(&pins).unwrap();
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&pins)
+        .unwrap();
     let wrong = MapHandle::create(MAP_TYPE_HASH, "wrong", 8, 8, 16, 0).unwrap();
     let path = pins.join(pidmap::abi::TRIE_NAME);
     wrong.pin(&path).unwrap();
@@ -243,6 +245,18 @@ fn a_pin_dir_that_cannot_be_created_is_named() {
     );
     std::fs::remove_file(pins.join("file")).unwrap();
     std::fs::remove_dir(&pins).unwrap();
+    // only the last component is made: a missing parent is named
+    let deep = pins.join("pins");
+    expect(
+        &["run", "--pin-dir", deep.to_str().unwrap(), "--", "/bin/true"],
+        2,
+        &[&format!(
+            "creating pin directory {}: its parent {} does not exist: pidmap creates only the last component",
+            deep.display(),
+            pins.display()
+        )],
+    );
+    assert!(!pins.exists());
 }
 
 #[test]

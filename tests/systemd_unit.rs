@@ -47,6 +47,9 @@ fn the_agent_serves_with_only_the_units_capabilities() {
     assert_eq!(caps.len(), 3, "{caps:?}");
     let mut target = Command::new("/bin/sleep").arg("1000").spawn().unwrap();
     let pins = common::pin_dir("caps");
+    // as the unit's RuntimeDirectory: root's, 0755
+    let metrics = common::scratch("caps").join("metrics.prom");
+    let _ = std::fs::remove_file(&metrics);
     let mut agent = Command::new("setpriv")
         .arg("--bounding-set")
         .arg(format!("-all,{}", caps.join(",")))
@@ -58,6 +61,8 @@ fn the_agent_serves_with_only_the_units_capabilities() {
             &target.id().to_string(),
             "--pin-dir",
             pins.to_str().unwrap(),
+            "--metrics-file",
+            metrics.to_str().unwrap(),
         ])
         .stderr(Stdio::piped())
         .spawn()
@@ -75,4 +80,36 @@ fn the_agent_serves_with_only_the_units_capabilities() {
     assert!(!line.contains(" 0 keys"), "{line}");
     assert_eq!(st.code(), Some(0), "{seen}");
     assert!(!pins.exists());
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(m.contains("pidmap_tracked_processes "), "{m}");
+}
+
+/// The metrics file goes in the unit's RuntimeDirectory (/run/pidmap,
+/// root's and 0755): a directory no other user can write, as the agent
+/// requires of it.
+#[test]
+fn the_metrics_file_is_in_the_units_runtime_directory() {
+    let text = unit();
+    let dir = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RuntimeDirectory="))
+        .expect("a RuntimeDirectory");
+    assert!(
+        !text.lines().any(|l| l.starts_with("RuntimeDirectoryMode=")),
+        "the default mode 0755 is the one wanted"
+    );
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart");
+    let metrics = exec
+        .split_whitespace()
+        .skip_while(|w| *w != "--metrics-file")
+        .nth(1)
+        .expect("--metrics-file in ExecStart");
+    assert_eq!(
+        std::path::Path::new(metrics).parent().unwrap(),
+        std::path::Path::new("/run").join(dir),
+        "{exec}"
+    );
 }

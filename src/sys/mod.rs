@@ -7,6 +7,7 @@
 pub mod bpf;
 #[cfg(test)]
 pub mod fake;
+pub mod fs;
 pub mod object;
 pub mod perf;
 pub mod pidfd;

@@ -1,0 +1,142 @@
+//! Directory calls for the places pidmap writes (the pin directory, the
+//! metrics file's directory): opened without following a symbolic link,
+//! inspected through the open descriptor, entries looked at with
+//! `fstatat(AT_SYMLINK_NOFOLLOW)` and removed with `unlinkat`, so a name
+//! swapped by someone else is never followed (DESIGN §9).
+
+use super::SysError;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// What `fstat` says of a directory: owner and permission bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirStat {
+    pub uid: u32,
+    /// The permission bits, sticky bit included (`st_mode & 0o7777`).
+    pub mode: u32,
+}
+
+/// A directory opened with `open(O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC)`.
+pub struct Dir {
+    file: File,
+}
+
+impl Dir {
+    /// `open(path, O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC)`: ELOOP when
+    /// the last component is a symbolic link (the kernel says ENOTDIR;
+    /// `lstat` tells them apart), ENOTDIR when it is no directory.
+    pub fn open_nofollow(path: &Path) -> Result<Dir, SysError> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map(|file| Dir { file })
+            .map_err(|e| {
+                // with O_DIRECTORY the kernel answers ENOTDIR for a link:
+                // ELOOP says what it is
+                let errno = match errno_of(&e) {
+                    libc::ENOTDIR
+                        if std::fs::symlink_metadata(path)
+                            .is_ok_and(|m| m.file_type().is_symlink()) =>
+                    {
+                        libc::ELOOP
+                    }
+                    n => n,
+                };
+                SysError::new(
+                    "open(O_DIRECTORY|O_NOFOLLOW)",
+                    path.display().to_string(),
+                    errno,
+                )
+            })
+    }
+
+    /// `fstat` of the open directory.
+    pub fn stat(&self) -> Result<DirStat, SysError> {
+        let m = self
+            .file
+            .metadata()
+            .map_err(|e| SysError::new("fstat", "directory", errno_of(&e)))?;
+        Ok(DirStat {
+            uid: m.uid(),
+            mode: m.mode() & 0o7777,
+        })
+    }
+
+    /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry's file type, or
+    /// None when there is no such entry.
+    pub fn entry_kind(&self, name: &str) -> Result<Option<EntryKind>, SysError> {
+        match fstatat(
+            Some(self.file.as_raw_fd()),
+            name,
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => {
+                let fmt = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+                Ok(Some(if fmt == SFlag::S_IFLNK {
+                    EntryKind::Symlink
+                } else if fmt == SFlag::S_IFDIR {
+                    EntryKind::Directory
+                } else if fmt == SFlag::S_IFREG {
+                    EntryKind::File
+                } else {
+                    EntryKind::Other
+                }))
+            }
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(SysError::new("fstatat", name.to_string(), e as i32)),
+        }
+    }
+
+    /// `unlinkat(dir, name, 0)`: removes the entry itself, never what a
+    /// symbolic link points to. An absent entry is not an error.
+    pub fn unlink(&self, name: &str) -> Result<(), SysError> {
+        match nix::unistd::unlinkat(
+            Some(self.file.as_raw_fd()),
+            name,
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            Err(e) => Err(SysError::new("unlinkat", name.to_string(), e as i32)),
+        }
+    }
+}
+
+/// The type of a directory entry, as `lstat` sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+/// `mkdir(path, mode)`: only the last component; EEXIST when anything is
+/// there already (a symbolic link included).
+pub fn mkdir(path: &Path, mode: u32) -> Result<(), SysError> {
+    nix::unistd::mkdir(path, Mode::from_bits_truncate(mode))
+        .map_err(|e| SysError::new("mkdir", path.display().to_string(), e as i32))
+}
+
+/// `lstat(path)`: owner and permission bits of the entry itself.
+pub fn lstat(path: &Path) -> Result<DirStat, SysError> {
+    std::fs::symlink_metadata(path)
+        .map(|m| DirStat {
+            uid: m.uid(),
+            mode: m.mode() & 0o7777,
+        })
+        .map_err(|e| SysError::new("lstat", path.display().to_string(), errno_of(&e)))
+}
+
+/// The effective uid of this process (`geteuid`).
+pub fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
