@@ -222,7 +222,7 @@ static long resolve_frame(__u64 i, void *data)
 	};
 	struct mapping_info *info = bpf_map_lookup_elem(&pid_page_to_mapping_info, &key);
 	if (info && info->file_id) {
-		__u64 bias = info->bias_and_prog & ((1ULL << 56) - 1);
+		__u64 bias = info->bias_and_prog & PIDMAP_BIAS_MASK;
 		s->frames[i].file_id = info->file_id;
 		s->frames[i].offset = ip - bias;
 	} else {

@@ -27,6 +27,9 @@ struct mapping_info {
 	__u64 bias_and_prog; /* low 56 bits: bias; top byte: program */
 };
 
+/* The bias field of mapping_info.bias_and_prog (the top byte is the program). */
+#define PIDMAP_BIAS_MASK ((1ULL << 56) - 1)
+
 /* Runtime configuration written by user space into pidmap_config[0]. */
 struct pidmap_config {
 	__u32 track_all;      /* request a sync of every new process */
@@ -77,6 +80,8 @@ struct sample_frame {
 	__u64 offset;
 };
 
+/* Indices of sampler_stats (per-CPU counters); SAMPLER_STAT_NAMES in
+ * src/abi.rs names them in this order. */
 #define SAMPLER_STAT_SAMPLES 0
 #define SAMPLER_STAT_OUT_OF_SCOPE 1
 #define SAMPLER_STAT_UNKNOWN_PROCESS 2

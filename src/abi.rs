@@ -7,7 +7,7 @@ pub const TRIE_MAX_ENTRIES: u32 = 1 << 20;
 pub const EVENTS_MAX_ENTRIES: u32 = 65536;
 pub const TRIE_NAME: &str = "pid_page_to_mapping_info";
 pub const EVENTS_NAME: &str = "pid_events";
-/// Largest bias the value can hold (56 bits).
+/// Largest bias the value can hold (56 bits): `PIDMAP_BIAS_MASK`.
 pub const BIAS_MASK: u64 = (1 << 56) - 1;
 
 /// Key of `pid_page_to_mapping_info`.
@@ -106,6 +106,14 @@ pub const SAMPLE_KTHREAD: u32 = 1 << 4;
 pub const MAX_USER_FRAMES: usize = 127;
 pub const MAX_KERNEL_FRAMES: usize = 127;
 
+/// `struct report_event`: the wake-up record on report_events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReportEvent {
+    pub pid: u32,
+    pub tid: u32,
+}
+
 /// `struct sample_header`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -191,6 +199,7 @@ pub struct RequestState {
     pub count: u64,
 }
 
+/// The sampler_stats indices of pidmap.h (`SAMPLER_STAT_<NAME>`), in order.
 pub const SAMPLER_STAT_NAMES: [&str; 10] = [
     "samples",
     "out_of_scope",
@@ -228,6 +237,205 @@ mod tests {
         assert_eq!(offset_of!(SampleHeader, time_ns), 24);
         assert_eq!(offset_of!(SampleHeader, comm), 32);
         assert_eq!(size_of::<SampleFrame>(), 16);
+    }
+
+    /// Every `#define` of pidmap.h with its Rust mirror's value.
+    fn rust_constants() -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = vec![
+            ("PIDMAP_TRIE_MAX_ENTRIES".into(), TRIE_MAX_ENTRIES as u64),
+            (
+                "PIDMAP_EVENTS_MAX_ENTRIES".into(),
+                EVENTS_MAX_ENTRIES as u64,
+            ),
+            ("PIDMAP_FULL_PREFIX".into(), FULL_PREFIX as u64),
+            ("PIDMAP_MAX_USER_FRAMES".into(), MAX_USER_FRAMES as u64),
+            ("PIDMAP_MAX_KERNEL_FRAMES".into(), MAX_KERNEL_FRAMES as u64),
+            ("PIDMAP_BIAS_MASK".into(), BIAS_MASK),
+            (
+                "SAMPLE_UNKNOWN_PROCESS".into(),
+                SAMPLE_UNKNOWN_PROCESS as u64,
+            ),
+            (
+                "SAMPLE_USER_STACK_ERROR".into(),
+                SAMPLE_USER_STACK_ERROR as u64,
+            ),
+            (
+                "SAMPLE_KERNEL_STACK_ERROR".into(),
+                SAMPLE_KERNEL_STACK_ERROR as u64,
+            ),
+            ("SAMPLE_REQUESTED".into(), SAMPLE_REQUESTED as u64),
+            ("SAMPLE_KTHREAD".into(), SAMPLE_KTHREAD as u64),
+            ("SAMPLER_STAT_COUNT".into(), SAMPLER_STAT_NAMES.len() as u64),
+        ];
+        for (i, n) in SAMPLER_STAT_NAMES.iter().enumerate() {
+            v.push((format!("SAMPLER_STAT_{}", n.to_uppercase()), i as u64));
+        }
+        v
+    }
+
+    /// Every field of every struct of pidmap.h: (struct, field, offset,
+    /// size of the field, size of the struct) of its Rust mirror.
+    fn rust_fields() -> Vec<(&'static str, &'static str, usize, usize, usize)> {
+        fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+            size_of::<F>()
+        }
+        macro_rules! f {
+            ($c:literal, $cf:literal, $t:ty, $rf:ident) => {
+                (
+                    $c,
+                    $cf,
+                    offset_of!($t, $rf),
+                    field_size(|x: &$t| &x.$rf),
+                    size_of::<$t>(),
+                )
+            };
+        }
+        vec![
+            f!("pid_page_key", "prefix_len", PidPage, prefix_len),
+            f!("pid_page_key", "pid", PidPage, pid_be),
+            f!("pid_page_key", "page", PidPage, page_be),
+            f!("mapping_info", "file_id", MappingInfo, file_id),
+            f!("mapping_info", "bias_and_prog", MappingInfo, bias_and_prog),
+            f!("pidmap_config", "track_all", Config, track_all),
+            f!("pidmap_config", "track_children", Config, track_children),
+            f!("pidmap_config", "kernel_stacks", Config, kernel_stacks),
+            f!(
+                "pidmap_config",
+                "wake_every_request",
+                Config,
+                wake_every_request
+            ),
+            f!(
+                "pidmap_config",
+                "request_interval_ns",
+                Config,
+                request_interval_ns
+            ),
+            f!("report_event", "pid", ReportEvent, pid),
+            f!("report_event", "tid", ReportEvent, tid),
+            f!("request_state", "last_ns", RequestState, last_ns),
+            f!("request_state", "gap_ns", RequestState, gap_ns),
+            f!("request_state", "count", RequestState, count),
+            f!("sample_header", "pid", SampleHeader, pid),
+            f!("sample_header", "tid", SampleHeader, tid),
+            f!("sample_header", "cpu", SampleHeader, cpu),
+            f!("sample_header", "user_frames", SampleHeader, user_frames),
+            f!(
+                "sample_header",
+                "kernel_frames",
+                SampleHeader,
+                kernel_frames
+            ),
+            f!("sample_header", "flags", SampleHeader, flags),
+            f!("sample_header", "pad", SampleHeader, pad),
+            f!("sample_header", "time_ns", SampleHeader, time_ns),
+            f!("sample_header", "comm", SampleHeader, comm),
+            f!("sample_frame", "file_id", SampleFrame, file_id),
+            f!("sample_frame", "offset", SampleFrame, offset),
+        ]
+    }
+
+    /// pidmap.h is the one source of truth: every constant and every struct
+    /// field it declares is read from the header itself (names by parsing,
+    /// values and offsets by compiling it with the C compiler) and must
+    /// equal its Rust mirror; a constant or field without a mirror fails.
+    #[test]
+    fn every_constant_and_struct_of_pidmap_h_matches_its_mirror() {
+        let header = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/pidmap.h");
+        let text = std::fs::read_to_string(header).expect("reading bpf/pidmap.h");
+        let defines: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("#define "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| *n != "PIDMAP_H")
+            .collect();
+        let mut fields: Vec<(String, String)> = Vec::new();
+        let mut current: Option<String> = None;
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(name) = t.strip_prefix("struct ").and_then(|r| r.strip_suffix(" {")) {
+                current = Some(name.to_string());
+            } else if t.starts_with("};") {
+                current = None;
+            } else if let Some(s) = &current {
+                let decl = t.split(';').next().unwrap_or("");
+                if let Some(name) = decl.split_whitespace().last() {
+                    let name = name.split('[').next().unwrap_or(name);
+                    fields.push((s.clone(), name.to_string()));
+                }
+            }
+        }
+        assert!(
+            defines.len() >= 20 && fields.len() >= 20,
+            "parsed too little of pidmap.h"
+        );
+        let mut c =
+            String::from("#include <stdio.h>\n#include <stddef.h>\n#include <linux/types.h>\n");
+        c += &format!("#include \"{header}\"\nint main(void) {{\n");
+        for d in &defines {
+            c += &format!("printf(\"C {d} %llu\\n\", (unsigned long long)({d}));\n");
+        }
+        for (s, f) in &fields {
+            c += &format!(
+                "printf(\"F {s} {f} %zu %zu %zu\\n\", offsetof(struct {s}, {f}), sizeof(((struct {s} *)0)->{f}), sizeof(struct {s}));\n"
+            );
+        }
+        c += "return 0; }\n";
+        let dir = std::env::temp_dir().join(format!("pidmap-abi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("abi.c"), c).unwrap();
+        let built = std::process::Command::new("gcc")
+            .arg("-o")
+            .arg(dir.join("abi"))
+            .arg(dir.join("abi.c"))
+            .status()
+            .expect("gcc is needed to read pidmap.h (scripts/setup installs it)");
+        assert!(
+            built.success(),
+            "gcc could not compile pidmap.h's layout probe"
+        );
+        let out = std::process::Command::new(dir.join("abi"))
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = String::from_utf8(out.stdout).unwrap();
+        let consts = rust_constants();
+        let rfields = rust_fields();
+        let mut checked = 0;
+        for line in out.lines() {
+            let w: Vec<&str> = line.split(' ').collect();
+            match w[0] {
+                "C" => {
+                    let v: u64 = w[2].parse().unwrap();
+                    let mirror = consts.iter().find(|(n, _)| n == w[1]);
+                    assert_eq!(
+                        mirror.map(|m| m.1),
+                        Some(v),
+                        "{} = {v} in pidmap.h; its Rust mirror differs or is missing",
+                        w[1]
+                    );
+                }
+                _ => {
+                    let n: Vec<usize> = w[3..].iter().map(|x| x.parse().unwrap()).collect();
+                    let mirror = rfields.iter().find(|f| f.0 == w[1] && f.1 == w[2]);
+                    assert_eq!(
+                        mirror.map(|m| vec![m.2, m.3, m.4]),
+                        Some(n.clone()),
+                        "struct {} field {}: offset, field size, struct size {n:?} in pidmap.h; the Rust mirror differs or is missing",
+                        w[1],
+                        w[2]
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, defines.len() + fields.len());
+        assert_eq!(
+            consts.len(),
+            defines.len(),
+            "a Rust constant has no #define"
+        );
+        assert_eq!(rfields.len(), fields.len(), "a Rust field has no C field");
     }
 
     #[test]
