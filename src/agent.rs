@@ -1,15 +1,18 @@
 //! The agent: one thread, one `mio::Poll` over the perf rings, the pidfds
 //! of tracked processes, a signalfd and a waker for the control API.
 //! Nothing busy-polls: the poll timeout only drives the metrics timer and
-//! the liveness sweep.
+//! the liveness sweep, and is zero while syncs are queued: a sync is done
+//! in bounded steps between iterations ([`WORK_SLICE`] per iteration), so
+//! exits, signals and other syncs are served in between.
 
 use crate::abi::{Config, Sample};
 use crate::audit::{self, AuditReport};
+use crate::budget::Budgets;
 use crate::counters::{add, Snapshot, COUNTERS};
 use crate::error::{Error, Result};
 use crate::loader::{self, Loaded};
-use crate::metrics::{self, Gauges};
-use crate::process::{ProcessManager, SyncOutcome};
+use crate::metrics::{self, Gauges, Histogram};
+use crate::process::{Done, ProcessManager, SyncOutcome};
 use crate::sys::perf::{PerfRing, Record};
 use crate::sys::process::{self as sysproc, Gated};
 use crate::tables::DeleteStrategy;
@@ -28,6 +31,10 @@ const WAKER: Token = Token(1);
 const RING_BASE: usize = 1 << 16;
 const SAMPLE_RING_BASE: usize = 1 << 20;
 const PIDFD_BASE: usize = 1 << 32;
+
+/// Time an iteration spends on queued sync steps (each step is bounded
+/// too: a few thousand keys or 64 KiB of maps).
+pub const WORK_SLICE: Duration = Duration::from_millis(2);
 
 /// What the agent tracks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +78,9 @@ pub struct AgentConfig {
     pub wake_every_request: bool,
     /// Print elapsed time and samples on stderr every second.
     pub progress: bool,
+    /// Budgets of trie keys per process and uid; `None`: no budget (every
+    /// process may take the whole trie).
+    pub budgets: Option<Budgets>,
 }
 
 impl Default for AgentConfig {
@@ -90,6 +100,7 @@ impl Default for AgentConfig {
             sampling: None,
             wake_every_request: false,
             progress: false,
+            budgets: None,
         }
     }
 }
@@ -105,6 +116,11 @@ pub struct Status {
     pub files_in_use: usize,
     pub counters: Snapshot,
     pub pin_dir: PathBuf,
+    /// The longest loop iteration so far (poll return to next poll).
+    pub loop_max: Duration,
+    pub loop_iterations: u64,
+    /// Uids holding trie keys.
+    pub uids: usize,
 }
 
 pub enum Command {
@@ -210,6 +226,7 @@ pub struct Agent {
     ended: Option<Ended>,
     sink: Option<SampleSink>,
     resync_all: bool,
+    loop_hist: Histogram,
 }
 
 fn token_pid(t: Token) -> Option<u32> {
@@ -308,9 +325,12 @@ impl Agent {
             wake_every_request: cfg.wake_every_request as u32,
             request_interval_ns: interval.as_nanos() as u64,
         })?;
+        let capacity = u64::from(tables.trie.map.info().max_entries);
+        let mut pm = ProcessManager::new(tables);
+        pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
         let mut agent = Agent {
             poll,
-            pm: ProcessManager::new(tables),
+            pm,
             loaded,
             rings,
             sample_rings: Vec::new(),
@@ -323,6 +343,7 @@ impl Agent {
             ended: None,
             sink: None,
             resync_all: false,
+            loop_hist: Histogram::default(),
             cfg: AgentConfig {
                 mode: std::mem::replace(&mut cfg.mode, Mode::Serve),
                 ..cfg
@@ -393,28 +414,63 @@ impl Agent {
         Ok(())
     }
 
+    /// Syncs `pid` to the end now (startup, the control API).
     fn sync(&mut self, pid: u32) -> SyncOutcome {
         let out = self.pm.sync(pid);
-        match &out {
-            SyncOutcome::Synced { new: true, .. } => {
-                if let Some(fd) = self.pm.pidfd(pid) {
-                    let raw = fd.as_raw_fd();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut SourceFd(&raw),
-                        Token(PIDFD_BASE + pid as usize),
-                        Interest::READABLE,
-                    ) {
-                        log::warn!("epoll_ctl(pidfd of {pid}): {e}");
-                    }
+        self.watch_new();
+        self.synced(pid, &out);
+        out
+    }
+
+    /// Queues a sync of `pid`: done in steps between loop iterations.
+    fn request(&mut self, pid: u32) {
+        self.pm.request(pid);
+    }
+
+    /// Runs queued sync steps until `until`.
+    fn work(&mut self, until: Instant) {
+        let done = self.pm.work(until);
+        self.finished(done);
+    }
+
+    /// Runs every queued sync to its end (before serving).
+    fn work_all(&mut self) {
+        let done = self.pm.work_all();
+        self.finished(done);
+    }
+
+    fn finished(&mut self, done: Vec<Done>) {
+        self.watch_new();
+        for d in done {
+            self.synced(d.pid, &d.outcome);
+        }
+    }
+
+    /// Watches the pidfds of processes that became tracked.
+    fn watch_new(&mut self) {
+        for pid in self.pm.take_newly_tracked() {
+            if let Some(fd) = self.pm.pidfd(pid) {
+                let raw = fd.as_raw_fd();
+                if let Err(e) = self.poll.registry().register(
+                    &mut SourceFd(&raw),
+                    Token(PIDFD_BASE + pid as usize),
+                    Interest::READABLE,
+                ) {
+                    log::warn!("epoll_ctl(pidfd of {pid}): {e}");
                 }
+            }
+        }
+    }
+
+    fn synced(&mut self, pid: u32, out: &SyncOutcome) {
+        match out {
+            SyncOutcome::Synced { .. } => {
                 for w in self.when_tracked.remove(&pid).unwrap_or_default() {
                     let _ = w.send(());
                 }
             }
-            SyncOutcome::Synced { .. } => {}
             SyncOutcome::Gone | SyncOutcome::Failed(_) => self.notify_gone(pid),
         }
-        out
     }
 
     fn exit(&mut self, pid: u32) {
@@ -457,6 +513,9 @@ impl Agent {
             files_in_use: self.pm.files_in_use(),
             counters: COUNTERS.snapshot(),
             pin_dir: self.cfg.pin_dir.clone(),
+            loop_max: Duration::from_secs_f64(self.loop_hist.max),
+            loop_iterations: self.loop_hist.count,
+            uids: self.pm.budget.uids(),
         }
     }
 
@@ -469,7 +528,9 @@ impl Agent {
             trie_entries: self.pm.key_count() as u64,
             files: self.pm.registry.len() as u64,
         };
-        if let Err(e) = metrics::write_atomic(path, &metrics::render(&COUNTERS.snapshot(), &g)) {
+        let text =
+            metrics::render(&COUNTERS.snapshot(), &g) + &metrics::render_loop(&self.loop_hist);
+        if let Err(e) = metrics::write_atomic(path, &text) {
             log::warn!("writing metrics to {}: {e}", path.display());
         }
     }
@@ -506,7 +567,7 @@ impl Agent {
             }
         }
         for pid in pids {
-            self.sync(pid);
+            self.request(pid);
         }
     }
 
@@ -519,14 +580,14 @@ impl Agent {
             .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
             .collect();
         for pid in pids {
-            self.sync(pid);
+            self.request(pid);
         }
     }
 
     fn resync_everything(&mut self) {
         self.drain_requests();
         for pid in self.pm.pids() {
-            self.sync(pid);
+            self.request(pid);
         }
         if self.cfg.mode == Mode::All {
             self.scan_proc();
@@ -559,7 +620,7 @@ impl Agent {
                 let _ = tx.send(audit::audit(&pm.tables.trie.map, &pm.tables.events, &alive));
             }
             Command::WhenTracked(pid, tx) => {
-                if self.pm.is_tracked(pid) {
+                if self.pm.is_tracked(pid) && !self.pm.is_syncing(pid) {
                     let _ = tx.send(());
                 } else {
                     self.when_tracked.entry(pid).or_default().push(tx);
@@ -700,6 +761,7 @@ impl Agent {
         }
         self.start_sampling()?;
         self.drain_requests();
+        self.work_all();
         self.write_metrics();
         log::info!(
             "serving: {} processes tracked, {} keys, pins in {}",
@@ -723,13 +785,17 @@ impl Agent {
             if let Some(d) = self.cfg.duration {
                 deadline = deadline.min(started + d);
             }
-            let timeout = deadline.saturating_duration_since(now);
+            let mut timeout = deadline.saturating_duration_since(now);
+            if self.pm.has_work() {
+                timeout = Duration::ZERO;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(Error::new(format!("epoll_wait: {e}")));
             }
+            let woke = Instant::now();
             let mut requests = false;
             let mut exited = Vec::new();
             for ev in events.iter() {
@@ -772,6 +838,9 @@ impl Agent {
             while let Ok(c) = self.rx.try_recv() {
                 self.handle_command(c);
             }
+            if self.pm.has_work() {
+                self.work(woke + WORK_SLICE);
+            }
             let now = Instant::now();
             if now >= next_sweep {
                 next_sweep = now + self.cfg.sweep_interval;
@@ -804,6 +873,7 @@ impl Agent {
             if self.cfg.duration.is_some_and(|d| now >= started + d) {
                 self.ended.get_or_insert_with(Ended::default);
             }
+            self.loop_hist.observe(woke.elapsed());
         }
         Ok(())
     }

@@ -58,6 +58,10 @@ counters! {
     samples_read: "samples read from the sampler ring",
     samples_malformed: "malformed sample records",
     samples_lost: "sample records lost",
+    keys_over_budget: "keys not inserted because their process or uid was over its budget",
+    processes_over_budget: "processes tracked partially because of a budget",
+    sync_steps: "steps of chunked syncs (maps read, deletes, inserts)",
+    warnings_suppressed: "warning lines suppressed by the rate limit",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {
