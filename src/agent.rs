@@ -439,6 +439,16 @@ impl Agent {
         self.finished(done);
     }
 
+    /// Deletes the keys of every exited process now (the control API
+    /// answers after that).
+    fn bury_all(&mut self) {
+        let done = self.pm.bury_all().into_iter().map(|pid| Done {
+            pid,
+            outcome: SyncOutcome::Gone,
+        });
+        self.finished(done.collect());
+    }
+
     fn finished(&mut self, done: Vec<Done>) {
         self.watch_new();
         for d in done {
@@ -478,8 +488,10 @@ impl Agent {
             let raw = fd.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         }
-        self.pm.process_exit(pid);
-        self.notify_gone(pid);
+        // the keys go in steps; waiters hear of it once they are gone
+        if !self.pm.exit_later(pid) {
+            self.notify_gone(pid);
+        }
     }
 
     /// Runs the exit path of every tracked process whose pidfd has fired.
@@ -490,7 +502,7 @@ impl Agent {
     }
 
     fn notify_gone(&mut self, pid: u32) {
-        if self.pm.is_tracked(pid) {
+        if self.pm.is_tracked(pid) || self.pm.is_dying(pid) {
             return;
         }
         for w in self.when_gone.remove(&pid).unwrap_or_default() {
@@ -602,6 +614,7 @@ impl Agent {
             Command::Forget(pid, tx) => {
                 let was = self.pm.is_tracked(pid);
                 self.exit(pid);
+                self.bury_all();
                 let _ = tx.send(was);
             }
             Command::Status(tx) => {
@@ -610,6 +623,7 @@ impl Agent {
             Command::Audit(tx) => {
                 // exits already signalled but not yet handled are not leaks
                 self.reap_fired();
+                self.bury_all();
                 // a tracked process is alive until its pidfd says otherwise
                 let pm = &self.pm;
                 let alive = |p: u32| {
@@ -838,7 +852,9 @@ impl Agent {
             while let Ok(c) = self.rx.try_recv() {
                 self.handle_command(c);
             }
+            let mut worked = None;
             if self.pm.has_work() {
+                worked = Some(Instant::now());
                 self.work(woke + WORK_SLICE);
             }
             let now = Instant::now();
@@ -873,7 +889,16 @@ impl Agent {
             if self.cfg.duration.is_some_and(|d| now >= started + d) {
                 self.ended.get_or_insert_with(Ended::default);
             }
-            self.loop_hist.observe(woke.elapsed());
+            let took = woke.elapsed();
+            self.loop_hist.observe(took);
+            if took > Duration::from_millis(5) {
+                log::debug!(
+                    "slow loop iteration: {took:?} ({} events, until work {:?}, work {:?})",
+                    events.iter().count(),
+                    worked.map(|w| w - woke),
+                    worked.map(|w| w.elapsed()),
+                );
+            }
         }
         Ok(())
     }

@@ -21,17 +21,19 @@ use crate::registry::{self, Registry, VDSO_FILE_ID};
 use crate::sys::pidfd;
 use crate::tables::Tables;
 use crate::warn_limited;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::Instant;
 
-/// Keys one step deletes or inserts (DESIGN §3: a few thousand keys, ~2 ms).
-pub const STEP_KEYS: usize = 4096;
-/// Bytes of /proc/PID/maps one step reads (~700 lines).
-pub const STEP_READ: usize = 64 << 10;
+/// Keys one step deletes or inserts (DESIGN §3: a few thousand keys take
+/// ~2 ms; a step stays well under that). A delete step may exceed it by the
+/// keys of one mapping (at most 128).
+pub const STEP_KEYS: usize = 1024;
+/// Bytes of /proc/PID/maps one step reads (~180 lines).
+pub const STEP_READ: usize = 16 << 10;
 
 /// One mapping of a tracked process and the keys that landed for it.
 /// Its keys are the prefix cover of [start, end) (at most 128 blocks); a
@@ -80,13 +82,16 @@ pub struct Process {
     pub uid: u32,
     pub marker: bool,
     pub mappings: BTreeMap<u64, Mapping>,
-    /// Landed keys of mappings that went, still to delete (a sync in
+    /// Mappings that went, whose keys are still to delete (a sync in
     /// progress). Recorded, so an exit deletes them.
-    doomed: Vec<PidPage>,
-    /// Mappings still to insert, smallest first (taken from the end).
-    todo: Vec<Wanted>,
+    doomed: Vec<Mapping>,
+    /// Mappings still to insert, the largest on top.
+    todo: BinaryHeap<BySize>,
     /// Paths of the files of `todo` (for the registry).
     paths: HashMap<u64, String>,
+    /// Keys recorded (`key_count`, kept as a running count: a step never
+    /// walks every mapping).
+    held: u64,
     /// False until its first sync ended: a new process does not take the
     /// reserve kept for tracked ones.
     synced_once: bool,
@@ -100,14 +105,14 @@ impl Process {
             .values()
             .map(Mapping::key_count)
             .sum::<usize>()
-            + self.doomed.len()
+            + self.doomed.iter().map(Mapping::key_count).sum::<usize>()
             + self.marker as usize
     }
 
     /// Every recorded key: mappings first, the marker last.
     pub fn keys(&self) -> Vec<PidPage> {
-        let mut out = self.doomed.clone();
-        for m in self.mappings.values() {
+        let mut out = Vec::new();
+        for m in self.mappings.values().chain(&self.doomed) {
             m.push_keys(self.pid, &mut out);
         }
         if self.marker {
@@ -161,6 +166,7 @@ enum Phase {
     /// Not started: pidfd, start time and uid come first.
     Start,
     Read(Box<MapsRead>),
+    Plan(Box<Planning>),
     /// Deleting `doomed`, then inserting `todo`, of the process.
     Apply,
 }
@@ -198,6 +204,19 @@ enum Step {
     Done(SyncOutcome),
 }
 
+/// The recorded keys of an exited process, deleted in steps: its
+/// mappings' keys (made a few at a time), then its marker.
+struct Dying {
+    pid: u32,
+    uid: u32,
+    /// Keys still to delete: the marker first, taken from the end.
+    keys: Vec<PidPage>,
+    /// Mappings whose keys are not yet in `keys` (moved whole from the
+    /// process: an exit costs no walk of its mappings).
+    mappings: BTreeMap<u64, Mapping>,
+    doomed: Vec<Mapping>,
+}
+
 pub struct ProcessManager {
     pub tables: Tables,
     pub registry: Registry,
@@ -205,6 +224,7 @@ pub struct ProcessManager {
     procs: HashMap<u32, Process>,
     jobs: HashMap<u32, Job>,
     queue: VecDeque<u32>,
+    dying: VecDeque<Dying>,
     newly_tracked: Vec<u32>,
     /// Read build ids when registering files (costs a few reads per file).
     pub read_build_ids: bool,
@@ -267,6 +287,34 @@ struct Wanted {
     file_id: u64,
     dev: u64,
     ino: u64,
+}
+
+/// A mapping to insert, ordered by size (then lower addresses first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BySize(Wanted);
+
+impl Ord for BySize {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        let key = |w: &Wanted| (w.end - w.start, std::cmp::Reverse(w.start));
+        key(&self.0).cmp(&key(&o.0))
+    }
+}
+
+impl PartialOrd for BySize {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// The diff of the model against the maps, a window at a time.
+struct Planning {
+    /// Sorted by start.
+    want: Vec<Wanted>,
+    paths: HashMap<u64, String>,
+    /// Next entry of `want` to look at.
+    pos: usize,
+    /// Model mappings below this start are done.
+    cursor: u64,
 }
 
 /// Whether a maps line can matter (executable, or `[vdso]`), from its
@@ -389,6 +437,7 @@ impl ProcessManager {
             procs: HashMap::new(),
             jobs: HashMap::new(),
             queue: VecDeque::new(),
+            dying: VecDeque::new(),
             newly_tracked: Vec::new(),
             read_build_ids: true,
         }
@@ -489,27 +538,115 @@ impl ProcessManager {
         }
     }
 
-    /// Whether syncs are queued.
+    /// Whether syncs or deletions of exited processes are queued.
     pub fn has_work(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || !self.dying.is_empty()
     }
 
-    /// Runs steps of the queued syncs, round robin, until `until` (at least
-    /// one step); returns the syncs that ended.
+    /// Whether keys of an exited `pid` are still being deleted.
+    pub fn is_dying(&self, pid: u32) -> bool {
+        self.dying.iter().any(|d| d.pid == pid)
+    }
+
+    /// Runs steps until `until` (at least one step): the keys of exited
+    /// processes first, then the queued syncs, round robin. Returns the
+    /// syncs that ended and the exits whose keys are all deleted (as
+    /// [`SyncOutcome::Gone`]).
     pub fn work(&mut self, until: Instant) -> Vec<Done> {
         let mut done = Vec::new();
-        while let Some(pid) = self.queue.pop_front() {
-            if self.jobs.contains_key(&pid) {
-                match self.step(pid) {
-                    Step::More => self.queue.push_back(pid),
-                    Step::Done(outcome) => done.push(Done { pid, outcome }),
+        loop {
+            let t0 = Instant::now();
+            let what = match self.queue.front().and_then(|p| self.jobs.get(p)) {
+                _ if !self.dying.is_empty() => "exit",
+                Some(Job {
+                    phase: Phase::Start,
+                    ..
+                }) => "start",
+                Some(Job {
+                    phase: Phase::Read(_),
+                    ..
+                }) => "read",
+                Some(Job {
+                    phase: Phase::Plan(_),
+                    ..
+                }) => "plan",
+                Some(Job {
+                    phase: Phase::Apply,
+                    ..
+                }) => "apply",
+                None => "none",
+            };
+            if !self.dying.is_empty() {
+                for pid in self.bury_step() {
+                    done.push(Done {
+                        pid,
+                        outcome: SyncOutcome::Gone,
+                    });
                 }
+            } else if let Some(pid) = self.queue.pop_front() {
+                if self.jobs.contains_key(&pid) {
+                    match self.step(pid) {
+                        Step::More => self.queue.push_back(pid),
+                        Step::Done(outcome) => done.push(Done { pid, outcome }),
+                    }
+                }
+            } else {
+                break;
             }
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now - t0 > std::time::Duration::from_millis(5) {
+                log::debug!("a work step ({what}) took {:?}", now - t0);
+            }
+            if now >= until {
                 break;
             }
         }
         done
+    }
+
+    /// Deletes up to [`STEP_KEYS`] keys of exited processes; returns the
+    /// pids whose keys are all deleted.
+    fn bury_step(&mut self) -> Vec<u32> {
+        let mut keys = Vec::new();
+        let mut buried = Vec::new();
+        while let Some(d) = self.dying.front_mut() {
+            while d.keys.len() < STEP_KEYS {
+                let Some(m) = d
+                    .doomed
+                    .pop()
+                    .or_else(|| d.mappings.pop_last().map(|e| e.1))
+                else {
+                    break;
+                };
+                m.push_keys(d.pid, &mut d.keys);
+                self.registry.release(m.file_id);
+            }
+            let n = d.keys.len().min(STEP_KEYS - keys.len());
+            let from = d.keys.len() - n;
+            keys.extend(d.keys.drain(from..).rev());
+            self.budget.release(d.uid, n as u64);
+            if !d.keys.is_empty() || !d.mappings.is_empty() || !d.doomed.is_empty() {
+                break;
+            }
+            buried.push(d.pid);
+            self.dying.pop_front();
+            if keys.len() >= STEP_KEYS {
+                break;
+            }
+        }
+        if !keys.is_empty() {
+            self.tables.delete(&keys);
+        }
+        buried
+    }
+
+    /// Deletes the keys of every exited process now.
+    pub fn bury_all(&mut self) -> Vec<u32> {
+        let mut buried = Vec::new();
+        while !self.dying.is_empty() {
+            buried.extend(self.bury_step());
+        }
+        buried
     }
 
     /// Runs every queued sync to its end (startup).
@@ -554,6 +691,12 @@ impl ProcessManager {
     }
 
     fn step_inner(&mut self, pid: u32) -> Step {
+        if self.is_dying(pid) {
+            // an earlier process of this number still has keys to delete:
+            // they go first (the new one's keys may be the same)
+            self.bury_step();
+            return Step::More;
+        }
         let Some(job) = self.jobs.get_mut(&pid) else {
             return Step::Done(SyncOutcome::Gone);
         };
@@ -572,14 +715,25 @@ impl ProcessManager {
                     "reading /proc/{pid}/maps: {e}"
                 ))),
             },
+            Phase::Plan(_) => self.plan_step(pid),
             Phase::Apply => self.apply_step(pid),
         }
     }
 
     /// The process went away during its sync.
     fn gone(&mut self, pid: u32) -> Step {
-        if self.jobs.get(&pid).is_some_and(|j| !j.new) {
-            self.exit_inner(pid);
+        let Some(job) = self.jobs.get_mut(&pid) else {
+            return Step::Done(SyncOutcome::Gone);
+        };
+        if std::mem::take(&mut job.again) {
+            // asked again meanwhile (an exec: the maps file opened before
+            // it reads the old, torn-down address space): start over
+            job.phase = Phase::Start;
+            job.fresh_fd = None;
+            return Step::More;
+        }
+        if !job.new {
+            self.retire(pid);
         }
         Step::Done(SyncOutcome::Gone)
     }
@@ -596,7 +750,7 @@ impl ProcessManager {
                 // a tracked process whose pidfd fired is gone, whatever
                 // /proc says; the number may hold a new one
                 if p.pidfd.as_ref().is_some_and(|fd| fired(fd.as_fd())) {
-                    self.exit_inner(pid);
+                    self.retire(pid);
                 }
             }
             let new = !self.procs.contains_key(&pid);
@@ -616,14 +770,14 @@ impl ProcessManager {
             };
             let Some(start) = start_time(pid) else {
                 if !new {
-                    self.exit_inner(pid);
+                    self.retire(pid);
                 }
                 return Err(SyncOutcome::Gone);
             };
             match self.procs.get(&pid) {
                 // the number was reused: the old process is gone
                 Some(p) if p.start_time != start && tries < 3 => {
-                    self.exit_inner(pid);
+                    self.retire(pid);
                 }
                 Some(p) if p.start_time != start => {
                     return Err(SyncOutcome::Failed("pid reused during sync".into()))
@@ -642,7 +796,7 @@ impl ProcessManager {
             Ok(r) => r,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
                 if !new {
-                    self.exit_inner(pid);
+                    self.retire(pid);
                 }
                 return Err(SyncOutcome::Gone);
             }
@@ -698,53 +852,87 @@ impl ProcessManager {
                     marker: false,
                     mappings: BTreeMap::new(),
                     doomed: Vec::new(),
-                    todo: Vec::new(),
+                    todo: BinaryHeap::new(),
                     paths: HashMap::new(),
+                    held: 0,
                     synced_once: false,
                     over_budget: false,
                 },
             );
             self.newly_tracked.push(pid);
         }
-        let MapsRead { want, paths, .. } = *read;
-        self.plan(pid, want, paths);
+        let MapsRead {
+            mut want, paths, ..
+        } = *read;
+        if !want.is_sorted_by_key(|w| w.start) {
+            want.sort_unstable_by_key(|w| w.start);
+        }
+        want.dedup_by_key(|w| w.start);
+        self.jobs.get_mut(&pid).expect("job being read").phase = Phase::Plan(Box::new(Planning {
+            want,
+            paths,
+            pos: 0,
+            cursor: 0,
+        }));
         Step::More
     }
 
-    /// Diffs the model against the wanted mappings: mappings gone or
+    /// One window of the diff of the model against the maps (at most
+    /// [`STEP_KEYS`] lines and [`STEP_KEYS`] mappings): mappings gone or
     /// replaced leave the model (their keys to delete), new ones are to
     /// insert, largest first.
-    fn plan(&mut self, pid: u32, mut want: Vec<Wanted>, paths: HashMap<u64, String>) {
+    fn plan_step(&mut self, pid: u32) -> Step {
         let Some(p) = self.procs.get_mut(&pid) else {
-            return;
+            return Step::Done(SyncOutcome::Gone);
         };
-        want.sort_unstable_by_key(|w| w.start);
-        want.dedup_by_key(|w| w.start);
-        let gone: Vec<u64> = p
+        let job = self.jobs.get_mut(&pid).expect("job being planned");
+        let Phase::Plan(pl) = &mut job.phase else {
+            unreachable!("plan_step outside the plan phase")
+        };
+        let wend = (pl.pos + STEP_KEYS).min(pl.want.len());
+        let mut hi = pl.want.get(wend).map_or(u64::MAX, |w| w.start);
+        let mut olds: Vec<(u64, u64, u64, u64)> = p
             .mappings
-            .values()
-            .filter(|m| match want.binary_search_by_key(&m.start, |w| w.start) {
-                Ok(i) => {
-                    let w = &want[i];
-                    (w.end, w.offset, w.file_id) != (m.end, m.offset, m.file_id)
-                }
-                Err(_) => true,
-            })
-            .map(|m| m.start)
+            .range(pl.cursor..)
+            .take_while(|(s, _)| **s < hi)
+            .take(STEP_KEYS + 1)
+            .map(|(s, m)| (*s, m.end, m.offset, m.file_id))
             .collect();
+        if olds.len() > STEP_KEYS {
+            hi = olds[STEP_KEYS].0;
+            olds.truncate(STEP_KEYS);
+        }
+        let mut gone = Vec::new();
+        let mut olds = olds.into_iter().peekable();
+        while let Some(w) = pl.want.get(pl.pos).filter(|w| w.start < hi) {
+            while let Some(o) = olds.next_if(|o| o.0 < w.start) {
+                gone.push(o.0);
+            }
+            match olds.next_if(|o| o.0 == w.start) {
+                Some(o) if (o.1, o.2, o.3) == (w.end, w.offset, w.file_id) => {}
+                Some(o) => {
+                    gone.push(o.0);
+                    p.todo.push(BySize(*w));
+                }
+                None => p.todo.push(BySize(*w)),
+            }
+            pl.pos += 1;
+        }
+        gone.extend(olds.map(|o| o.0));
         for s in gone {
             if let Some(m) = p.mappings.remove(&s) {
-                m.push_keys(pid, &mut p.doomed);
-                self.registry.release(m.file_id);
+                p.doomed.push(m);
             }
         }
-        want.retain(|w| !p.mappings.contains_key(&w.start));
-        // taken from the end: the largest first, lower addresses first
-        want.sort_unstable_by_key(|w| (w.end - w.start, std::cmp::Reverse(w.start)));
-        p.todo = want;
-        p.paths = paths;
-        let ids: std::collections::HashSet<u64> = p.todo.iter().map(|w| w.file_id).collect();
-        p.paths.retain(|id, _| ids.contains(id));
+        pl.cursor = hi;
+        if hi == u64::MAX {
+            debug_assert_eq!(pl.pos, pl.want.len());
+            let pl = std::mem::replace(&mut job.phase, Phase::Apply);
+            if let Phase::Plan(pl) = pl {
+                p.paths = pl.paths;
+            }
+        }
+        Step::More
     }
 
     /// Deletes up to [`STEP_KEYS`] keys of removed mappings, or else
@@ -757,11 +945,16 @@ impl ProcessManager {
         // deletes first: a new mapping at the address of a removed one has
         // the same keys, which must not be deleted after they landed
         if !p.doomed.is_empty() {
-            let n = p.doomed.len().min(STEP_KEYS);
-            let part = p.doomed.split_off(p.doomed.len() - n);
+            let mut part = Vec::new();
+            while part.len() < STEP_KEYS {
+                let Some(m) = p.doomed.pop() else { break };
+                m.push_keys(pid, &mut part);
+                self.registry.release(m.file_id);
+            }
             self.tables.delete(&part);
-            self.budget.release(p.uid, n as u64);
-            job.removed += n;
+            self.budget.release(p.uid, part.len() as u64);
+            p.held -= part.len() as u64;
+            job.removed += part.len();
             return Step::More;
         }
         if p.todo.is_empty() && p.marker {
@@ -779,9 +972,7 @@ impl ProcessManager {
                 removed: job.removed,
             });
         }
-        let mut allow = self
-            .budget
-            .allowance(p.uid, p.key_count() as u64, !p.synced_once);
+        let mut allow = self.budget.allowance(p.uid, p.held, !p.synced_once);
         let mut keys = Vec::new();
         let mut vals = Vec::new();
         let mut owners: Vec<(Wanted, usize, usize)> = Vec::new();
@@ -793,7 +984,7 @@ impl ProcessManager {
             refused = 1 + p
                 .todo
                 .iter()
-                .map(|w| prefix::cover(w.start, w.end).map_or(0, |b| b.len() as u64))
+                .map(|w| prefix::cover(w.0.start, w.0.end).map_or(0, |b| b.len() as u64))
                 .sum::<u64>();
             p.todo.clear();
         } else if with_marker {
@@ -802,7 +993,7 @@ impl ProcessManager {
             allow -= 1;
         }
         let mut looked = 0;
-        while let Some(w) = p.todo.pop() {
+        while let Some(BySize(w)) = p.todo.pop() {
             looked += 1;
             let bias = w.start.wrapping_sub(w.offset);
             let Some(value) = MappingInfo::new(w.file_id, bias).filter(|_| w.start >= w.offset)
@@ -823,7 +1014,7 @@ impl ProcessManager {
             if blocks.len() as u64 > allow {
                 refused += blocks.len() as u64;
             } else if !keys.is_empty() && keys.len() + blocks.len() > STEP_KEYS {
-                p.todo.push(w);
+                p.todo.push(BySize(w));
                 break;
             } else {
                 let first = keys.len();
@@ -898,6 +1089,7 @@ impl ProcessManager {
             );
         }
         self.budget.charge(p.uid, n);
+        p.held += n;
         job.added += n as usize;
         if !p.marker && p.todo.is_empty() {
             p.synced_once = true;
@@ -931,6 +1123,7 @@ impl ProcessManager {
         };
         self.tables.delete(&m.keys(pid));
         self.budget.release(p.uid, m.key_count() as u64);
+        p.held -= m.key_count() as u64;
         self.registry.release(m.file_id);
         true
     }
@@ -943,12 +1136,40 @@ impl ProcessManager {
         self.exit_inner(pid)
     }
 
+    /// Process exit for the event loop: the process leaves the model now,
+    /// its keys are deleted by [`ProcessManager::work`] in steps (the
+    /// marker last), reported there as `Gone`. False when not tracked.
+    pub fn exit_later(&mut self, pid: u32) -> bool {
+        self.jobs.remove(&pid);
+        self.retire(pid)
+    }
+
+    /// The process leaves the model; its keys are queued for deletion.
+    fn retire(&mut self, pid: u32) -> bool {
+        let Some(process) = self.procs.remove(&pid) else {
+            return false;
+        };
+        add(&COUNTERS.exits, 1);
+        let mut keys = Vec::new();
+        if process.marker {
+            keys.push(PidPage::marker(pid));
+        }
+        self.dying.push_back(Dying {
+            pid,
+            uid: process.uid,
+            keys,
+            mappings: process.mappings,
+            doomed: process.doomed,
+        });
+        true
+    }
+
     fn exit_inner(&mut self, pid: u32) -> Option<Exited> {
         let process = self.procs.remove(&pid)?;
         let keys = process.keys();
         let report = self.tables.delete(&keys);
         self.budget.release(process.uid, keys.len() as u64);
-        for m in process.mappings.values() {
+        for m in process.mappings.values().chain(&process.doomed) {
             self.registry.release(m.file_id);
         }
         add(&COUNTERS.exits, 1);
@@ -978,6 +1199,7 @@ impl ProcessManager {
     pub fn forget_all(&mut self) -> Vec<Exited> {
         self.jobs.clear();
         self.queue.clear();
+        self.bury_all();
         self.pids()
             .into_iter()
             .filter_map(|p| self.process_exit(p))
@@ -1085,6 +1307,256 @@ mod tests {
     #[test]
     fn current_kernel_through_the_fake() {
         old_kernel_scenario(FakeBatch::Supported, None);
+    }
+
+    /// A child that stays up until killed, once its loader mapped libc.
+    fn sleeper() -> std::process::Child {
+        let child = std::process::Command::new("/bin/sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap_or_default()
+            .contains("libc.so")
+        {
+            std::thread::yield_now();
+        }
+        child
+    }
+
+    /// The budget, the model and the (fake) trie agree.
+    fn balanced(pm: &ProcessManager) {
+        let in_trie = fake::with(|k| k.entries.len());
+        assert_eq!(pm.key_count(), in_trie, "the model is the trie");
+        assert_eq!(
+            pm.budget.total() as usize,
+            in_trie,
+            "the budget is the model"
+        );
+        let by_uid: usize = pm
+            .procs
+            .values()
+            .filter(|p| p.uid == 4242)
+            .map(Process::key_count)
+            .sum();
+        assert_eq!(pm.budget.held_by(4242) as usize, by_uid);
+        for p in pm.procs.values() {
+            assert_eq!(p.held as usize, p.key_count(), "running count of {}", p.pid);
+        }
+    }
+
+    /// `n` mappings of 7 pages at odd page addresses (3 prefix blocks each).
+    fn synthetic(n: u64, base: u64) -> Vec<Wanted> {
+        (0..n)
+            .map(|i| {
+                let start = base + i * 0x10000 + 0x1000;
+                Wanted {
+                    start,
+                    end: start + 0x7000,
+                    offset: 0,
+                    file_id: 77,
+                    dev: 1,
+                    ino: 2,
+                }
+            })
+            .collect()
+    }
+
+    /// A job of `pid` about to diff the model against `want`.
+    fn plan(pm: &mut ProcessManager, pid: u32, mut want: Vec<Wanted>) {
+        want.sort_unstable_by_key(|w| w.start);
+        let mut job = Job::fresh();
+        job.phase = Phase::Plan(Box::new(Planning {
+            want,
+            paths: HashMap::from([(77, "/synthetic".to_string())]),
+            pos: 0,
+            cursor: 0,
+        }));
+        pm.jobs.insert(pid, job);
+    }
+
+    /// Applies `want` to the tracked `pid` as a sync would once its maps
+    /// are read; returns the steps it took.
+    fn apply_wanted(pm: &mut ProcessManager, pid: u32, want: Vec<Wanted>) -> usize {
+        plan(pm, pid, want);
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            if let Step::Done(out) = pm.step(pid) {
+                assert!(matches!(out, SyncOutcome::Synced { .. }), "{out:?}");
+                return steps;
+            }
+        }
+    }
+
+    #[test]
+    fn budgets_charge_what_landed_and_release_it_all() {
+        fake::install(FakeKernel::new(16, 16, 1 << 20));
+        let mut child = sleeper();
+        let pid = child.id();
+        let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+        pm.read_build_ids = false;
+        // per process: the marker and 7 keys
+        pm.set_limits(Some(budget::Limits::new(1 << 20, Some(8), Some(0))));
+        let before = COUNTERS.snapshot();
+        assert!(matches!(
+            pm.sync(pid),
+            SyncOutcome::Synced { new: true, .. }
+        ));
+        pm.procs.get_mut(&pid).unwrap().uid = 4242; // re-charged below
+        let held = pm.get(pid).unwrap().key_count() as u64;
+        pm.budget.release(0, held);
+        pm.budget.charge(4242, held);
+        balanced(&pm);
+        let p = pm.get(pid).unwrap();
+        assert!(p.marker, "the marker lands first");
+        assert!(p.key_count() <= 8);
+        // the whole process needs more: it was tracked partially, largest first
+        let all = expected(pid).len();
+        assert!(all > 8, "sleep maps more than the budget ({all})");
+        let d = COUNTERS.snapshot().since(&before);
+        assert!(d.keys_over_budget > 0 && d.processes_over_budget >= 1);
+        assert!(p.over_budget);
+        // largest first: a mapping left out while a smaller one was kept
+        // needed more keys than the budget had left when its turn came
+        let (entries, _) = procmaps::parse_maps(&read_maps(pid).unwrap());
+        let size = |s: u64, e: u64| e - s;
+        let mut left_out = 0;
+        for e in entries.iter().filter(|e| e.is_exec_file() || e.is_vdso()) {
+            if p.mappings.contains_key(&e.start) {
+                continue;
+            }
+            left_out += 1;
+            let before: usize = p
+                .mappings
+                .values()
+                .filter(|m| size(m.start, m.end) >= size(e.start, e.end))
+                .map(Mapping::key_count)
+                .sum();
+            if p.mappings
+                .values()
+                .any(|m| size(m.start, m.end) < size(e.start, e.end))
+            {
+                let need = prefix::cover(e.start, e.end).unwrap().len();
+                assert!(
+                    need > 8 - 1 - before,
+                    "{e:?} fitted ({need} keys, {before} before)"
+                );
+            }
+        }
+        assert!(left_out > 0);
+        // a re-sync with no change adds nothing and keeps the balance
+        assert!(matches!(
+            pm.sync(pid),
+            SyncOutcome::Synced {
+                new: false,
+                added: 0,
+                removed: 0
+            }
+        ));
+        balanced(&pm);
+        // no limit: the rest lands; then mappings go and others come
+        pm.budget = {
+            let mut b = Budget::new(None);
+            b.charge(4242, pm.get(pid).unwrap().key_count() as u64);
+            b
+        };
+        let mut want: Vec<Wanted> = pm
+            .get(pid)
+            .unwrap()
+            .mappings
+            .values()
+            .skip(1)
+            .map(|m| Wanted {
+                start: m.start,
+                end: m.end,
+                offset: m.offset,
+                file_id: m.file_id,
+                dev: 0,
+                ino: 0,
+            })
+            .collect();
+        want.extend(synthetic(3, 0x1000_0000));
+        apply_wanted(&mut pm, pid, want);
+        balanced(&pm);
+        let first = *pm.get(pid).unwrap().mappings.keys().next().unwrap();
+        assert!(pm.unmap(pid, first));
+        balanced(&pm);
+        // exit: everything released, nothing left
+        child.kill().unwrap();
+        child.wait().unwrap();
+        pm.process_exit(pid).unwrap();
+        balanced(&pm);
+        assert_eq!((pm.budget.total(), pm.budget.uids()), (0, 0));
+        let k = fake::uninstall().unwrap();
+        assert!(k.entries.is_empty());
+        assert!(pm.registry.is_empty());
+    }
+
+    #[test]
+    fn a_huge_process_is_synced_in_bounded_steps_and_its_exit_midway_leaves_nothing() {
+        fake::install(FakeKernel::new(16, 16, 1 << 20));
+        let mut child = sleeper();
+        let pid = child.id();
+        let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+        pm.read_build_ids = false;
+        assert!(matches!(pm.sync(pid), SyncOutcome::Synced { .. }));
+        pm.procs.get_mut(&pid).unwrap().uid = 4242;
+        pm.budget.release(0, pm.key_count() as u64);
+        pm.budget.charge(4242, pm.key_count() as u64);
+        let base = fake::with(|k| k.entries.len());
+        let calls = fake::with(|k| k.calls.len());
+        let real: Vec<Wanted> = pm
+            .get(pid)
+            .unwrap()
+            .mappings
+            .values()
+            .map(|m| Wanted {
+                start: m.start,
+                end: m.end,
+                offset: m.offset,
+                file_id: m.file_id,
+                dev: 0,
+                ino: 0,
+            })
+            .collect();
+        // 10 000 more mappings of 3 keys: at least 30 000 / STEP_KEYS steps
+        let mut want = real.clone();
+        want.extend(synthetic(10_000, 0x1_0000_0000));
+        let steps = apply_wanted(&mut pm, pid, want);
+        assert!(steps > 30_000 / STEP_KEYS, "{steps} steps");
+        let sent = fake::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
+        assert!(
+            sent.unwrap() as usize <= STEP_KEYS,
+            "a batch of {sent:?} keys"
+        );
+        // removed mappings (the synthetic ones go) are deleted in steps too
+        assert_eq!(fake::with(|k| k.entries.len()), base + 30_000);
+        let calls = fake::with(|k| k.calls.len());
+        apply_wanted(&mut pm, pid, real);
+        let sent = fake::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
+        assert!(
+            sent.unwrap() as usize <= STEP_KEYS + 128,
+            "a batch of {sent:?} keys"
+        );
+        assert_eq!(fake::with(|k| k.entries.len()), base);
+        balanced(&pm);
+        // again, but the process exits after a few steps: what landed goes
+        plan(&mut pm, pid, synthetic(10_000, 0x1_0000_0000));
+        for _ in 0..20 {
+            assert!(matches!(pm.step(pid), Step::More));
+        }
+        balanced(&pm);
+        let landed = pm.get(pid).unwrap().key_count();
+        assert!(landed > 1000 && landed < 30_000, "midway: {landed} keys");
+        assert!(pm.is_syncing(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        pm.process_exit(pid).unwrap();
+        assert!(!pm.is_syncing(pid));
+        assert_eq!(pm.budget.total(), 0);
+        assert!(fake::uninstall().unwrap().entries.is_empty(), "zero leaks");
     }
 
     #[test]
