@@ -279,13 +279,13 @@ fn one_user_cannot_take_the_trie() {
     let file = mappable_file("hostile-budget");
     let agent = Agent::start("hostile-budget", &["--max-entries", "65536"]);
     let trie = agent.trie();
-    // 8 processes of 3 000 mappings (~9 000 keys each): 4x the uid budget
-    let attack = Mapper::start(true, &file, 3000, 8);
+    // 16 processes of 3 000 mappings (~9 000 keys each): 8x the uid budget
+    let attack = Mapper::start(true, &file, 3000, 16);
     let kids = attack.kids.clone();
     wait_for(
         "the attacker's processes to fill the uid budget",
         Duration::from_secs(30),
-        || keys_of_pids(&trie, &kids) + 8 * 128 >= per_uid,
+        || keys_of_pids(&trie, &kids) + 16 * 128 >= per_uid,
     );
     let held = keys_of_pids(&trie, &kids);
     assert!(held <= per_uid, "uid 65534 holds {held} > {per_uid} keys");
@@ -330,8 +330,9 @@ fn one_user_cannot_take_the_trie() {
         "attack: {warns} WARN lines, {over} keys and {procs_over} processes over budget, longest loop iteration {:.2} ms",
         max * 1e3
     );
-    assert!(over > 0.0 && procs_over >= 4.0, "the budget counters moved");
-    assert!(warns <= 10, "{warns} WARN lines:\n{log}");
+    assert!(over > 0.0 && procs_over >= 12.0, "the budget counters moved");
+    // one line per kind (over budget, sync failed, ...) in a run this short
+    assert!(warns <= 5, "{warns} WARN lines:\n{log}");
     assert!(max < 0.010, "a loop iteration took {:.2} ms", max * 1e3);
 }
 
