@@ -330,7 +330,10 @@ fn one_user_cannot_take_the_trie() {
         "attack: {warns} WARN lines, {over} keys and {procs_over} processes over budget, longest loop iteration {:.2} ms",
         max * 1e3
     );
-    assert!(over > 0.0 && procs_over >= 12.0, "the budget counters moved");
+    assert!(
+        over > 0.0 && procs_over >= 12.0,
+        "the budget counters moved"
+    );
     // one line per kind (over budget, sync failed, ...) in a run this short
     assert!(warns <= 5, "{warns} WARN lines:\n{log}");
     assert!(max < 0.010, "a loop iteration took {:.2} ms", max * 1e3);
