@@ -537,7 +537,9 @@ impl Agent {
         };
         let g = Gauges {
             tracked_processes: self.pm.len() as u64,
-            trie_entries: self.pm.key_count() as u64,
+            // the running total (equal to the model's count, without a
+            // walk of every mapping)
+            trie_entries: self.pm.budget.total(),
             files: self.pm.registry.len() as u64,
         };
         let text =

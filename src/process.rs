@@ -160,6 +160,10 @@ struct MapsRead {
     bytes: usize,
     lines: usize,
     bad_lines: usize,
+    started: Instant,
+    /// Time spent in this read's steps (not between them).
+    busy: std::time::Duration,
+    steps: u32,
 }
 
 enum Phase {
@@ -367,6 +371,9 @@ impl MapsRead {
             bytes: 0,
             lines: 0,
             bad_lines: 0,
+            started: Instant::now(),
+            busy: std::time::Duration::ZERO,
+            steps: 0,
         })
     }
 
@@ -401,6 +408,14 @@ impl MapsRead {
 
     /// Reads and parses up to [`STEP_READ`] bytes: true at the end.
     fn step(&mut self, pid: u32) -> std::io::Result<bool> {
+        let t0 = Instant::now();
+        let r = self.step_inner(pid);
+        self.busy += t0.elapsed();
+        self.steps += 1;
+        r
+    }
+
+    fn step_inner(&mut self, pid: u32) -> std::io::Result<bool> {
         let mut buf = vec![0u8; STEP_READ];
         let n = loop {
             match self.file.read(&mut buf) {
@@ -823,6 +838,15 @@ impl ProcessManager {
             unreachable!("end_read outside the read phase")
         };
         let (new, start) = (job.new, job.start_time);
+        log::debug!(
+            "pid {pid}: maps read in {} steps, {:?} of work over {:?}: {} lines, {} bytes, {} mappings to track",
+            read.steps,
+            read.busy,
+            read.started.elapsed(),
+            read.lines,
+            read.bytes,
+            read.want.len()
+        );
         if read.bytes == 0 {
             // a zombie leader: read a live thread's maps instead
             match read_maps(pid) {
@@ -977,17 +1001,8 @@ impl ProcessManager {
         let mut vals = Vec::new();
         let mut owners: Vec<(Wanted, usize, usize)> = Vec::new();
         let mut refused = 0u64;
-        let with_marker = !p.marker;
-        if with_marker && allow == 0 {
-            // no room even for the marker: tracked without keys, a later
-            // sync tries again
-            refused = 1 + p
-                .todo
-                .iter()
-                .map(|w| prefix::cover(w.0.start, w.0.end).map_or(0, |b| b.len() as u64))
-                .sum::<u64>();
-            p.todo.clear();
-        } else if with_marker {
+        let with_marker = !p.marker && allow > 0;
+        if with_marker {
             keys.push(PidPage::marker(pid));
             vals.push(MappingInfo::marker(p.start_time));
             allow -= 1;
@@ -1029,6 +1044,9 @@ impl ProcessManager {
                 break;
             }
         }
+        if !p.marker && !with_marker && p.todo.is_empty() {
+            refused += 1; // the marker itself did not fit
+        }
         if refused > 0 {
             add(&COUNTERS.keys_over_budget, refused);
             if !p.over_budget {
@@ -1043,6 +1061,8 @@ impl ProcessManager {
         }
         if keys.is_empty() {
             if !p.marker && p.todo.is_empty() {
+                // no room even for the marker: tracked without keys, a
+                // later sync tries again
                 p.synced_once = true;
                 return self.finish_unmarked(pid);
             }
