@@ -2,19 +2,23 @@
 //! of tracked processes, a signalfd and a waker for the control API and
 //! the file worker's results.
 //! Nothing busy-polls: the poll timeout only drives the metrics timer, the
-//! liveness sweep and the file jobs' deadlines.
+//! liveness sweep and the file jobs' deadlines, and is zero while syncs are
+//! queued: a sync is done in bounded steps between iterations
+//! ([`WORK_SLICE`] per iteration), so exits, signals and other syncs are
+//! served in between.
 //!
 //! The loop never opens a path a user controls (DESIGN §9): whatever needs
 //! a file's contents is a job for the file worker (`files`).
 
 use crate::abi::{Config, Sample};
 use crate::audit::{self, AuditReport};
+use crate::budget::Budgets;
 use crate::counters::{add, Snapshot, COUNTERS};
 use crate::error::{Error, Result};
-use crate::files::{self, Done, FileWorkers, FilesConfig};
+use crate::files::{self, FileWorkers, FilesConfig};
 use crate::loader::{self, Loaded};
-use crate::metrics::{self, Gauges};
-use crate::process::{ProcessManager, SyncOutcome};
+use crate::metrics::{self, Gauges, Histogram};
+use crate::process::{Done, ProcessManager, SyncOutcome};
 use crate::sys::perf::{PerfRing, Record};
 use crate::sys::process::{self as sysproc, Gated};
 use crate::tables::DeleteStrategy;
@@ -33,6 +37,10 @@ const WAKER: Token = Token(1);
 const RING_BASE: usize = 1 << 16;
 const SAMPLE_RING_BASE: usize = 1 << 20;
 const PIDFD_BASE: usize = 1 << 32;
+
+/// Time an iteration spends on queued sync steps (each step is bounded
+/// too: a few thousand keys or 64 KiB of maps).
+pub const WORK_SLICE: Duration = Duration::from_millis(2);
 
 /// What the agent tracks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +89,9 @@ pub struct AgentConfig {
     /// What the file worker does with a mapping (tests); default: read
     /// its symbols ([`files::read_symbols`]).
     pub file_reader: Option<files::Reader>,
+    /// Budgets of trie keys per process and uid; `None`: no budget (every
+    /// process may take the whole trie).
+    pub budgets: Option<Budgets>,
 }
 
 impl Default for AgentConfig {
@@ -102,6 +113,7 @@ impl Default for AgentConfig {
             progress: false,
             files: FilesConfig::default(),
             file_reader: None,
+            budgets: None,
         }
     }
 }
@@ -117,6 +129,11 @@ pub struct Status {
     pub files_in_use: usize,
     pub counters: Snapshot,
     pub pin_dir: PathBuf,
+    /// The longest loop iteration so far (poll return to next poll).
+    pub loop_max: Duration,
+    pub loop_iterations: u64,
+    /// Uids holding trie keys.
+    pub uids: usize,
 }
 
 pub enum Command {
@@ -208,7 +225,7 @@ pub struct Ended {
 pub trait SampleSink {
     fn sample(&mut self, sample: &Sample, pm: &ProcessManager, files: &mut FileWorkers);
     /// A file job submitted by [`SampleSink::sample`] finished (or failed).
-    fn file_done(&mut self, done: Done);
+    fn file_done(&mut self, done: files::Done);
 }
 
 pub struct Agent {
@@ -228,6 +245,7 @@ pub struct Agent {
     sink: Option<Box<dyn SampleSink>>,
     files: FileWorkers,
     resync_all: bool,
+    loop_hist: Histogram,
 }
 
 fn token_pid(t: Token) -> Option<u32> {
@@ -316,9 +334,12 @@ impl Agent {
             wake_every_request: cfg.wake_every_request as u32,
             request_interval_ns: interval.as_nanos() as u64,
         })?;
+        let capacity = u64::from(tables.trie.map.info().max_entries);
+        let mut pm = ProcessManager::new(tables);
+        pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
         let mut agent = Agent {
             poll,
-            pm: ProcessManager::new(tables),
+            pm,
             loaded,
             rings,
             sample_rings: Vec::new(),
@@ -338,6 +359,7 @@ impl Agent {
                 Some(waker.clone()),
             ),
             resync_all: false,
+            loop_hist: Histogram::default(),
             cfg: AgentConfig {
                 mode: std::mem::replace(&mut cfg.mode, Mode::Serve),
                 ..cfg
@@ -408,28 +430,73 @@ impl Agent {
         Ok(())
     }
 
+    /// Syncs `pid` to the end now (startup, the control API).
     fn sync(&mut self, pid: u32) -> SyncOutcome {
         let out = self.pm.sync(pid);
-        match &out {
-            SyncOutcome::Synced { new: true, .. } => {
-                if let Some(fd) = self.pm.pidfd(pid) {
-                    let raw = fd.as_raw_fd();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut SourceFd(&raw),
-                        Token(PIDFD_BASE + pid as usize),
-                        Interest::READABLE,
-                    ) {
-                        log::warn!("epoll_ctl(pidfd of {pid}): {e}");
-                    }
+        self.watch_new();
+        self.synced(pid, &out);
+        out
+    }
+
+    /// Queues a sync of `pid`: done in steps between loop iterations.
+    fn request(&mut self, pid: u32) {
+        self.pm.request(pid);
+    }
+
+    /// Runs queued sync steps until `until`.
+    fn work(&mut self, until: Instant) {
+        let done = self.pm.work(until);
+        self.finished(done);
+    }
+
+    /// Runs every queued sync to its end (before serving).
+    fn work_all(&mut self) {
+        let done = self.pm.work_all();
+        self.finished(done);
+    }
+
+    /// Deletes the keys of every exited process now (the control API
+    /// answers after that).
+    fn bury_all(&mut self) {
+        let done = self.pm.bury_all().into_iter().map(|pid| Done {
+            pid,
+            outcome: SyncOutcome::Gone,
+        });
+        self.finished(done.collect());
+    }
+
+    fn finished(&mut self, done: Vec<Done>) {
+        self.watch_new();
+        for d in done {
+            self.synced(d.pid, &d.outcome);
+        }
+    }
+
+    /// Watches the pidfds of processes that became tracked.
+    fn watch_new(&mut self) {
+        for pid in self.pm.take_newly_tracked() {
+            if let Some(fd) = self.pm.pidfd(pid) {
+                let raw = fd.as_raw_fd();
+                if let Err(e) = self.poll.registry().register(
+                    &mut SourceFd(&raw),
+                    Token(PIDFD_BASE + pid as usize),
+                    Interest::READABLE,
+                ) {
+                    log::warn!("epoll_ctl(pidfd of {pid}): {e}");
                 }
+            }
+        }
+    }
+
+    fn synced(&mut self, pid: u32, out: &SyncOutcome) {
+        match out {
+            SyncOutcome::Synced { .. } => {
                 for w in self.when_tracked.remove(&pid).unwrap_or_default() {
                     let _ = w.send(());
                 }
             }
-            SyncOutcome::Synced { .. } => {}
             SyncOutcome::Gone | SyncOutcome::Failed(_) => self.notify_gone(pid),
         }
-        out
     }
 
     fn exit(&mut self, pid: u32) {
@@ -437,8 +504,10 @@ impl Agent {
             let raw = fd.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         }
-        self.pm.process_exit(pid);
-        self.notify_gone(pid);
+        // the keys go in steps; waiters hear of it once they are gone
+        if !self.pm.exit_later(pid) {
+            self.notify_gone(pid);
+        }
     }
 
     /// Runs the exit path of every tracked process whose pidfd has fired.
@@ -449,7 +518,7 @@ impl Agent {
     }
 
     fn notify_gone(&mut self, pid: u32) {
-        if self.pm.is_tracked(pid) {
+        if self.pm.is_tracked(pid) || self.pm.is_dying(pid) {
             return;
         }
         for w in self.when_gone.remove(&pid).unwrap_or_default() {
@@ -472,6 +541,9 @@ impl Agent {
             files_in_use: self.pm.files_in_use(),
             counters: COUNTERS.snapshot(),
             pin_dir: self.cfg.pin_dir.clone(),
+            loop_max: Duration::from_secs_f64(self.loop_hist.max),
+            loop_iterations: self.loop_hist.count,
+            uids: self.pm.budget.uids(),
         }
     }
 
@@ -481,10 +553,14 @@ impl Agent {
         };
         let g = Gauges {
             tracked_processes: self.pm.len() as u64,
-            trie_entries: self.pm.key_count() as u64,
+            // the running total (equal to the model's count, without a
+            // walk of every mapping)
+            trie_entries: self.pm.budget.total(),
             files: self.pm.registry.len() as u64,
         };
-        if let Err(e) = metrics::write_atomic(path, &metrics::render(&COUNTERS.snapshot(), &g)) {
+        let text =
+            metrics::render(&COUNTERS.snapshot(), &g) + &metrics::render_loop(&self.loop_hist);
+        if let Err(e) = metrics::write_atomic(path, &text) {
             log::warn!("writing metrics to {}: {e}", path.display());
         }
     }
@@ -521,7 +597,7 @@ impl Agent {
             }
         }
         for pid in pids {
-            self.sync(pid);
+            self.request(pid);
         }
     }
 
@@ -534,14 +610,14 @@ impl Agent {
             .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
             .collect();
         for pid in pids {
-            self.sync(pid);
+            self.request(pid);
         }
     }
 
     fn resync_everything(&mut self) {
         self.drain_requests();
         for pid in self.pm.pids() {
-            self.sync(pid);
+            self.request(pid);
         }
         if self.cfg.mode == Mode::All {
             self.scan_proc();
@@ -556,6 +632,7 @@ impl Agent {
             Command::Forget(pid, tx) => {
                 let was = self.pm.is_tracked(pid);
                 self.exit(pid);
+                self.bury_all();
                 let _ = tx.send(was);
             }
             Command::Status(tx) => {
@@ -564,6 +641,7 @@ impl Agent {
             Command::Audit(tx) => {
                 // exits already signalled but not yet handled are not leaks
                 self.reap_fired();
+                self.bury_all();
                 // a tracked process is alive until its pidfd says otherwise
                 let pm = &self.pm;
                 let alive = |p: u32| {
@@ -574,7 +652,7 @@ impl Agent {
                 let _ = tx.send(audit::audit(&pm.tables.trie.map, &pm.tables.events, &alive));
             }
             Command::WhenTracked(pid, tx) => {
-                if self.pm.is_tracked(pid) {
+                if self.pm.is_tracked(pid) && !self.pm.is_syncing(pid) {
                     let _ = tx.send(());
                 } else {
                     self.when_tracked.entry(pid).or_default().push(tx);
@@ -725,6 +803,7 @@ impl Agent {
         }
         self.start_sampling()?;
         self.drain_requests();
+        self.work_all();
         self.write_metrics();
         log::info!(
             "serving: {} processes tracked, {} keys, pins in {}",
@@ -751,13 +830,17 @@ impl Agent {
             if let Some(at) = self.files.next_check(now) {
                 deadline = deadline.min(at);
             }
-            let timeout = deadline.saturating_duration_since(now);
+            let mut timeout = deadline.saturating_duration_since(now);
+            if self.pm.has_work() {
+                timeout = Duration::ZERO;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(Error::new(format!("epoll_wait: {e}")));
             }
+            let woke = Instant::now();
             let mut requests = false;
             let mut exited = Vec::new();
             for ev in events.iter() {
@@ -802,6 +885,11 @@ impl Agent {
             }
             // the waker is shared: file results are drained every turn
             self.collect_files();
+            let mut worked = None;
+            if self.pm.has_work() {
+                worked = Some(Instant::now());
+                self.work(woke + WORK_SLICE);
+            }
             let now = Instant::now();
             if now >= next_sweep {
                 next_sweep = now + self.cfg.sweep_interval;
@@ -833,6 +921,16 @@ impl Agent {
             }
             if self.cfg.duration.is_some_and(|d| now >= started + d) {
                 self.ended.get_or_insert_with(Ended::default);
+            }
+            let took = woke.elapsed();
+            self.loop_hist.observe(took);
+            if took > Duration::from_millis(5) {
+                log::debug!(
+                    "slow loop iteration: {took:?} ({} events, until work {:?}, work {:?})",
+                    events.iter().count(),
+                    worked.map(|w| w - woke),
+                    worked.map(|w| w.elapsed()),
+                );
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! help texts, which must stay true.
 
 use crate::agent::Mode;
+use crate::budget::Budgets;
 use crate::tables::DeleteStrategy;
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -53,6 +54,18 @@ Options:
   --wake-every-request   one wake-up record per sync request instead of one
                          per drain: more wake-ups, and a small ring can lose
                          records (for soaks of the lost-record re-sync)
+  --max-keys-per-process N
+                         trie keys one process may hold; 0: no limit
+                         [default: max-entries / 16]
+  --max-keys-per-uid N   trie keys the processes of one non-root uid may hold
+                         together; 0: no limit and no reserve for root
+                         [default: max-entries / 4]
+
+Budgets: a process over its budget is tracked partially (its marker, then
+its largest mappings) and counted (pidmap_keys_over_budget_total). Non-root
+processes together never take the last 1/8 of the trie (kept for root), and
+a process seen for the first time never the last 1/32 (kept for re-syncs of
+tracked processes). A process is charged to its real uid.
 
 SIGINT/SIGTERM stop cleanly; SIGHUP re-syncs every tracked process.
 ";
@@ -144,6 +157,9 @@ Options:
   --pin-dir DIR     [default: /sys/fs/bpf/pidmap-profile]
   --keep-pins       keep the pinned maps at exit (for pidmap audit)
   --ring-pages N    data pages per sample ring [default: 64]
+  --max-keys-per-process N, --max-keys-per-uid N
+                    trie key budgets, as for `pidmap run` [default: 1/16
+                    and 1/4 of the trie; 0: no limit]
 
 Output: folded stacks, `comm;outer;...;leaf count`, one stack a line (for
 flamegraph.pl, inferno, speedscope). SIGINT ends early and still writes.
@@ -159,6 +175,7 @@ pub struct RunArgs {
     pub ring_pages: usize,
     pub delete_strategy: DeleteStrategy,
     pub wake_every_request: bool,
+    pub budgets: Budgets,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -173,6 +190,7 @@ pub struct ProfileArgs {
     pub keep_pins: bool,
     pub ring_pages: usize,
     pub format: Format,
+    pub budgets: Budgets,
 }
 
 /// Output format of a profile.
@@ -330,6 +348,7 @@ fn parse_run(a: &mut Args) -> Result<Cmd, Usage> {
         ring_pages: 8,
         delete_strategy: DeleteStrategy::Resume,
         wake_every_request: false,
+        budgets: Budgets::default(),
     };
     while let Some(f) = a.next() {
         match f.as_str() {
@@ -360,6 +379,10 @@ fn parse_run(a: &mut Args) -> Result<Cmd, Usage> {
                 }
             }
             "--ring-pages" => r.ring_pages = ring_pages(a)?,
+            "--max-keys-per-process" => {
+                r.budgets.per_process = Some(a.value("--max-keys-per-process")?)
+            }
+            "--max-keys-per-uid" => r.budgets.per_uid = Some(a.value("--max-keys-per-uid")?),
             "--delete-strategy" => {
                 r.delete_strategy = match a.next().as_deref() {
                     Some("resume") => DeleteStrategy::Resume,
@@ -494,6 +517,7 @@ fn parse_profile(a: &mut Args) -> Result<Cmd, Usage> {
         keep_pins: false,
         ring_pages: 64,
         format: Format::Folded,
+        budgets: Budgets::default(),
     };
     while let Some(f) = a.next() {
         match f.as_str() {
@@ -528,6 +552,10 @@ fn parse_profile(a: &mut Args) -> Result<Cmd, Usage> {
             "--pin-dir" => p.pin_dir = a.value("--pin-dir")?,
             "--keep-pins" => p.keep_pins = true,
             "--ring-pages" => p.ring_pages = ring_pages(a)?,
+            "--max-keys-per-process" => {
+                p.budgets.per_process = Some(a.value("--max-keys-per-process")?)
+            }
+            "--max-keys-per-uid" => p.budgets.per_uid = Some(a.value("--max-keys-per-uid")?),
             "--format" => {
                 p.format = match a.next().as_deref() {
                     Some("folded") => Format::Folded,
@@ -611,6 +639,19 @@ mod tests {
         );
         assert_eq!(r.max_entries, 10);
         assert!(!r.wake_every_request);
+        assert_eq!(r.budgets, Budgets::default(), "default fractions");
+        let Cmd::Run(r) = p("run --all --max-keys-per-process 0 --max-keys-per-uid 500").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (r.budgets.per_process, r.budgets.per_uid),
+            (Some(0), Some(500))
+        );
+        let Cmd::Profile(pr) = p("profile --max-keys-per-uid 7").unwrap() else {
+            panic!()
+        };
+        assert_eq!(pr.budgets.per_uid, Some(7));
         let Cmd::Run(r) = p("run --all --wake-every-request").unwrap() else {
             panic!()
         };
@@ -643,6 +684,9 @@ mod tests {
             "run --max-entries 0",
             "run --ring-pages 3",
             "run --delete-strategy fast",
+            "run --max-keys-per-process -1",
+            "run --max-keys-per-uid",
+            "profile --max-keys-per-process x",
             "run --bogus",
             "audit --bogus",
             "bench",

@@ -70,6 +70,10 @@ counters! {
     unsafe_pin_dir: "pin directories or pins refused (not ours, open to others, a symbolic link, a wrong layout)",
     unsafe_metrics_dir: "metrics writes refused (directory open to others, a symbolic link, missing)",
     inputs_refused: "command inputs refused (diff: over --max-input or the line cap, not a file or pipe; bench --keys over memory)",
+    keys_over_budget: "keys not inserted because their process or uid was over its budget",
+    processes_over_budget: "processes tracked partially because of a budget",
+    sync_steps: "steps of chunked syncs (maps read, deletes, inserts)",
+    warnings_suppressed: "warning lines suppressed by the rate limit",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

@@ -62,6 +62,7 @@ fn run(cmd: Cmd) -> Result<u8> {
                 ring_pages: r.ring_pages,
                 delete_strategy: r.delete_strategy,
                 wake_every_request: r.wake_every_request,
+                budgets: Some(r.budgets),
                 signals: true,
                 ..Default::default()
             };

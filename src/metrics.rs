@@ -43,6 +43,63 @@ pub fn render(c: &Snapshot, g: &Gauges) -> String {
     s
 }
 
+/// Upper bounds (seconds) of the loop iteration histogram's buckets.
+pub const LOOP_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A Prometheus histogram of durations, with the largest value seen.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Per bucket of [`LOOP_BUCKETS`], observations <= its bound (not
+    /// cumulative; made cumulative when rendered).
+    counts: [u64; LOOP_BUCKETS.len()],
+    pub count: u64,
+    pub sum: f64,
+    pub max: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = LOOP_BUCKETS.iter().position(|b| s <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += s;
+        if s > self.max {
+            self.max = s;
+        }
+    }
+
+    /// `name` as a histogram (`_bucket`, `_sum`, `_count`) and its
+    /// maximum as the gauge `max_name`.
+    pub fn render(&self, name: &str, help: &str, max_name: &str) -> String {
+        let mut s = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut cum = 0;
+        for (b, c) in LOOP_BUCKETS.iter().zip(self.counts) {
+            cum += c;
+            s += &format!("{name}_bucket{{le=\"{b}\"}} {cum}\n");
+        }
+        s += &format!("{name}_bucket{{le=\"+Inf\"}} {}\n", self.count);
+        s += &format!("{name}_sum {}\n{name}_count {}\n", self.sum, self.count);
+        s += &format!(
+            "# HELP {max_name} the longest value of {name}\n# TYPE {max_name} gauge\n{max_name} {}\n",
+            self.max
+        );
+        s
+    }
+}
+
+/// The loop iteration histogram in the text format.
+pub fn render_loop(h: &Histogram) -> String {
+    h.render(
+        "pidmap_loop_iteration_seconds",
+        "time of one event loop iteration, from poll return to the next poll",
+        "pidmap_loop_iteration_max_seconds",
+    )
+}
+
 /// The directory the metrics file goes in ("." for a bare name).
 fn dir_of(path: &Path) -> &Path {
     match path.parent() {
@@ -296,5 +353,25 @@ mod tests {
         std::fs::remove_file(&link).unwrap();
         std::fs::remove_dir_all(&open).unwrap();
         std::fs::remove_dir_all(&real).unwrap();
+    }
+
+    #[test]
+    fn the_loop_histogram_is_cumulative_with_its_maximum() {
+        use std::time::Duration;
+        let mut h = Histogram::default();
+        for us in [50, 80, 300, 2_000, 40_000, 3_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        let text = render_loop(&h);
+        assert!(text.contains("# TYPE pidmap_loop_iteration_seconds histogram\n"));
+        assert!(text.contains("pidmap_loop_iteration_seconds_bucket{le=\"0.0001\"} 2\n"));
+        assert!(text.contains("pidmap_loop_iteration_seconds_bucket{le=\"0.0005\"} 3\n"));
+        assert!(text.contains("pidmap_loop_iteration_seconds_bucket{le=\"0.0025\"} 4\n"));
+        assert!(text.contains("pidmap_loop_iteration_seconds_bucket{le=\"0.05\"} 5\n"));
+        assert!(text.contains("pidmap_loop_iteration_seconds_bucket{le=\"1\"} 5\n"));
+        assert!(text.contains("pidmap_loop_iteration_seconds_bucket{le=\"+Inf\"} 6\n"));
+        assert!(text.contains("pidmap_loop_iteration_seconds_count 6\n"));
+        assert!(text.contains("pidmap_loop_iteration_max_seconds 3\n"));
+        assert_eq!(h.max, 3.0);
     }
 }

@@ -145,6 +145,7 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         signals: true,
         duration: p.duration.map(Duration::from_secs_f64),
         progress: nix::unistd::isatty(2).unwrap_or(false),
+        budgets: Some(p.budgets),
         sampling: Some(Sampling {
             freq: p.freq,
             kernel: p.kernel,
