@@ -7,10 +7,14 @@ BIN := $(TARGET_DIR)/release/pidmap
 TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(TARGET_DIR)/$(TARGET)/release/pidmap
 
-.PHONY: setup build static run test bench lint
+.PHONY: setup setup-test build static run test bench lint
 
+# What building needs; the tests need more (scripts/setup test).
 setup:
-	@bash scripts/setup
+	@bash scripts/setup build
+
+setup-test:
+	@bash scripts/setup test
 
 build: setup
 	$(CARGO) build --release
@@ -25,10 +29,10 @@ run: build
 	$(BIN) profile --duration 10 -o profile.folded
 
 # Every test: unit tests (fake kernel) and kernel tests (real bpf(), root).
-test: setup static
+test: setup-test static
 	PIDMAP_STATIC_BIN=$(abspath $(STATIC_BIN)) $(CARGO) test --release
 
-bench: build static
+bench: setup-test build static
 	bash scripts/bench-delete
 	bash scripts/bench-profile
 	bash scripts/bench-footprint
