@@ -60,15 +60,21 @@ pub fn build_c(src: &str, out: &Path, extra: &[&str]) -> PathBuf {
     out.to_path_buf()
 }
 
-/// Trie keys of one pid, read back from the kernel.
-pub fn keys_of(trie: &MapHandle, pid: u32) -> Vec<PidPage> {
-    let mut v: Vec<PidPage> = trie
-        .keys::<PidPage>(1 << 22)
-        .unwrap()
-        .into_iter()
-        .filter(|k| k.pid() == pid)
-        .collect();
+/// Every trie key, read back from the kernel, sorted and each once. The
+/// walk (BPF_MAP_GET_NEXT_KEY) of a trie a running agent changes starts
+/// over from the first key when the key it stands on was deleted meanwhile
+/// (the LPM trie's get_next_key), so it may yield a key twice.
+pub fn trie_keys(trie: &MapHandle) -> Vec<PidPage> {
+    let mut v = trie.keys::<PidPage>(1 << 22).unwrap();
     v.sort();
+    v.dedup();
+    v
+}
+
+/// Trie keys of one pid, read back from the kernel (sorted, each once).
+pub fn keys_of(trie: &MapHandle, pid: u32) -> Vec<PidPage> {
+    let mut v = trie_keys(trie);
+    v.retain(|k| k.pid() == pid);
     v
 }
 
