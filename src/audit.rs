@@ -108,7 +108,13 @@ pub fn audit(
     events: &MapHandle,
     start_time: &dyn Fn(u32) -> Option<u64>,
 ) -> Result<AuditReport> {
-    let keys: Vec<PidPage> = trie.keys(trie.info().max_entries as usize + 1)?;
+    // the walk of a trie a running agent changes starts over from the
+    // first key when the key it stands on is deleted meanwhile (the LPM
+    // trie's get_next_key): room for that, and each key counted once
+    let max = trie.info().max_entries as usize;
+    let mut keys: Vec<PidPage> = trie.keys(2 * max + 1)?;
+    keys.sort_unstable();
+    keys.dedup();
     let pending: Vec<u64> = events.keys(events.info().max_entries as usize + 1)?;
     let mut by_pid: BTreeMap<u32, Vec<PidPage>> = BTreeMap::new();
     for k in &keys {

@@ -60,15 +60,21 @@ pub fn build_c(src: &str, out: &Path, extra: &[&str]) -> PathBuf {
     out.to_path_buf()
 }
 
-/// Trie keys of one pid, read back from the kernel.
-pub fn keys_of(trie: &MapHandle, pid: u32) -> Vec<PidPage> {
-    let mut v: Vec<PidPage> = trie
-        .keys::<PidPage>(1 << 22)
-        .unwrap()
-        .into_iter()
-        .filter(|k| k.pid() == pid)
-        .collect();
+/// Every trie key, read back from the kernel, sorted and each once. The
+/// walk (BPF_MAP_GET_NEXT_KEY) of a trie a running agent changes starts
+/// over from the first key when the key it stands on was deleted meanwhile
+/// (the LPM trie's get_next_key), so it may yield a key twice.
+pub fn trie_keys(trie: &MapHandle) -> Vec<PidPage> {
+    let mut v = trie.keys::<PidPage>(1 << 22).unwrap();
     v.sort();
+    v.dedup();
+    v
+}
+
+/// Trie keys of one pid, read back from the kernel (sorted, each once).
+pub fn keys_of(trie: &MapHandle, pid: u32) -> Vec<PidPage> {
+    let mut v = trie_keys(trie);
+    v.retain(|k| k.pid() == pid);
     v
 }
 
@@ -179,4 +185,52 @@ pub fn sampled_workload(name: &str) -> (PathBuf, PathBuf) {
         &[&libdir, "-lsampled", &rpath],
     );
     (dir, exe)
+}
+
+/// `pidmap audit` of a running `run --all` agent's pins, which must be
+/// clean. An audit reads the trie, then asks /proc whether each pid lives:
+/// a process of the machine that exits in between is reported "gone"
+/// though the agent deletes its keys a moment later. So a leak is a pid
+/// reported by three audits in a row, each after its suspects' keys had
+/// a second (the exit latency bound) to leave the trie.
+pub fn audit_clean(pins: &Path, trie: &MapHandle) {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+    let mut persistent: Option<BTreeSet<u32>> = None;
+    let mut last = String::new();
+    for _ in 0..3 {
+        let o = Command::new(pidmap_bin())
+            .args(["audit", "--pin-dir"])
+            .arg(pins)
+            .output()
+            .unwrap();
+        last = String::from_utf8_lossy(&o.stdout).into_owned();
+        match o.status.code() {
+            Some(0) => return,
+            Some(1) => {}
+            _ => panic!("audit failed: {}", String::from_utf8_lossy(&o.stderr)),
+        }
+        let leaked: BTreeSet<u32> = last
+            .lines()
+            .filter_map(|l| l.strip_prefix("leaked: pid "))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        let suspects = match persistent {
+            None => leaked,
+            Some(p) => p.intersection(&leaked).copied().collect(),
+        };
+        // an exit in flight is handled well within a second; a leak stays
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(1)
+            && suspects.iter().any(|p| !keys_of(trie, *p).is_empty())
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        persistent = Some(suspects);
+    }
+    let persistent = persistent.unwrap_or_default();
+    assert!(
+        persistent.is_empty(),
+        "pids {persistent:?} leaked in three audits (keys still in the trie a second after each): {last}"
+    );
 }
