@@ -109,11 +109,31 @@ fn efault_switches_the_rest_of_the_chunk_to_single_deletes() {
     let m = setup(&all, |i| i != 7, FakeBatch::Supported);
     fake::with(|k| k.efault_at = Some(4));
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
-    // keys 0..4 went with the faulting batch; unknowable then, so the
-    // single deletes find them absent: every key is still accounted for
-    assert_eq!((r.deleted, r.absent), (5, 5));
+    // keys 0..4 went with the faulting batch (count 4); key 4, which the
+    // kernel could not copy, and the rest go one by one
+    assert!(r.failed.is_empty(), "EFAULT is not a key's failure: {r:?}");
+    assert_eq!(
+        (r.deleted, r.absent, r.absent_keys.clone()),
+        (9, 1, vec![7])
+    );
     assert_eq!(r.untrusted_counts, 1);
-    assert_eq!(r.single_fallbacks, 10, "the garbage count is never trusted");
+    assert_eq!(r.single_fallbacks, 6, "keys 4..10 one by one");
+    assert_eq!((r.batch_calls, r.syscalls), (1, 7));
+    assert!(fake::uninstall().unwrap().entries.is_empty());
+}
+
+#[test]
+fn efault_with_a_count_past_the_list_is_not_trusted() {
+    let all = keys(6);
+    let m = setup(&all, |_| true, FakeBatch::Supported);
+    // EFAULT writing count back: the count stays at its input
+    fake::with(|k| k.setup_error = Some(libc::EFAULT));
+    let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
+    assert!(r.failed.is_empty(), "{r:?}");
+    assert_eq!(
+        (r.deleted, r.untrusted_counts, r.single_fallbacks),
+        (6, 1, 6)
+    );
     assert!(fake::uninstall().unwrap().entries.is_empty());
 }
 

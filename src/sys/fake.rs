@@ -1,6 +1,8 @@
-//! A fake kernel for unit tests: one in-memory map per thread behind the
+//! A fake kernel for unit tests: in-memory maps per thread behind the
 //! bpf(2) dispatch, with knobs for the answers old or unhappy kernels give
 //! (no batch command, ENOTSUPP, transient errors, EFAULT, untouched counts).
+//! The installed map answers every fd; [`add_map`] binds more maps to the
+//! fds of the next map creations (tests that need two maps, as the audit).
 
 use libbpf_sys as sys;
 use std::cell::RefCell;
@@ -27,7 +29,8 @@ pub struct FakeKernel {
     /// A key that fails with errno for its next n delete attempts.
     pub transient: HashMap<Vec<u8>, (i32, u32)>,
     /// The next delete batch that reaches a key at this position of its
-    /// list answers EFAULT with a garbage count.
+    /// list answers EFAULT, as the kernel does when it cannot copy that key
+    /// in: the keys before it are deleted and count says how many.
     pub efault_at: Option<usize>,
     /// The next batch call fails with this errno, count left untouched.
     pub setup_error: Option<i32>,
@@ -91,6 +94,9 @@ impl FakeKernel {
 
 thread_local! {
     static FAKE: RefCell<Option<FakeKernel>> = const { RefCell::new(None) };
+    /// Maps waiting for their BPF_MAP_CREATE, and maps bound to an fd.
+    static QUEUED: RefCell<Vec<FakeKernel>> = const { RefCell::new(Vec::new()) };
+    static BOUND: RefCell<HashMap<u32, FakeKernel>> = RefCell::new(HashMap::new());
 }
 
 /// Routes this thread's bpf(2) calls to `k` until [`uninstall`].
@@ -98,8 +104,38 @@ pub fn install(k: FakeKernel) {
     FAKE.with(|f| *f.borrow_mut() = Some(k));
 }
 
+/// Removes every fake map of this thread; returns the installed one.
 pub fn uninstall() -> Option<FakeKernel> {
+    QUEUED.with(|q| q.borrow_mut().clear());
+    BOUND.with(|b| b.borrow_mut().clear());
     FAKE.with(|f| f.borrow_mut().take())
+}
+
+/// The next BPF_MAP_CREATE of this thread (with a map installed) returns
+/// an fd that `k` answers, instead of the installed map.
+pub fn add_map(k: FakeKernel) {
+    QUEUED.with(|q| q.borrow_mut().push(k));
+}
+
+/// The map bound to `fd` by [`add_map`], taken out.
+pub fn take_map(fd: u32) -> Option<FakeKernel> {
+    BOUND.with(|b| b.borrow_mut().remove(&fd))
+}
+
+/// The fd a command addresses (0 for a map creation).
+fn target_fd(cmd: u32, attr: &sys::bpf_attr) -> u32 {
+    // SAFETY: reading the plain u32 fd member the wrapper filled for this
+    // command; every member of the union is plain data.
+    unsafe {
+        match cmd {
+            sys::BPF_MAP_DELETE_BATCH
+            | sys::BPF_MAP_UPDATE_BATCH
+            | sys::BPF_MAP_LOOKUP_AND_DELETE_BATCH => attr.batch.map_fd,
+            sys::BPF_OBJ_GET_INFO_BY_FD => attr.info.bpf_fd,
+            sys::BPF_MAP_CREATE => 0,
+            _ => attr.__bindgen_anon_2.map_fd,
+        }
+    }
 }
 
 pub fn with<R>(f: impl FnOnce(&mut FakeKernel) -> R) -> R {
@@ -121,6 +157,27 @@ unsafe fn write(addr: u64, data: &[u8]) {
 }
 
 pub(super) fn dispatch(cmd: u32, attr: &mut sys::bpf_attr) -> Option<Result<i64, i32>> {
+    if FAKE.with(|f| f.borrow().is_none()) {
+        return None;
+    }
+    let fd = target_fd(cmd, attr);
+    let bound = BOUND.with(|b| b.borrow_mut().remove(&fd));
+    if let Some(mut k) = bound {
+        // SAFETY: as below.
+        let r = unsafe { answer(&mut k, cmd, attr) };
+        BOUND.with(|b| b.borrow_mut().insert(fd, k));
+        return Some(r);
+    }
+    if cmd == sys::BPF_MAP_CREATE {
+        if let Some(mut k) = QUEUED.with(|q| q.borrow_mut().pop()) {
+            // SAFETY: as below.
+            let r = unsafe { answer(&mut k, cmd, attr) };
+            if let Ok(fd) = r {
+                BOUND.with(|b| b.borrow_mut().insert(fd as u32, k));
+            }
+            return Some(r);
+        }
+    }
     FAKE.with(|f| {
         let mut guard = f.borrow_mut();
         let k = guard.as_mut()?;
@@ -224,8 +281,10 @@ unsafe fn answer(k: &mut FakeKernel, cmd: u32, attr: &mut sys::bpf_attr) -> Resu
             let mut result = Ok(0);
             for i in 0..n {
                 if cmd == sys::BPF_MAP_DELETE_BATCH && k.efault_at == Some(i) {
+                    // the kernel stops at the key it cannot copy and
+                    // reports the keys it processed before it
                     k.efault_at = None;
-                    attr.batch.count = 0xdead;
+                    attr.batch.count = done;
                     return Err(libc::EFAULT);
                 }
                 // SAFETY: keys/values cover count elements.
