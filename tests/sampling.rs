@@ -329,7 +329,7 @@ fn a_hot_unknown_process_is_requested_at_a_bounded_rate() {
 }
 
 /// Starts `pidmap profile ARGS` and waits for its "serving" line.
-fn start_profile(args: &[&str]) -> (std::process::Child, std::thread::JoinHandle<String>) {
+fn start_profile(args: &[&str]) -> (common::Guarded, std::thread::JoinHandle<String>) {
     let all: Vec<&str> = std::iter::once("profile")
         .chain(args.iter().copied())
         .collect();
@@ -365,9 +365,10 @@ fn sigint_ends_a_profile_early_and_still_writes_it() {
     }
     // SAFETY: signalling our own child.
     unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-    let st = { c }.wait_with_output().unwrap();
+    let mut c = c;
+    let st = c.wait().unwrap();
     let err = err.join().unwrap();
-    assert!(st.status.success(), "{err}");
+    assert!(st.success(), "{err}");
     assert!(t.elapsed().as_secs() < 60, "ended early");
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(
