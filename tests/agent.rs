@@ -102,7 +102,10 @@ fn dlopen_then_dlclose_adds_then_removes_the_library() {
     synced(a.handle.sync(h.pid()));
     let before = keys_of(&a.trie(), h.pid());
     assert_eq!(
-        h.cmd(&format!("dlopen {}", common::helper_workloads().plugin.display())),
+        h.cmd(&format!(
+            "dlopen {}",
+            common::helper_workloads().plugin.display()
+        )),
         "ok"
     );
     synced(a.handle.sync(h.pid()));
@@ -442,4 +445,3 @@ fn churn_under_all_leaves_only_live_processes() {
     assert_eq!(a.trie().keys::<PidPage>(1 << 22).unwrap().len(), st.keys);
     a.stop();
 }
-

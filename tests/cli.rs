@@ -250,7 +250,10 @@ fn sighup_resyncs_and_sigterm_stops_cleanly() {
     assert!(common::keys_match(&trie, pid));
     // a library mapped while the agent is not looking: no event says so
     target.dlopen_plugin();
-    assert!(!common::keys_match(&trie, pid), "nothing synced the library yet");
+    assert!(
+        !common::keys_match(&trie, pid),
+        "nothing synced the library yet"
+    );
     signal(&a, libc::SIGHUP);
     err.expect("SIGHUP: re-syncing everything", WAIT);
     // the log line comes before the resync: the keys are what shows it
@@ -328,9 +331,15 @@ fn help_texts_name_every_option_the_parser_takes() {
         .iter()
         .filter(|c| !c.starts_with('-') && *c != "help")
         .collect();
-    assert!(commands.len() >= 5, "commands found in the parser: {commands:?}");
+    assert!(
+        commands.len() >= 5,
+        "commands found in the parser: {commands:?}"
+    );
     for c in &commands {
-        assert!(top.contains(&format!("  {c} ")), "--help lacks the command {c}");
+        assert!(
+            top.contains(&format!("  {c} ")),
+            "--help lacks the command {c}"
+        );
         let text = help(&[c, "--help"]);
         assert_eq!(help(&["help", c]), text, "help {c}");
         let taken = flags
@@ -427,7 +436,10 @@ fn audit_finds_every_kind_of_leak_in_kept_pins() {
     }
     let (code, text) = audit(&pins, &["--repair"]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("repaired: 11 deleted, 0 already absent, 0 failed"), "{text}");
+    assert!(
+        text.contains("repaired: 11 deleted, 0 already absent, 0 failed"),
+        "{text}"
+    );
     let (code, text) = audit(&pins, &[]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("pid_events: 2 pending"), "{text}");

@@ -46,19 +46,21 @@ fn the_agent_serves_with_only_the_units_capabilities() {
     assert_eq!(caps.len(), 3, "{caps:?}");
     let mut target = common::spawn(Command::new("/bin/sleep").arg("1000"));
     let pins = common::pin_dir("caps");
-    let mut agent = common::spawn(Command::new("setpriv")
-        .arg("--bounding-set")
-        .arg(format!("-all,{}", caps.join(",")))
-        .arg("--")
-        .arg(common::pidmap_bin())
-        .args([
-            "run",
-            "--pid",
-            &target.id().to_string(),
-            "--pin-dir",
-            pins.to_str().unwrap(),
-        ])
-        .stderr(Stdio::piped()));
+    let mut agent = common::spawn(
+        Command::new("setpriv")
+            .arg("--bounding-set")
+            .arg(format!("-all,{}", caps.join(",")))
+            .arg("--")
+            .arg(common::pidmap_bin())
+            .args([
+                "run",
+                "--pid",
+                &target.id().to_string(),
+                "--pin-dir",
+                pins.to_str().unwrap(),
+            ])
+            .stderr(Stdio::piped()),
+    );
     let mut err = common::Lines::new(agent.stderr.take().unwrap());
     let serving = err.until("serving:", common::WAIT);
     let _ = target.kill();

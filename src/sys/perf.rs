@@ -1208,8 +1208,7 @@ mod tests {
 
     #[test]
     fn real_ring_opens() {
-        if !is_root() {
-            eprintln!("skipping real_ring_opens: needs root");
+        if !is_root() && crate::sys::fake::may_skip("real_ring_opens needs root") {
             return;
         }
         let mut ring = PerfRing::open_bpf_output(0, 8, 1).expect("open BPF_OUTPUT ring");
@@ -1235,8 +1234,7 @@ mod tests {
 
     #[test]
     fn real_rings_all_cpus_and_errors() {
-        if !is_root() {
-            eprintln!("skipping real_rings_all_cpus_and_errors: needs root");
+        if !is_root() && crate::sys::fake::may_skip("real_rings_all_cpus_and_errors needs root") {
             return;
         }
         let mut rings = PerfRings::open_bpf_output_all(1, 1).expect("open all");

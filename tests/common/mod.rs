@@ -257,10 +257,7 @@ impl Lines {
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!(
-                        "{}[no {what:?} within {timeout:?}]",
-                        self.seen
-                    ))
+                    return Err(format!("{}[no {what:?} within {timeout:?}]", self.seen))
                 }
                 Err(_) => return Err(format!("{}[ended before {what:?}]", self.seen)),
             }
