@@ -188,10 +188,15 @@ mod tests {
     }
 
     fn maps() -> Maps {
-        fake::install(FakeKernel::new(16, 16, 1 << 20));
-        fake::add_map(FakeKernel::new(8, 1, 65536));
-        let events = MapHandle::create(MAP_TYPE_HASH, "pid_events", 8, 1, 65536, 0).unwrap();
-        let trie = MapHandle::create(MAP_TYPE_LPM_TRIE, "trie", 16, 16, 1 << 20, 1).unwrap();
+        maps_of(1 << 20, 65536)
+    }
+
+    /// Maps holding at most `trie_max` and `events_max` entries.
+    fn maps_of(trie_max: u32, events_max: u32) -> Maps {
+        fake::install(FakeKernel::new(16, 16, trie_max as usize));
+        fake::add_map(FakeKernel::new(8, 1, events_max as usize));
+        let events = MapHandle::create(MAP_TYPE_HASH, "pid_events", 8, 1, events_max, 0).unwrap();
+        let trie = MapHandle::create(MAP_TYPE_LPM_TRIE, "trie", 16, 16, trie_max, 1).unwrap();
         Maps {
             trie: BatchMap::probe::<PidPage, MappingInfo>(trie),
             events,
@@ -244,6 +249,7 @@ mod tests {
         plant(&m, 10, 500, 2, true);
         let dead = plant(&m, 11, 600, 3, true);
         let r = audit(&m.trie.map, &m.events, &alive(&[(10, 500)])).unwrap();
+        assert!(!r.clean());
         let l = leak_of(&r, 11).expect("pid 11 found");
         assert_eq!(l.reason, LeakReason::Gone);
         assert_eq!(l.keys, dead);
@@ -300,6 +306,7 @@ mod tests {
         plant(&m, 10, 500, 2, true);
         let orphans = plant(&m, 13, 0, 3, false);
         let r = audit(&m.trie.map, &m.events, &alive(&[(10, 500), (13, 800)])).unwrap();
+        assert!(!r.clean());
         let l = leak_of(&r, 13).expect("keys without a marker are reported");
         assert_eq!(l.reason, LeakReason::NoMarker);
         assert_eq!(l.keys, orphans);
@@ -317,6 +324,18 @@ mod tests {
         let r = audit(&m.trie.map, &m.events, &alive(&[])).unwrap();
         assert_eq!(leak_of(&r, 13).unwrap().reason, LeakReason::Gone);
         assert_eq!(r.markers, 0);
+    }
+
+    #[test]
+    fn full_maps_are_read_to_the_last_key() {
+        let m = maps_of(6, 3);
+        plant(&m, 10, 500, 2, true);
+        plant(&m, 11, 600, 2, true);
+        for key in [1u64, 2, 3] {
+            m.events.update(&key, &1u8, BPF_ANY).unwrap();
+        }
+        let r = audit(&m.trie.map, &m.events, &alive(&[(10, 500)])).unwrap();
+        assert_eq!((r.keys, r.events_pending, r.leaked_keys()), (6, 3, 3));
     }
 
     #[test]
