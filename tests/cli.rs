@@ -22,12 +22,13 @@ fn signal(c: &Guarded, sig: i32) {
 }
 
 fn audit(pins: &Path, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(pidmap_bin())
-        .args(["audit", "--pin-dir"])
-        .arg(pins)
-        .args(extra)
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        &mut Command::new(pidmap_bin())
+            .args(["audit", "--pin-dir"])
+            .arg(pins)
+            .args(extra),
+        common::RUN,
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -159,16 +160,16 @@ fn run_a_command_exits_with_its_status_and_writes_metrics() {
         .parse()
         .unwrap();
     assert!(exits >= 1);
-    let st = Command::new(pidmap_bin())
-        .args([
+    let st = common::output_within(
+        &mut Command::new(pidmap_bin()).args([
             "run",
             "--pin-dir",
             pins.to_str().unwrap(),
             "--",
             "/nonexistent/program",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        common::RUN,
+    );
     assert_eq!(st.status.code(), Some(2));
     let err = String::from_utf8_lossy(&st.stderr);
     assert!(
@@ -182,8 +183,8 @@ fn bench_delete_shows_the_leak_and_its_fix() {
     if !common::bpf_available() {
         return;
     }
-    let out = Command::new(pidmap_bin())
-        .args([
+    let out = common::output_within(
+        &mut Command::new(pidmap_bin()).args([
             "bench",
             "delete",
             "--keys",
@@ -193,9 +194,9 @@ fn bench_delete_shows_the_leak_and_its_fix() {
             "--reps",
             "1",
             "--json",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        common::RUN,
+    );
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = text.lines().collect();
@@ -370,10 +371,10 @@ fn help_texts_name_every_option_the_parser_takes() {
         help(&["--version"]),
         format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
     );
-    let bad = Command::new(pidmap_bin())
-        .args(["run", "--bogus"])
-        .output()
-        .unwrap();
+    let bad = common::output_within(
+        &mut Command::new(pidmap_bin()).args(["run", "--bogus"]),
+        common::RUN,
+    );
     assert_eq!(bad.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&bad.stderr),

@@ -405,3 +405,52 @@ impl Helper {
 pub fn keys_match(trie: &MapHandle, pid: u32) -> bool {
     keys_of(trie, pid) == expected_keys(pid)
 }
+
+/// The deadline of one pidmap command a test runs (a profile of a few
+/// seconds, an audit) under a loaded machine.
+pub const RUN: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` to its end, as `Command::output`, but fails the test (and
+/// kills the command) when it takes longer than `timeout`.
+pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::process::Output {
+    use std::io::Read;
+    let what = format!(
+        "{:?} {:?}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>()
+    );
+    let mut c = spawn(
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let mut out = c.stdout.take().unwrap();
+    let mut err = c.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > timeout {
+            let _ = c.kill();
+            let _ = c.wait();
+            let e = String::from_utf8_lossy(&e.join().unwrap_or_default()).into_owned();
+            panic!("timed out after {timeout:?} waiting for {what} to end; its stderr:\n{e}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
+}
