@@ -23,7 +23,7 @@ fn signal(c: &Guarded, sig: i32) {
 
 fn audit(pins: &Path, extra: &[&str]) -> (i32, String) {
     let out = common::output_within(
-        &mut Command::new(pidmap_bin())
+        Command::new(pidmap_bin())
             .args(["audit", "--pin-dir"])
             .arg(pins)
             .args(extra),
@@ -161,7 +161,7 @@ fn run_a_command_exits_with_its_status_and_writes_metrics() {
         .unwrap();
     assert!(exits >= 1);
     let st = common::output_within(
-        &mut Command::new(pidmap_bin()).args([
+        Command::new(pidmap_bin()).args([
             "run",
             "--pin-dir",
             pins.to_str().unwrap(),
@@ -184,7 +184,7 @@ fn bench_delete_shows_the_leak_and_its_fix() {
         return;
     }
     let out = common::output_within(
-        &mut Command::new(pidmap_bin()).args([
+        Command::new(pidmap_bin()).args([
             "bench",
             "delete",
             "--keys",
@@ -372,7 +372,7 @@ fn help_texts_name_every_option_the_parser_takes() {
         format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
     );
     let bad = common::output_within(
-        &mut Command::new(pidmap_bin()).args(["run", "--bogus"]),
+        Command::new(pidmap_bin()).args(["run", "--bogus"]),
         common::RUN,
     );
     assert_eq!(bad.status.code(), Some(2));

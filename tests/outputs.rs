@@ -20,7 +20,7 @@ fn profile(format: &str, name: &str, main_s: &str, lib_s: &str) -> PathBuf {
     let out = dir.join(name);
     let pins = common::pin_dir("outputs");
     let o = common::output_within(
-        &mut Command::new(pidmap_bin())
+        Command::new(pidmap_bin())
             .args([
                 "profile",
                 "-F",
@@ -149,7 +149,7 @@ fn diff_reports_the_regression_and_its_exit_status() {
     let new = profile("pprof", "new.pb.gz", "0.2", "0.8");
     let d = |a: &PathBuf, b: &PathBuf, t: &str| {
         common::output_within(
-            &mut Command::new(pidmap_bin())
+            Command::new(pidmap_bin())
                 .arg("diff")
                 .arg(a)
                 .arg(b)

@@ -141,7 +141,7 @@ fn profile(args: &[&str], cmd: &[&str]) -> (String, String, PathBuf) {
         .join(format!("p-{}.folded", std::process::id() ^ rand_tag()));
     let pins = common::pin_dir("profile");
     let o = common::output_within(
-        &mut Command::new(pidmap_bin())
+        Command::new(pidmap_bin())
             .args([
                 "profile",
                 "--pin-dir",
@@ -408,7 +408,7 @@ fn after_a_kept_profile_the_audit_is_clean() {
     let w = workload();
     let pins = common::pin_dir("keep");
     let o = common::output_within(
-        &mut Command::new(pidmap_bin())
+        Command::new(pidmap_bin())
             .args([
                 "profile",
                 "--keep-pins",
@@ -423,7 +423,7 @@ fn after_a_kept_profile_the_audit_is_clean() {
     );
     assert!(o.status.success());
     let a = common::output_within(
-        &mut Command::new(pidmap_bin()).args(["audit", "--pin-dir", pins.to_str().unwrap()]),
+        Command::new(pidmap_bin()).args(["audit", "--pin-dir", pins.to_str().unwrap()]),
         common::RUN,
     );
     let text = String::from_utf8_lossy(&a.stdout);
@@ -579,7 +579,7 @@ fn a_running_pid_is_profiled_until_it_exits() {
     let out = workload().dir.join("pid.folded");
     let pins = common::pin_dir("pid");
     let o = common::output_within(
-        &mut Command::new(pidmap_bin()).args([
+        Command::new(pidmap_bin()).args([
             "profile",
             "--pid",
             &pid,
