@@ -276,6 +276,7 @@ mod tests {
         );
         assert_eq!(l.keys, old);
         assert_eq!(r.leaked.len(), 1, "{}", r.to_text());
+        assert_eq!(r.markers, 2, "a reused pid's marker is still a marker");
         assert!(r
             .to_text()
             .contains("leaked: pid 12 4 keys: pid reused (marker start 700, process start 900)\n"));

@@ -220,3 +220,54 @@ fn inserts_into_a_full_map_name_what_landed() {
         assert!(fake::uninstall().unwrap().entries.is_empty());
     }
 }
+
+#[test]
+fn the_probe_tells_a_map_type_without_batch_from_a_kernel_without_the_command() {
+    for (batch, want) in [
+        (FakeBatch::Supported, BatchSupport::Supported),
+        (FakeBatch::NotSupported, BatchSupport::NotForMapType),
+        (FakeBatch::Unknown, BatchSupport::NoCommand),
+    ] {
+        let m = setup(&keys(1), |_| true, batch);
+        assert_eq!((m.delete, m.update), (want, want), "{batch:?}");
+        fake::uninstall();
+    }
+}
+
+#[test]
+fn merged_reports_add_up_and_shift_indices() {
+    let mut a = DeleteReport {
+        deleted: 3,
+        absent: 1,
+        invalid: 1,
+        failed: vec![(2, libc::EPERM)],
+        absent_keys: vec![0],
+        invalid_keys: vec![1],
+        syscalls: 2,
+        batch_calls: 1,
+        resumes: 1,
+        retries: 1,
+        single_fallbacks: 1,
+        untrusted_counts: 1,
+    };
+    let b = a.clone();
+    a.merge(b, 10);
+    assert_eq!(
+        a,
+        DeleteReport {
+            deleted: 6,
+            absent: 2,
+            invalid: 2,
+            failed: vec![(2, libc::EPERM), (12, libc::EPERM)],
+            absent_keys: vec![0, 10],
+            invalid_keys: vec![1, 11],
+            syscalls: 4,
+            batch_calls: 2,
+            resumes: 2,
+            retries: 2,
+            single_fallbacks: 2,
+            untrusted_counts: 2,
+        }
+    );
+    assert_eq!(a.total(), 12);
+}
