@@ -254,6 +254,7 @@ mod tests {
         assert_eq!(l.reason, LeakReason::Gone);
         assert_eq!(l.keys, dead);
         assert_eq!((r.leaked.len(), r.leaked_keys()), (1, 4));
+        assert_eq!((r.keys, r.pids, r.markers), (7, 2, 2));
         assert!(r
             .to_text()
             .contains("leaked: pid 11 4 keys: process gone\n"));

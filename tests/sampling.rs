@@ -135,6 +135,18 @@ fn pprof_stacks(pb: &std::path::Path) -> Vec<(Vec<String>, u64)> {
         .collect()
 }
 
+/// Share of samples without a single resolved frame (a process sampled
+/// before its sync landed).
+fn unresolved(stacks: &[(Vec<String>, u64)]) -> f64 {
+    let total: u64 = stacks.iter().map(|(_, n)| n).sum();
+    let n: u64 = stacks
+        .iter()
+        .filter(|(s, _)| s.len() > 1 && s[1..].iter().all(|f| f.starts_with("[unknown]")))
+        .map(|(_, n)| n)
+        .sum();
+    n as f64 / total.max(1) as f64
+}
+
 fn profile(args: &[&str], cmd: &[&str]) -> (String, String, PathBuf) {
     let out_file = workload()
         .dir
@@ -191,38 +203,52 @@ fn attribution_matches_the_workloads_own_cpu_split() {
     assert!(total > 450, "enough samples: {total}\n{stderr}");
     let sh = shares(&stacks, &FUNCS);
     let attributed: f64 = sh.values().sum();
-    eprintln!("attributed: {:.1}%", attributed * 100.0);
-    // measured over 15 runs: 94.9-98.7 % (the rest: fork and exit paths,
-    // children's samples before their sync); bound: twice the largest
-    // unattributed share
+    let early = unresolved(&stacks);
+    eprintln!(
+        "attributed: {:.1}%, unresolved: {:.1}%",
+        attributed * 100.0,
+        early * 100.0
+    );
+    // A child sampled before its fork request is served has no keys yet:
+    // every frame of that sample is [unknown]. Measured over 9 runs on 2
+    // cores shared with other builds: 0.7-7.9 % of the samples (46 of 50
+    // children once, under the heaviest load), growing with the load;
+    // bound 15 %.
     assert!(
-        attributed >= 0.90,
-        "{:.1}% attributed: {sh:?}\n{stderr}",
-        attributed * 100.0
+        early <= 0.15,
+        "{:.1}% of the samples unresolved\n{stderr}",
+        early * 100.0
+    );
+    // measured: attributed + unresolved 97.7-99.3 %; bound 95 %
+    assert!(
+        attributed + early >= 0.95,
+        "{:.1}% attributed, {:.1}% unresolved: {sh:?}\n{stderr}",
+        attributed * 100.0,
+        early * 100.0
     );
     let all = m + l + c;
-    // measured error |share - CPU share| over 15 runs on 2 cores shared
-    // with other builds: main 0.11-1.17, lib 0.03-0.96 points: bound 2.5
-    // points; child 0.24-3.47 points: the first samples of a child, taken
-    // before its sync lands, stay unresolved, more so on a loaded machine:
-    // bound 5 points
-    for (f, want, bound) in [
-        ("main_hot", m / all, 0.025),
-        ("lib_hot", l / all, 0.025),
-        ("child_hot", c / all, 0.05),
+    // measured error |share - CPU share| over 9 runs, the children's
+    // share counting their unresolved samples: main 0.29-1.86, lib
+    // 0.06-1.94, child 0.01-2.43 points; bound 4 points (a loss of 15 %
+    // of the children's samples, ~5 points, fails)
+    for (f, want) in [
+        ("main_hot", m / all),
+        ("lib_hot", l / all),
+        ("child_hot", c / all),
     ] {
-        let got = sh[f];
+        let got = sh[f] + if f == "child_hot" { early } else { 0.0 };
         eprintln!("{f}: error {:.2} points", (got - want).abs() * 100.0);
         assert!(
-            got * total as f64 >= 100.0,
+            sh[f] * total as f64 >= 100.0,
             "{f}: too few samples ({:.0})",
-            got * total as f64
+            sh[f] * total as f64
         );
         assert!(
-            (got - want).abs() <= bound,
-            "{f}: {:.1}% vs {:.1}% of CPU\n{stderr}",
+            (got - want).abs() <= 0.04,
+            "{f}: {:.1}% vs {:.1}% of CPU ({:.1}% unresolved)\n{stderr}",
             got * 100.0,
-            want * 100.0
+            want * 100.0,
+            early * 100.0
         );
     }
     // the whole caller chain of every function, in order
@@ -342,7 +368,9 @@ fn shares_agree_with_perf() {
         .into_iter()
         .filter(|(s, _)| s[0] == "sampled")
         .collect();
-    let (a, b) = (shares(&ours, &FUNCS), shares(&theirs, &FUNCS));
+    let (mut a, b) = (shares(&ours, &FUNCS), shares(&theirs, &FUNCS));
+    // children sampled before their sync: see the attribution test
+    *a.get_mut("child_hot").unwrap() += unresolved(&ours);
     for f in FUNCS {
         eprintln!(
             "{f}: pidmap {:.2} perf {:.2} differ {:.2} points",
@@ -351,12 +379,14 @@ fn shares_agree_with_perf() {
             (a[f] - b[f]).abs() * 100.0
         );
     }
-    // measured difference over 10 runs (two separate runs of the
-    // workload, each sampled at 199 Hz): main 0.11-1.72, lib 0.06-1.23
-    // points: bound 3.5; child 0.11-3.27 and once 6.72 points (pidmap
-    // lost the first samples of children, see above): bound 7
+    // measured difference over 18 runs (two separate runs of the
+    // workload, each sampled at 199 Hz, on 2 busy cores): main 0.11-2.51,
+    // lib 0.06-2.52 points: bound 5; child 0.11-5.81 points (perf too
+    // loses children's first samples under load: 29 % where the workload
+    // says 33 %): bound 8. The tight check of the children is against the
+    // workload's own CPU split above.
     for f in FUNCS {
-        let bound = if f == "child_hot" { 0.07 } else { 0.035 };
+        let bound = if f == "child_hot" { 0.08 } else { 0.05 };
         assert!(
             (a[f] - b[f]).abs() <= bound,
             "{f}: pidmap {:.1}% perf {:.1}%\n{stderr}",

@@ -237,13 +237,13 @@ fn the_probe_tells_a_map_type_without_batch_from_a_kernel_without_the_command() 
 #[test]
 fn merged_reports_add_up_and_shift_indices() {
     let mut a = DeleteReport {
-        deleted: 3,
+        deleted: 5,
         absent: 1,
-        invalid: 1,
+        invalid: 3,
         failed: vec![(2, libc::EPERM)],
         absent_keys: vec![0],
         invalid_keys: vec![1],
-        syscalls: 2,
+        syscalls: 3,
         batch_calls: 1,
         resumes: 1,
         retries: 1,
@@ -255,13 +255,13 @@ fn merged_reports_add_up_and_shift_indices() {
     assert_eq!(
         a,
         DeleteReport {
-            deleted: 6,
+            deleted: 10,
             absent: 2,
-            invalid: 2,
+            invalid: 6,
             failed: vec![(2, libc::EPERM), (12, libc::EPERM)],
             absent_keys: vec![0, 10],
             invalid_keys: vec![1, 11],
-            syscalls: 4,
+            syscalls: 6,
             batch_calls: 2,
             resumes: 2,
             retries: 2,
@@ -269,5 +269,48 @@ fn merged_reports_add_up_and_shift_indices() {
             untrusted_counts: 2,
         }
     );
-    assert_eq!(a.total(), 12);
+    assert_eq!(a.total(), 20);
+}
+
+#[test]
+fn single_deletes_classify_invalid_keys_and_bound_retries() {
+    let mut all = keys(8);
+    all[2] = PidPage::with_prefix_len(100, 0, 120);
+    let m = setup(&all, |i| i != 2, FakeBatch::NotSupported);
+    let busy = |i: usize| crate::sys::bytes_of(&all[i..i + 1]).to_vec();
+    fake::with(|k| {
+        k.transient.insert(busy(4), (libc::EBUSY, 3)); // the last retry lands
+        k.transient.insert(busy(6), (libc::EAGAIN, 4)); // one too many
+    });
+    let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
+    assert_eq!((r.invalid, r.invalid_keys.clone()), (1, vec![2]));
+    assert_eq!(r.failed, vec![(6, libc::EAGAIN)]);
+    assert_eq!((r.deleted, r.retries), (6, 6), "3 retries each, no more");
+    assert_eq!(r.syscalls, 8 + 6);
+    fake::uninstall();
+}
+
+#[test]
+fn a_last_absent_key_ends_the_chunk_without_another_batch() {
+    let all = keys(6);
+    let m = setup(&all, |i| i != 5, FakeBatch::Supported);
+    let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
+    assert_eq!((r.deleted, r.absent_keys.clone()), (5, vec![5]));
+    assert_eq!((r.batch_calls, r.syscalls, r.resumes), (1, 1, 0));
+    fake::uninstall();
+}
+
+#[test]
+fn an_untrusted_count_after_a_resume_keeps_the_indices() {
+    let all = keys(10);
+    let m = setup(&all, |i| i != 3 && i != 7, FakeBatch::Supported);
+    // the first batch stops at key 3; the second answers a setup error
+    fake::with(|k| {
+        k.setup_error = Some(libc::EPERM);
+        k.setup_error_after = 1;
+    });
+    let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
+    assert_eq!((r.deleted, r.absent_keys.clone()), (8, vec![3, 7]));
+    assert_eq!((r.untrusted_counts, r.single_fallbacks), (1, 6));
+    assert!(fake::uninstall().unwrap().entries.is_empty());
 }

@@ -34,6 +34,8 @@ pub struct FakeKernel {
     pub efault_at: Option<usize>,
     /// The next batch call fails with this errno, count left untouched.
     pub setup_error: Option<i32>,
+    /// Batch calls that go through before `setup_error` strikes.
+    pub setup_error_after: u32,
     /// (command, count sent) of every call.
     pub calls: Vec<(u32, u32)>,
 }
@@ -50,6 +52,7 @@ impl FakeKernel {
             transient: HashMap::new(),
             efault_at: None,
             setup_error: None,
+            setup_error_after: 0,
             calls: Vec::new(),
         }
     }
@@ -273,7 +276,9 @@ unsafe fn answer(k: &mut FakeKernel, cmd: u32, attr: &mut sys::bpf_attr) -> Resu
                 FakeBatch::Unknown => return Err(libc::EINVAL),
                 FakeBatch::Supported => {}
             }
-            if let Some(e) = k.setup_error.take() {
+            if k.setup_error.is_some() && k.setup_error_after > 0 {
+                k.setup_error_after -= 1;
+            } else if let Some(e) = k.setup_error.take() {
                 return Err(e); // count untouched, as kernels before 6.8
             }
             let n = b.count as usize;
