@@ -314,3 +314,191 @@ fn an_untrusted_count_after_a_resume_keeps_the_indices() {
     assert_eq!((r.untrusted_counts, r.single_fallbacks), (1, 6));
     assert!(fake::uninstall().unwrap().entries.is_empty());
 }
+
+fn key_bytes(all: &[PidPage], i: usize) -> Vec<u8> {
+    crate::sys::bytes_of(&all[i..i + 1]).to_vec()
+}
+
+#[test]
+fn each_transient_key_of_a_chunk_gets_its_own_retries() {
+    let all = keys(10);
+    let m = setup(&all, |_| true, FakeBatch::Supported);
+    fake::with(|k| {
+        k.transient.insert(key_bytes(&all, 2), (libc::EBUSY, 3));
+        k.transient.insert(key_bytes(&all, 6), (libc::EBUSY, 3));
+    });
+    let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
+    assert_eq!((r.deleted, r.retries, r.single_fallbacks), (10, 6, 0));
+    assert!(fake::uninstall().unwrap().entries.is_empty());
+}
+
+#[test]
+fn a_key_still_busy_after_its_retries_goes_single() {
+    let all = keys(8);
+    let m = setup(&all, |_| true, FakeBatch::Supported);
+    // three retries in the batch, the fourth attempt fails too: single
+    fake::with(|k| k.transient.insert(key_bytes(&all, 3), (libc::EBUSY, 4)));
+    let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
+    assert_eq!((r.deleted, r.retries, r.single_fallbacks), (8, 3, 1));
+    assert!(r.failed.is_empty());
+    assert!(fake::uninstall().unwrap().entries.is_empty());
+}
+
+#[test]
+fn a_key_that_fails_for_good_is_named_and_the_rest_deleted() {
+    let all = keys(10);
+    let m = setup(&all, |_| true, FakeBatch::Supported);
+    fake::with(|k| k.transient.insert(key_bytes(&all, 3), (libc::EPERM, 1)));
+    let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
+    assert_eq!(r.failed, vec![(3, libc::EPERM)]);
+    assert_eq!((r.deleted, r.resumes, r.batch_calls), (9, 1, 2));
+    assert_eq!(r.total(), 10);
+    let left = fake::uninstall().unwrap().entries;
+    assert_eq!(
+        left.keys().cloned().collect::<Vec<_>>(),
+        vec![key_bytes(&all, 3)]
+    );
+}
+
+#[test]
+fn the_single_policy_keeps_indices_in_later_chunks() {
+    let all = keys(10);
+    let m = setup(&all, |i| i != 5 && i != 7, FakeBatch::Supported);
+    let r = delete_keys(&m, &all, &opts(4, ResumePolicy::Single));
+    assert_eq!((r.deleted, r.absent_keys.clone()), (8, vec![5, 7]));
+    assert!(fake::uninstall().unwrap().entries.is_empty());
+}
+
+fn insert_setup(max: usize, batch: FakeBatch, present: &[PidPage]) -> BatchMap {
+    let mut k = FakeKernel::new(16, 16, max);
+    k.update_batch = batch;
+    k.delete_batch = batch;
+    for key in present {
+        k.entries.insert(
+            crate::sys::bytes_of(std::slice::from_ref(key)).to_vec(),
+            vec![0; 16],
+        );
+    }
+    fake::install(k);
+    let map = MapHandle::create(
+        crate::sys::bpf::MAP_TYPE_LPM_TRIE,
+        "fake",
+        16,
+        16,
+        max as u32,
+        1,
+    )
+    .unwrap();
+    BatchMap::probe::<PidPage, MappingInfo>(map)
+}
+
+use InsertOutcome::{Exists, Full, Invalid, Landed};
+
+#[test]
+fn an_insert_stops_at_a_full_map_and_reports_the_rest_full() {
+    let all = keys(8);
+    let vals = vec![MappingInfo::new(1, 0).unwrap(); 8];
+    let m = insert_setup(5, FakeBatch::Supported, &[]);
+    let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4, ResumePolicy::Batch));
+    assert_eq!(
+        r.outcomes,
+        vec![Landed, Landed, Landed, Landed, Landed, Full, Full, Full]
+    );
+    assert_eq!((r.landed(), r.refused(), r.full()), (5, 3, true));
+    assert_eq!((r.batch_calls, r.syscalls, r.resumes), (2, 2, 1));
+    assert_eq!(fake::uninstall().unwrap().entries.len(), 5);
+}
+
+#[test]
+fn an_insert_steps_over_an_invalid_key_and_retries_a_busy_one() {
+    let mut all = keys(6);
+    all[2] = PidPage::with_prefix_len(100, 0, 120);
+    let vals = vec![MappingInfo::new(1, 0).unwrap(); 6];
+    let m = insert_setup(100, FakeBatch::Supported, &[]);
+    // busy five times: four batch attempts (three retries), then key by
+    // key: one more failure, one retry, landed
+    fake::with(|k| k.transient.insert(key_bytes(&all, 4), (libc::EBUSY, 5)));
+    let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
+    assert_eq!(
+        r.outcomes,
+        vec![Landed, Landed, Invalid, Landed, Landed, Landed]
+    );
+    assert_eq!((r.landed(), r.refused(), r.full()), (5, 1, false));
+    assert_eq!((r.retries, r.resumes), (4, 2));
+    assert_eq!((r.batch_calls, r.syscalls), (6, 8));
+    assert_eq!(fake::uninstall().unwrap().entries.len(), 5);
+}
+
+#[test]
+fn an_insert_with_noexist_goes_key_by_key_and_reports_existing_keys() {
+    let all = keys(5);
+    let vals = vec![MappingInfo::new(1, 0).unwrap(); 5];
+    let m = insert_setup(100, FakeBatch::Supported, &all[1..2]);
+    let r = insert_keys(
+        &m,
+        &all,
+        &vals,
+        sys::BPF_NOEXIST as u64,
+        &opts(4096, ResumePolicy::Batch),
+    );
+    assert_eq!(r.outcomes, vec![Landed, Exists, Landed, Landed, Landed]);
+    assert_eq!((r.batch_calls, r.syscalls), (0, 5));
+    fake::uninstall();
+}
+
+#[test]
+fn an_untrusted_insert_count_is_redone_key_by_key() {
+    let all = keys(6);
+    let vals = vec![MappingInfo::new(1, 0).unwrap(); 6];
+    let m = insert_setup(100, FakeBatch::Supported, &[]);
+    fake::with(|k| k.setup_error = Some(libc::EPERM));
+    let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
+    assert_eq!(r.landed(), 6);
+    assert_eq!((r.batch_calls, r.syscalls), (1, 7));
+    assert_eq!(fake::uninstall().unwrap().entries.len(), 6);
+}
+
+#[test]
+fn single_inserts_retry_a_bounded_number_of_times() {
+    let all = keys(4);
+    let vals = vec![MappingInfo::new(1, 0).unwrap(); 4];
+    let m = insert_setup(100, FakeBatch::NotSupported, &[]);
+    fake::with(|k| {
+        k.transient.insert(key_bytes(&all, 1), (libc::EAGAIN, 3));
+        k.transient.insert(key_bytes(&all, 2), (libc::EAGAIN, 4));
+    });
+    let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
+    assert_eq!(
+        r.outcomes,
+        vec![Landed, Landed, InsertOutcome::Failed(libc::EAGAIN), Landed]
+    );
+    assert_eq!((r.retries, r.syscalls, r.batch_calls), (6, 4 + 6, 0));
+    fake::uninstall();
+}
+
+#[test]
+fn the_benchmark_baselines_do_what_they_say() {
+    let all = keys(6);
+    // reissue-all: one batch, stopped by the absent key 2, then every key
+    // again one by one (0 and 1 went with the batch: absent then)
+    let m = setup(&all, |i| i != 2, FakeBatch::Supported);
+    let r = reissue_all(&m, &all);
+    assert_eq!((r.deleted, r.absent_keys.clone()), (3, vec![0, 1, 2]));
+    assert_eq!((r.batch_calls, r.syscalls), (1, 7));
+    assert!(fake::uninstall().unwrap().entries.is_empty());
+    // batch-once: what follows the absent key stays
+    let m = setup(&all, |i| i != 2, FakeBatch::Supported);
+    let r = batch_once(&m, &all);
+    assert_eq!((r.deleted, r.batch_calls, r.syscalls), (2, 1, 1));
+    assert_eq!(fake::uninstall().unwrap().entries.len(), 3);
+    // single: one syscall per key
+    let m = setup(&all, |i| i != 2, FakeBatch::Supported);
+    let r = single_all(&m, &all);
+    assert_eq!((r.deleted, r.absent_keys.clone()), (5, vec![2]));
+    assert_eq!((r.batch_calls, r.syscalls), (0, 6));
+    assert!(fake::uninstall().unwrap().entries.is_empty());
+    // an empty list costs nothing
+    let m = setup(&all, |_| true, FakeBatch::Supported);
+    assert_eq!(reissue_all::<PidPage>(&m, &[]).syscalls, 0);
+    fake::uninstall();
+}

@@ -26,7 +26,7 @@ pub struct FakeKernel {
     pub entries: BTreeMap<Vec<u8>, Vec<u8>>,
     pub delete_batch: FakeBatch,
     pub update_batch: FakeBatch,
-    /// A key that fails with errno for its next n delete attempts.
+    /// A key that fails with errno for its next n delete or update attempts.
     pub transient: HashMap<Vec<u8>, (i32, u32)>,
     /// The next delete batch that reaches a key at this position of its
     /// list answers EFAULT, as the kernel does when it cannot copy that key
@@ -80,6 +80,12 @@ impl FakeKernel {
     }
 
     fn update_one(&mut self, key: &[u8], value: &[u8], flags: u64) -> Result<(), i32> {
+        if let Some((errno, n)) = self.transient.get_mut(key) {
+            if *n > 0 {
+                *n -= 1;
+                return Err(*errno);
+            }
+        }
         if self.invalid(key) {
             return Err(libc::EINVAL);
         }
