@@ -340,6 +340,7 @@ fn a_key_still_busy_after_its_retries_goes_single() {
     fake::with(|k| k.transient.insert(key_bytes(&all, 3), (libc::EBUSY, 4)));
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     assert_eq!((r.deleted, r.retries, r.single_fallbacks), (8, 3, 1));
+    assert_eq!(r.absent, 0, "no key is sent twice");
     assert!(r.failed.is_empty());
     assert!(fake::uninstall().unwrap().entries.is_empty());
 }
@@ -480,12 +481,21 @@ fn single_inserts_retry_a_bounded_number_of_times() {
 fn the_benchmark_baselines_do_what_they_say() {
     let all = keys(6);
     // reissue-all: one batch, stopped by the absent key 2, then every key
-    // again one by one (0 and 1 went with the batch: absent then)
-    let m = setup(&all, |i| i != 2, FakeBatch::Supported);
-    let r = reissue_all(&m, &all);
-    assert_eq!((r.deleted, r.absent_keys.clone()), (3, vec![0, 1, 2]));
+    // again one by one (0 and 1 went with the batch: absent then); key 4
+    // is malformed, key 5 refused once
+    let mut odd = all.clone();
+    odd[4] = PidPage::with_prefix_len(100, 0, 120);
+    let m = setup(&odd, |i| i != 2 && i != 4, FakeBatch::Supported);
+    fake::with(|k| k.transient.insert(key_bytes(&odd, 5), (libc::EPERM, 1)));
+    let r = reissue_all(&m, &odd);
+    assert_eq!(
+        (r.deleted, r.absent, r.absent_keys.clone()),
+        (1, 3, vec![0, 1, 2])
+    );
+    assert_eq!((r.invalid, r.invalid_keys.clone()), (1, vec![4]));
+    assert_eq!(r.failed, vec![(5, libc::EPERM)]);
     assert_eq!((r.batch_calls, r.syscalls), (1, 7));
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert_eq!(fake::uninstall().unwrap().entries.len(), 1);
     // batch-once: what follows the absent key stays
     let m = setup(&all, |i| i != 2, FakeBatch::Supported);
     let r = batch_once(&m, &all);
@@ -500,5 +510,32 @@ fn the_benchmark_baselines_do_what_they_say() {
     // an empty list costs nothing
     let m = setup(&all, |_| true, FakeBatch::Supported);
     assert_eq!(reissue_all::<PidPage>(&m, &[]).syscalls, 0);
+    fake::uninstall();
+}
+
+#[test]
+fn each_busy_key_of_an_insert_gets_its_own_batch_retries() {
+    let all = keys(8);
+    let vals = vec![MappingInfo::new(1, 0).unwrap(); 8];
+    let m = insert_setup(100, FakeBatch::Supported, &[]);
+    fake::with(|k| {
+        k.transient.insert(key_bytes(&all, 2), (libc::EBUSY, 3));
+        k.transient.insert(key_bytes(&all, 5), (libc::EBUSY, 3));
+    });
+    let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
+    assert_eq!((r.landed(), r.retries), (8, 6));
+    assert_eq!(r.batch_calls, r.syscalls, "no key went key by key");
+    fake::uninstall();
+}
+
+#[test]
+fn an_insert_whose_last_key_is_refused_does_not_count_a_resume() {
+    let mut all = keys(4);
+    all[3] = PidPage::with_prefix_len(100, 0, 120);
+    let vals = vec![MappingInfo::new(1, 0).unwrap(); 4];
+    let m = insert_setup(100, FakeBatch::Supported, &[]);
+    let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
+    assert_eq!(r.outcomes, vec![Landed, Landed, Landed, Invalid]);
+    assert_eq!((r.resumes, r.batch_calls), (0, 1));
     fake::uninstall();
 }
