@@ -168,6 +168,12 @@ fn exit_removes_every_key_through_the_pidfd() {
     let h = Helper::start();
     let pid = h.pid();
     synced(a.handle.sync(pid));
+    assert!(a.handle.when_tracked(pid, WAIT));
+    // a live process is not gone: this wait must time out
+    assert!(
+        !a.handle.when_gone(pid, Duration::from_millis(200)),
+        "when_gone answered for a live process"
+    );
     let exits = a.handle.status().unwrap().counters.exits;
     let t = std::time::Instant::now();
     h.finish();
