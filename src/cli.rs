@@ -149,7 +149,7 @@ Targets (default: the whole system for --duration seconds [default 10]):
 Options:
   -F, --freq HZ     samples per second per CPU, 1..9999 [default: 99]
   --kernel          also record kernel stacks
-  -o FILE           write the profile there [default: stdout]
+  -o, --output FILE write the profile there [default: stdout]
   --format F        folded, pprof (gzipped profile.proto, for go tool pprof,
                     Pyroscope, Parca, Grafana) or svg (a flame graph)
                     [default: folded]

@@ -10,84 +10,15 @@ use pidmap::agent::{self, AgentConfig, AgentHandle, Mode};
 use pidmap::process::{ProcessManager, SyncOutcome};
 use pidmap::sys::bpf::MapHandle;
 use pidmap::tables::Tables;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Workloads {
-    helper: PathBuf,
-    plugin: PathBuf,
-}
-
-fn workloads() -> &'static Workloads {
-    static W: OnceLock<Workloads> = OnceLock::new();
-    W.get_or_init(|| {
-        let d = common::scratch("agent");
-        Workloads {
-            helper: common::build_c("helper.c", &d.join("helper"), &["-ldl", "-lpthread"]),
-            plugin: common::build_c("plugin.c", &d.join("libplugin.so"), &["-shared", "-fPIC"]),
-        }
-    })
-}
-
-struct Helper {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: BufReader<ChildStdout>,
-}
-
-impl Helper {
-    fn start() -> Helper {
-        let mut child = Command::new(&workloads().helper)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start helper");
-        let stdin = child.stdin.take();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut h = Helper { child, stdin, out };
-        assert_eq!(h.line(), "ready");
-        h
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn line(&mut self) -> String {
-        let mut s = String::new();
-        self.out.read_line(&mut s).unwrap();
-        s.trim().to_string()
-    }
-
-    fn cmd(&mut self, c: &str) -> String {
-        writeln!(self.stdin.as_mut().unwrap(), "{c}").unwrap();
-        self.line()
-    }
-
-    /// Ends the process (EOF on stdin) and reaps it.
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Helper {
-    /// A failing assertion never leaves a process behind.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Helper, WAIT};
 
 struct Running {
     handle: AgentHandle,
     join: Option<std::thread::JoinHandle<pidmap::error::Result<agent::Ended>>>,
-    pins: PathBuf,
+    pins: common::PinDir,
 }
 
 impl Running {
@@ -100,6 +31,24 @@ impl Running {
         self.join.take().unwrap().join().unwrap().unwrap();
         assert!(!self.pins.exists(), "pins removed at a clean stop");
     }
+}
+
+impl Drop for Running {
+    /// A failing test stops its agent before its pin directory goes.
+    fn drop(&mut self) {
+        if let Some(j) = self.join.take() {
+            self.handle.shutdown();
+            let _ = j.join();
+        }
+    }
+}
+
+/// Tests that fork hold this shared; the one that steers pid numbers
+/// through the host-wide ns_last_pid holds it alone.
+static FORKS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn forks() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORKS.read().unwrap_or_else(|e| e.into_inner())
 }
 
 fn start(name: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Running {
@@ -128,6 +77,7 @@ fn a_tracked_process_has_exactly_its_prefixes_and_marker() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("exact", |_| {});
     let h = Helper::start();
     synced(a.handle.sync(h.pid()));
@@ -146,15 +96,18 @@ fn dlopen_then_dlclose_adds_then_removes_the_library() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("dlopen", |_| {});
     let mut h = Helper::start();
     synced(a.handle.sync(h.pid()));
     let before = keys_of(&a.trie(), h.pid());
-    assert_eq!(
-        h.cmd(&format!("dlopen {}", workloads().plugin.display())),
-        "ok"
+    h.dlopen_plugin();
+    // the same process, re-synced: not a new one, only the library added
+    let out = a.handle.sync(h.pid());
+    assert!(
+        matches!(out, Some(SyncOutcome::Synced { new: false, added, removed: 0 }) if added > 0),
+        "{out:?}"
     );
-    synced(a.handle.sync(h.pid()));
     let with = keys_of(&a.trie(), h.pid());
     assert_eq!(with, expected_keys(h.pid()));
     assert!(with.len() > before.len(), "the library's keys appeared");
@@ -176,6 +129,7 @@ fn exec_replaces_the_old_images_keys() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("exec", |_| {});
     let mut h = Helper::start();
     let pid = h.pid();
@@ -184,13 +138,10 @@ fn exec_replaces_the_old_images_keys() {
     let sleep = std::fs::canonicalize("/bin/sleep").unwrap();
     assert_eq!(h.cmd(&format!("exec {}", sleep.display())), "ok");
     // the new image is set up once it runs sleep and the loader has mapped libc
-    loop {
+    common::wait_until("the new image running sleep with libc", WAIT, || {
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        if maps.contains(sleep.to_str().unwrap()) && maps.contains("libc.so") {
-            break;
-        }
-        std::thread::yield_now();
-    }
+        maps.contains(sleep.to_str().unwrap()) && maps.contains("libc.so")
+    });
     synced(a.handle.sync(pid));
     let new = keys_of(&a.trie(), pid);
     assert_eq!(new, expected_keys(pid));
@@ -211,10 +162,17 @@ fn exit_removes_every_key_through_the_pidfd() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("exit", |_| {});
     let h = Helper::start();
     let pid = h.pid();
     synced(a.handle.sync(pid));
+    assert!(a.handle.when_tracked(pid, WAIT));
+    // a live process is not gone: this wait must time out
+    assert!(
+        !a.handle.when_gone(pid, Duration::from_millis(200)),
+        "when_gone answered for a live process"
+    );
     let exits = a.handle.status().unwrap().counters.exits;
     let t = std::time::Instant::now();
     h.finish();
@@ -238,6 +196,7 @@ fn keys_deleted_behind_the_agents_back_do_not_stop_the_rest() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("behind", |_| {});
     let h = Helper::start();
     let pid = h.pid();
@@ -271,6 +230,7 @@ fn a_zombie_leader_with_a_live_thread_keeps_its_keys() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("zombie", |_| {});
     let mut h = Helper::start();
     let pid = h.pid();
@@ -278,19 +238,14 @@ fn a_zombie_leader_with_a_live_thread_keeps_its_keys() {
     let keys = keys_of(&a.trie(), pid);
     assert_eq!(h.cmd("zombie"), "ok");
     // the leader has exited once its stat says Z
-    loop {
+    common::wait_until("the leader's state Z", WAIT, || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        if stat
-            .rsplit(')')
+        stat.rsplit(')')
             .next()
             .unwrap()
             .trim_start()
             .starts_with('Z')
-        {
-            break;
-        }
-        std::thread::yield_now();
-    }
+    });
     assert_eq!(
         std::fs::read(format!("/proc/{pid}/maps")).unwrap().len(),
         0,
@@ -319,6 +274,8 @@ fn a_reused_pid_never_gets_the_old_processes_keys() {
     if !common::bpf_available() {
         return;
     }
+    // alone: ns_last_pid steers the next pid of the whole host
+    let _w = FORKS.write().unwrap_or_else(|e| e.into_inner());
     let tables = Tables::create(1 << 16).unwrap();
     let mut pm = ProcessManager::new(tables);
     // the old process: the helper (its own binary, libdl...)
@@ -334,24 +291,19 @@ fn a_reused_pid_never_gets_the_old_processes_keys() {
     let mut reused = None;
     for _ in 0..200 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1)).unwrap();
-        let c = Command::new("/bin/sleep").arg("1000").spawn().unwrap();
+        let c = common::spawn(Command::new("/bin/sleep").arg("1000"));
         if c.id() == pid {
             reused = Some(c);
             break;
         }
-        let mut c = c;
-        c.kill().unwrap();
-        c.wait().unwrap();
     }
-    let newp = reused.expect("pid reused within 200 tries");
-    let mut newp = KillOnDrop(newp);
+    let mut newp = reused.expect("pid reused within 200 tries");
     // sleep is set up once the loader has mapped libc
-    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .contains("libc.so")
-    {
-        std::thread::yield_now();
-    }
+    common::wait_until("sleep's libc mapping", WAIT, || {
+        std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap_or_default()
+            .contains("libc.so")
+    });
     // a request for the new process arrives before the old one's exit
     let out = pm.sync(pid);
     assert!(
@@ -375,8 +327,8 @@ fn a_reused_pid_never_gets_the_old_processes_keys() {
         .unwrap()
         .unwrap();
     assert_eq!(Some(marker.bias()), pidmap::process::start_time(pid));
-    newp.0.kill().unwrap();
-    newp.0.wait().unwrap();
+    newp.kill().unwrap();
+    newp.wait().unwrap();
     pm.process_exit(pid);
     assert!(pm.tables.trie_keys().unwrap().is_empty());
     assert!(pm.registry.is_empty());
@@ -387,13 +339,19 @@ fn a_full_trie_keeps_serving_and_leaves_nothing() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("full", |c| c.max_entries = 40);
+    // counters are process-wide: this test looks at what moved meanwhile
+    let before = a.handle.status().unwrap().counters;
     let hs: Vec<Helper> = (0..3).map(|_| Helper::start()).collect();
     for h in &hs {
         synced(a.handle.sync(h.pid()));
     }
     let st = a.handle.status().unwrap();
-    assert!(st.counters.keys_refused > 0, "the trie filled");
+    assert!(
+        st.counters.since(&before).keys_refused > 0,
+        "the trie filled"
+    );
     let in_trie = a.trie().keys::<PidPage>(1000).unwrap().len();
     assert_eq!(in_trie, st.keys, "the model holds exactly what landed");
     assert!(in_trie <= 40);
@@ -409,31 +367,53 @@ fn a_full_trie_keeps_serving_and_leaves_nothing() {
 }
 
 #[test]
-fn lost_perf_records_are_counted_and_followed_by_a_resync() {
+fn lost_perf_records_are_followed_by_a_resync() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("lost", |c| {
         c.mode = Mode::All;
         c.ring_pages = 1;
         c.wake_every_request = true;
     });
-    // hold the loop while a storm of fork requests overflows the ring
+    let trie = a.trie();
+    let mut h = Helper::start();
+    let pid = h.pid();
+    // the exec request may come before ld.so maps the libraries: sync
+    // once the helper runs
+    synced(a.handle.sync(pid));
+    assert!(common::keys_match(&trie, pid));
+    let lost = || a.handle.status().unwrap().counters.lost_records;
+    let before = lost();
+    // deaf: the loop is held while the helper maps a library (which no
+    // event announces) and a storm of fork requests overflows the ring
     let pause = a.handle.pause();
+    h.dlopen_plugin();
     let mut kids = Vec::new();
     for _ in 0..400 {
-        kids.push(Command::new("/bin/true").spawn().unwrap());
+        kids.push(common::spawn(&mut Command::new("/bin/true")));
     }
     let pids: Vec<u32> = kids.iter().map(|k| k.id()).collect();
     for mut k in kids {
         k.wait().unwrap();
     }
     drop(pause);
+    let t = std::time::Instant::now();
+    while !common::keys_match(&trie, pid) {
+        assert!(
+            t.elapsed() < WAIT,
+            "no resync gave the helper its library's keys within {WAIT:?} ({} records lost)",
+            lost() - before
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(lost() > before, "a 1-page ring lost records");
     for p in &pids {
         assert!(a.handle.when_gone(*p, WAIT), "pid {p} still tracked");
     }
-    let st = a.handle.status().unwrap();
-    assert!(st.counters.lost_records > 0, "a 1-page ring lost records");
+    h.finish();
+    assert!(a.handle.when_gone(pid, WAIT));
     let report = a.handle.audit().unwrap().unwrap();
     assert!(report.clean(), "{}", report.to_text());
     a.stop();
@@ -444,15 +424,17 @@ fn churn_under_all_leaves_only_live_processes() {
     if !common::bpf_available() {
         return;
     }
+    let _f = forks();
     let a = start("churn", |c| c.mode = Mode::All);
+    let before = a.handle.status().unwrap().counters;
     let mut pids = Vec::new();
     for i in 0..2000 {
         let exe = if i % 2 == 0 { "/bin/true" } else { "/bin/ls" };
-        let mut c = Command::new(exe)
-            .arg("/nonexistent-dir")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut c = common::spawn(
+            Command::new(exe)
+                .arg("/nonexistent-dir")
+                .stderr(Stdio::null()),
+        );
         pids.push(c.id());
         c.wait().unwrap();
     }
@@ -462,26 +444,19 @@ fn churn_under_all_leaves_only_live_processes() {
     let report = a.handle.audit().unwrap().unwrap();
     assert!(report.clean(), "{}", report.to_text());
     let st = a.handle.status().unwrap();
-    assert!(
-        st.counters.exits >= 1000,
-        "exits handled: {}",
-        st.counters.exits
-    );
+    let exits = st.counters.since(&before).exits;
+    assert!(exits >= 1000, "exits handled: {exits}");
     assert_eq!(
         st.files, st.files_in_use,
         "the registry holds only live processes' files"
     );
-    assert_eq!(a.trie().keys::<PidPage>(1 << 22).unwrap().len(), st.keys);
+    // --all tracks the whole host, whose processes keep coming and going
+    // while the trie is read: compare at a moment the model stood still
+    let trie = a.trie();
+    common::wait_until("the model and the trie to agree", WAIT, || {
+        let before = a.handle.status().unwrap().keys;
+        let n = trie.keys::<PidPage>(1 << 22).unwrap().len();
+        before == n && n == a.handle.status().unwrap().keys
+    });
     a.stop();
-}
-
-/// Kills a child when a failing assertion unwinds, so no test leaves a
-/// process behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

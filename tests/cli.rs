@@ -3,31 +3,32 @@
 
 mod common;
 
-use common::pidmap_bin;
+use common::{pidmap_bin, Guarded, WAIT};
 use pidmap::abi::{MappingInfo, PidPage};
 use pidmap::sys::bpf::{MapHandle, BPF_ANY};
-use std::io::BufReader;
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 /// Starts `pidmap run ARGS` and waits for its "serving" line.
-fn agent(args: &[&str]) -> Child {
+fn agent(args: &[&str]) -> Guarded {
     let all: Vec<&str> = std::iter::once("run").chain(args.iter().copied()).collect();
     common::start_serving(&all)
 }
 
-fn signal(c: &Child, sig: i32) {
+fn signal(c: &Guarded, sig: i32) {
     // SAFETY: sending a signal to our own child.
     assert_eq!(unsafe { libc::kill(c.id() as i32, sig) }, 0);
 }
 
 fn audit(pins: &Path, extra: &[&str]) -> (i32, String) {
-    let out = Command::new(pidmap_bin())
-        .args(["audit", "--pin-dir"])
-        .arg(pins)
-        .args(extra)
-        .output()
-        .unwrap();
+    let out = common::output_within(
+        Command::new(pidmap_bin())
+            .args(["audit", "--pin-dir"])
+            .arg(pins)
+            .args(extra),
+        common::RUN,
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -92,8 +93,8 @@ fn sigkill_then_restart_reconciles_the_pins() {
     }
     let pins = common::pin_dir("restart");
     let pins_s = pins.to_str().unwrap();
-    let mut sleeps: Vec<Child> = (0..3)
-        .map(|_| Command::new("/bin/sleep").arg("1000").spawn().unwrap())
+    let mut sleeps: Vec<Guarded> = (0..3)
+        .map(|_| common::spawn(Command::new("/bin/sleep").arg("1000")))
         .collect();
     let mut args = vec!["--pin-dir".to_string(), pins_s.to_string()];
     for s in &sleeps {
@@ -126,10 +127,7 @@ fn sigkill_then_restart_reconciles_the_pins() {
         common::expected_keys(live.id()),
         "the live process was re-synced"
     );
-    let mut live = live;
-    live.kill().unwrap();
-    live.wait().unwrap();
-    pidmap::loader::remove_pins(&pins);
+    drop(live);
 }
 
 #[test]
@@ -162,16 +160,16 @@ fn run_a_command_exits_with_its_status_and_writes_metrics() {
         .parse()
         .unwrap();
     assert!(exits >= 1);
-    let st = Command::new(pidmap_bin())
-        .args([
+    let st = common::output_within(
+        Command::new(pidmap_bin()).args([
             "run",
             "--pin-dir",
             pins.to_str().unwrap(),
             "--",
             "/nonexistent/program",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        common::RUN,
+    );
     assert_eq!(st.status.code(), Some(2));
     let err = String::from_utf8_lossy(&st.stderr);
     assert!(
@@ -181,70 +179,12 @@ fn run_a_command_exits_with_its_status_and_writes_metrics() {
 }
 
 #[test]
-fn help_texts_name_every_option_the_parser_takes() {
-    let help = |args: &[&str]| {
-        let o = Command::new(pidmap_bin()).args(args).output().unwrap();
-        assert!(o.status.success());
-        String::from_utf8(o.stdout).unwrap()
-    };
-    let top = help(&["--help"]);
-    for c in ["run", "profile", "audit", "bench"] {
-        assert!(top.contains(&format!("  {c} ")), "{c}");
-    }
-    let run = help(&["run", "--help"]);
-    for f in [
-        "--all",
-        "--pid",
-        "-- CMD",
-        "--pin-dir",
-        "--keep-pins",
-        "--metrics-file",
-        "--max-entries",
-        "--ring-pages",
-        "--delete-strategy",
-    ] {
-        assert!(run.contains(f), "run --help lacks {f}");
-    }
-    let audit = help(&["audit", "--help"]);
-    for f in ["--pin-dir", "--repair", "--json", "Exit status"] {
-        assert!(audit.contains(f), "audit --help lacks {f}");
-    }
-    let bench = help(&["bench", "--help"]);
-    for f in [
-        "--map",
-        "--keys",
-        "--missing-pct",
-        "--pattern",
-        "--reps",
-        "--chunk",
-        "--json",
-        "--procs",
-        "--rate",
-    ] {
-        assert!(bench.contains(f), "bench --help lacks {f}");
-    }
-    assert_eq!(
-        help(&["--version"]),
-        format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
-    );
-    let bad = Command::new(pidmap_bin())
-        .args(["run", "--bogus"])
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8_lossy(&bad.stderr),
-        "pidmap: unknown option \"--bogus\"\nSee `pidmap run --help`.\n"
-    );
-}
-
-#[test]
 fn bench_delete_shows_the_leak_and_its_fix() {
     if !common::bpf_available() {
         return;
     }
-    let out = Command::new(pidmap_bin())
-        .args([
+    let out = common::output_within(
+        Command::new(pidmap_bin()).args([
             "bench",
             "delete",
             "--keys",
@@ -254,9 +194,9 @@ fn bench_delete_shows_the_leak_and_its_fix() {
             "--reps",
             "1",
             "--json",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        common::RUN,
+    );
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = text.lines().collect();
@@ -297,31 +237,211 @@ fn sighup_resyncs_and_sigterm_stops_cleanly() {
         return;
     }
     let pins = common::pin_dir("hup");
-    let mut target = Command::new("/bin/sleep").arg("1000").spawn().unwrap();
-    let mut a = Command::new(pidmap_bin())
-        .args([
-            "run",
-            "--pin-dir",
-            pins.to_str().unwrap(),
-            "--pid",
-            &target.id().to_string(),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(a.stderr.take().unwrap());
-    let mut wait_for = |what: &str| {
-        if let Err(seen) = common::read_until(&mut err, what) {
-            panic!("no {what:?} in {seen}");
-        }
-    };
-    wait_for("serving: 1 processes tracked");
+    let mut target = common::Helper::start();
+    let pid = target.pid();
+    let mut a = common::spawn(
+        Command::new(pidmap_bin())
+            .args(["run", "--pin-dir", pins.to_str().unwrap()])
+            .args(["--pid", &pid.to_string()])
+            .stderr(Stdio::piped()),
+    );
+    let mut err = common::Lines::new(a.stderr.take().unwrap());
+    err.expect("serving: 1 processes tracked", WAIT);
+    let trie = MapHandle::from_pin(&pins.join(pidmap::abi::TRIE_NAME)).unwrap();
+    assert!(common::keys_match(&trie, pid));
+    // a library mapped while the agent is not looking: no event says so
+    target.dlopen_plugin();
+    assert!(
+        !common::keys_match(&trie, pid),
+        "nothing synced the library yet"
+    );
     signal(&a, libc::SIGHUP);
-    wait_for("SIGHUP: re-syncing everything");
+    err.expect("SIGHUP: re-syncing everything", WAIT);
+    // the log line comes before the resync: the keys are what shows it
+    common::wait_until("the library's keys after SIGHUP", WAIT, || {
+        common::keys_match(&trie, pid)
+    });
     signal(&a, libc::SIGTERM);
-    wait_for("signal 15: shutting down");
+    err.expect("signal 15: shutting down", WAIT);
     assert_eq!(a.wait().unwrap().code(), Some(0));
     assert!(!pins.exists());
-    target.kill().unwrap();
-    target.wait().unwrap();
+}
+
+/// Flags each command's parser takes, read from the parser's source:
+/// every string pattern of a match arm starting with '-' in `parse_CMD`,
+/// and the commands `parse` dispatches to.
+fn parser_flags() -> BTreeMap<String, Vec<String>> {
+    let src = include_str!("../src/cli.rs");
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in src.lines() {
+        if line.starts_with("fn ") || line.starts_with("pub fn ") || line.starts_with("mod ") {
+            current = line
+                .split("fn ")
+                .nth(1)
+                .and_then(|r| r.split('(').next())
+                .map(|name| match name {
+                    "parse" => String::new(),
+                    n => n.strip_prefix("parse_").unwrap_or("").to_string(),
+                })
+                .filter(|n| n.is_empty() || !n.contains('_'));
+            if line.starts_with("mod ") {
+                current = None;
+            }
+            continue;
+        }
+        let Some(cmd) = &current else { continue };
+        let Some((pattern, _)) = line.trim_start().split_once("=>") else {
+            continue;
+        };
+        let pattern = pattern.trim();
+        if !pattern.starts_with('"') {
+            continue;
+        }
+        for lit in pattern.split('|') {
+            let lit = lit.trim().trim_matches('"');
+            if cmd.is_empty() || lit.starts_with('-') {
+                out.entry(cmd.clone()).or_default().push(lit.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `text` names `flag` as a word (not a prefix of a longer one).
+fn names(text: &str, flag: &str) -> bool {
+    text.match_indices(flag).any(|(i, _)| {
+        let next = text[i + flag.len()..].chars().next();
+        let prev = text[..i].chars().last();
+        !matches!(next, Some(c) if c.is_ascii_alphanumeric() || c == '-')
+            && !matches!(prev, Some(c) if c.is_ascii_alphanumeric() || c == '-')
+    })
+}
+
+#[test]
+fn help_texts_name_every_option_the_parser_takes() {
+    let help = |args: &[&str]| {
+        let o = Command::new(pidmap_bin()).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let flags = parser_flags();
+    let top = help(&["--help"]);
+    let mut missing = Vec::new();
+    let commands: Vec<&String> = flags[""]
+        .iter()
+        .filter(|c| !c.starts_with('-') && *c != "help")
+        .collect();
+    assert!(
+        commands.len() >= 5,
+        "commands found in the parser: {commands:?}"
+    );
+    for c in &commands {
+        assert!(
+            top.contains(&format!("  {c} ")),
+            "--help lacks the command {c}"
+        );
+        let text = help(&[c, "--help"]);
+        assert_eq!(help(&["help", c]), text, "help {c}");
+        let taken = flags
+            .get(c.as_str())
+            .unwrap_or_else(|| panic!("no parse_{c} in src/cli.rs"));
+        assert!(!taken.is_empty(), "{c}: no flags found");
+        for f in taken {
+            if f == "-h" || f == "--help" {
+                assert_eq!(help(&[c, f]), text, "{c} {f}");
+                continue;
+            }
+            let shown = if f == "--" { "-- CMD" } else { f };
+            if !names(&text, shown) {
+                missing.push(format!("{c} --help lacks {shown}"));
+            }
+        }
+    }
+    for f in flags[""].iter().filter(|f| f.starts_with('-')) {
+        if f == "-h" || f == "--help" {
+            assert_eq!(help(&[f]), top);
+        } else if f != "-V" && f != "--version" {
+            assert!(names(&top, f), "--help lacks {f}:\n{top}");
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+    assert!(names(&help(&["audit", "--help"]), "Exit status"));
+    assert_eq!(
+        help(&["--version"]),
+        format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let bad = common::output_within(
+        Command::new(pidmap_bin()).args(["run", "--bogus"]),
+        common::RUN,
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        "pidmap: unknown option \"--bogus\"\nSee `pidmap run --help`.\n"
+    );
+}
+
+#[test]
+fn audit_finds_every_kind_of_leak_in_kept_pins() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("leaks");
+    let mut a = agent(&["--pin-dir", pins.to_str().unwrap(), "--keep-pins"]);
+    signal(&a, libc::SIGTERM);
+    assert_eq!(a.wait().unwrap().code(), Some(0));
+    let trie = MapHandle::from_pin(&pins.join(pidmap::abi::TRIE_NAME)).unwrap();
+    let events = MapHandle::from_pin(&pins.join(pidmap::abi::EVENTS_NAME)).unwrap();
+    let (code, text) = audit(&pins, &[]);
+    assert_eq!(code, 0, "kept pins start clean: {text}");
+    let plant = |pid: u32, marker: Option<u64>, n: u64| {
+        for i in 0..n {
+            let k = PidPage::new(pid, 0x4000_0000 + i * 0x1000, 52);
+            trie.update(&k, &MappingInfo::new(9, 0).unwrap(), BPF_ANY)
+                .unwrap();
+        }
+        if let Some(start) = marker {
+            trie.update(&PidPage::marker(pid), &MappingInfo::marker(start), BPF_ANY)
+                .unwrap();
+        }
+    };
+    let gone = dead_pid();
+    plant(gone, Some(12345), 2);
+    let reused = common::spawn(Command::new("/bin/sleep").arg("1000"));
+    let start = pidmap::process::start_time(reused.id()).unwrap();
+    plant(reused.id(), Some(start + 1), 3);
+    let orphan = common::spawn(Command::new("/bin/sleep").arg("1000"));
+    plant(orphan.id(), None, 4);
+    for k in [(gone as u64) << 32 | gone as u64, 1 << 32 | 2] {
+        events.update(&k, &1u8, BPF_ANY).unwrap();
+    }
+    let (code, text) = audit(&pins, &[]);
+    assert_eq!(code, 1, "{text}");
+    for want in [
+        format!("pid {gone} 3 keys: process gone"),
+        format!(
+            "pid {} 4 keys: pid reused (marker start {}, process start {start})",
+            reused.id(),
+            start + 1
+        ),
+        format!("pid {} 4 keys: keys without a marker", orphan.id()),
+        "pid_events: 2 pending".to_string(),
+        "leaked keys: 11".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in:\n{text}");
+    }
+    let (_, json) = audit(&pins, &["--json"]);
+    for r in ["gone", "reused", "no_marker"] {
+        assert!(json.contains(&format!("\"reason\":\"{r}\"")), "{r}: {json}");
+    }
+    let (code, text) = audit(&pins, &["--repair"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("repaired: 11 deleted, 0 already absent, 0 failed"),
+        "{text}"
+    );
+    let (code, text) = audit(&pins, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("pid_events: 2 pending"), "{text}");
 }

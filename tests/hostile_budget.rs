@@ -69,7 +69,7 @@ fn serving_realtime(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
 struct Agent {
     child: Child,
     log: Option<std::thread::JoinHandle<String>>,
-    pins: PathBuf,
+    pins: common::PinDir,
     metrics: PathBuf,
 }
 

@@ -212,7 +212,7 @@ impl FifoWatch {
 struct RunAgent {
     child: Option<Child>,
     pid: i32,
-    pins: PathBuf,
+    pins: common::PinDir,
     metrics_dir: PathBuf,
     log: Option<std::thread::JoinHandle<String>>,
 }

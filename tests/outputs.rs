@@ -19,22 +19,23 @@ fn profile(format: &str, name: &str, main_s: &str, lib_s: &str) -> PathBuf {
     let (dir, exe) = workload();
     let out = dir.join(name);
     let pins = common::pin_dir("outputs");
-    let o = Command::new(pidmap_bin())
-        .args([
-            "profile",
-            "-F",
-            "499",
-            "--format",
-            format,
-            "--pin-dir",
-            pins.to_str().unwrap(),
-            "-o",
-        ])
-        .arg(&out)
-        .arg("--")
-        .args([exe.to_str().unwrap(), main_s, lib_s, "0"])
-        .output()
-        .unwrap();
+    let o = common::output_within(
+        Command::new(pidmap_bin())
+            .args([
+                "profile",
+                "-F",
+                "499",
+                "--format",
+                format,
+                "--pin-dir",
+                pins.to_str().unwrap(),
+                "-o",
+            ])
+            .arg(&out)
+            .arg("--")
+            .args([exe.to_str().unwrap(), main_s, lib_s, "0"]),
+        common::RUN,
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out
 }
@@ -147,13 +148,14 @@ fn diff_reports_the_regression_and_its_exit_status() {
     let base = profile("folded", "base.folded", "0.5", "0.5");
     let new = profile("pprof", "new.pb.gz", "0.2", "0.8");
     let d = |a: &PathBuf, b: &PathBuf, t: &str| {
-        Command::new(pidmap_bin())
-            .arg("diff")
-            .arg(a)
-            .arg(b)
-            .args(["--threshold", t])
-            .output()
-            .unwrap()
+        common::output_within(
+            Command::new(pidmap_bin())
+                .arg("diff")
+                .arg(a)
+                .arg(b)
+                .args(["--threshold", t]),
+            common::RUN,
+        )
     };
     let o = d(&base, &new, "5");
     let text = String::from_utf8_lossy(&o.stdout);

@@ -4,9 +4,9 @@
 mod common;
 
 use common::pidmap_bin;
-use std::process::{Child, Command};
+use std::process::Command;
 
-fn agent(pins: &str) -> Child {
+fn agent(pins: &str) -> common::Guarded {
     common::start_serving(&["run", "--all", "--keep-pins", "--pin-dir", pins])
 }
 

@@ -10,11 +10,8 @@ use std::process::Command;
 fn static_bin() -> Option<PathBuf> {
     match std::env::var_os("PIDMAP_STATIC_BIN") {
         Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("CI: PIDMAP_STATIC_BIN unset: run the tests with `make test`")
-        }
         None => {
-            eprintln!("SKIPPED: PIDMAP_STATIC_BIN unset (`make test` builds and sets it)");
+            common::may_skip("PIDMAP_STATIC_BIN unset (`make test` builds and sets it)");
             None
         }
     }

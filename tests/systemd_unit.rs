@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -45,30 +44,30 @@ fn the_agent_serves_with_only_the_units_capabilities() {
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
         .collect();
     assert_eq!(caps.len(), 3, "{caps:?}");
-    let mut target = Command::new("/bin/sleep").arg("1000").spawn().unwrap();
+    let mut target = common::spawn(Command::new("/bin/sleep").arg("1000"));
     let pins = common::pin_dir("caps");
     // as the unit's RuntimeDirectory: root's, 0755
     let metrics = common::scratch("caps").join("metrics.prom");
     let _ = std::fs::remove_file(&metrics);
-    let mut agent = Command::new("setpriv")
-        .arg("--bounding-set")
-        .arg(format!("-all,{}", caps.join(",")))
-        .arg("--")
-        .arg(common::pidmap_bin())
-        .args([
-            "run",
-            "--pid",
-            &target.id().to_string(),
-            "--pin-dir",
-            pins.to_str().unwrap(),
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(agent.stderr.take().unwrap());
-    let serving = common::read_until(&mut err, "serving:");
+    let mut agent = common::spawn(
+        Command::new("setpriv")
+            .arg("--bounding-set")
+            .arg(format!("-all,{}", caps.join(",")))
+            .arg("--")
+            .arg(common::pidmap_bin())
+            .args([
+                "run",
+                "--pid",
+                &target.id().to_string(),
+                "--pin-dir",
+                pins.to_str().unwrap(),
+                "--metrics-file",
+                metrics.to_str().unwrap(),
+            ])
+            .stderr(Stdio::piped()),
+    );
+    let mut err = common::Lines::new(agent.stderr.take().unwrap());
+    let serving = err.until("serving:", common::WAIT);
     let _ = target.kill();
     target.wait().unwrap();
     // SAFETY: signalling our own child.

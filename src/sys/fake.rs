@@ -1,6 +1,8 @@
-//! A fake kernel for unit tests: one in-memory map per thread behind the
+//! A fake kernel for unit tests: in-memory maps per thread behind the
 //! bpf(2) dispatch, with knobs for the answers old or unhappy kernels give
 //! (no batch command, ENOTSUPP, transient errors, EFAULT, untouched counts).
+//! The installed map answers every fd; [`add_map`] binds more maps to the
+//! fds of the next map creations (tests that need two maps, as the audit).
 
 use libbpf_sys as sys;
 use std::cell::RefCell;
@@ -24,13 +26,16 @@ pub struct FakeKernel {
     pub entries: BTreeMap<Vec<u8>, Vec<u8>>,
     pub delete_batch: FakeBatch,
     pub update_batch: FakeBatch,
-    /// A key that fails with errno for its next n delete attempts.
+    /// A key that fails with errno for its next n delete or update attempts.
     pub transient: HashMap<Vec<u8>, (i32, u32)>,
     /// The next delete batch that reaches a key at this position of its
-    /// list answers EFAULT with a garbage count.
+    /// list answers EFAULT, as the kernel does when it cannot copy that key
+    /// in: the keys before it are deleted and count says how many.
     pub efault_at: Option<usize>,
     /// The next batch call fails with this errno, count left untouched.
     pub setup_error: Option<i32>,
+    /// Batch calls that go through before `setup_error` strikes.
+    pub setup_error_after: u32,
     /// (command, count sent) of every call.
     pub calls: Vec<(u32, u32)>,
 }
@@ -47,6 +52,7 @@ impl FakeKernel {
             transient: HashMap::new(),
             efault_at: None,
             setup_error: None,
+            setup_error_after: 0,
             calls: Vec::new(),
         }
     }
@@ -74,6 +80,12 @@ impl FakeKernel {
     }
 
     fn update_one(&mut self, key: &[u8], value: &[u8], flags: u64) -> Result<(), i32> {
+        if let Some((errno, n)) = self.transient.get_mut(key) {
+            if *n > 0 {
+                *n -= 1;
+                return Err(*errno);
+            }
+        }
         if self.invalid(key) {
             return Err(libc::EINVAL);
         }
@@ -91,6 +103,9 @@ impl FakeKernel {
 
 thread_local! {
     static FAKE: RefCell<Option<FakeKernel>> = const { RefCell::new(None) };
+    /// Maps waiting for their BPF_MAP_CREATE, and maps bound to an fd.
+    static QUEUED: RefCell<Vec<FakeKernel>> = const { RefCell::new(Vec::new()) };
+    static BOUND: RefCell<HashMap<u32, FakeKernel>> = RefCell::new(HashMap::new());
 }
 
 /// Routes this thread's bpf(2) calls to `k` until [`uninstall`].
@@ -98,8 +113,38 @@ pub fn install(k: FakeKernel) {
     FAKE.with(|f| *f.borrow_mut() = Some(k));
 }
 
+/// Removes every fake map of this thread; returns the installed one.
 pub fn uninstall() -> Option<FakeKernel> {
+    QUEUED.with(|q| q.borrow_mut().clear());
+    BOUND.with(|b| b.borrow_mut().clear());
     FAKE.with(|f| f.borrow_mut().take())
+}
+
+/// The next BPF_MAP_CREATE of this thread (with a map installed) returns
+/// an fd that `k` answers, instead of the installed map.
+pub fn add_map(k: FakeKernel) {
+    QUEUED.with(|q| q.borrow_mut().push(k));
+}
+
+/// The map bound to `fd` by [`add_map`], taken out.
+pub fn take_map(fd: u32) -> Option<FakeKernel> {
+    BOUND.with(|b| b.borrow_mut().remove(&fd))
+}
+
+/// The fd a command addresses (0 for a map creation).
+fn target_fd(cmd: u32, attr: &sys::bpf_attr) -> u32 {
+    // SAFETY: reading the plain u32 fd member the wrapper filled for this
+    // command; every member of the union is plain data.
+    unsafe {
+        match cmd {
+            sys::BPF_MAP_DELETE_BATCH
+            | sys::BPF_MAP_UPDATE_BATCH
+            | sys::BPF_MAP_LOOKUP_AND_DELETE_BATCH => attr.batch.map_fd,
+            sys::BPF_OBJ_GET_INFO_BY_FD => attr.info.bpf_fd,
+            sys::BPF_MAP_CREATE => 0,
+            _ => attr.__bindgen_anon_2.map_fd,
+        }
+    }
 }
 
 pub fn with<R>(f: impl FnOnce(&mut FakeKernel) -> R) -> R {
@@ -121,6 +166,27 @@ unsafe fn write(addr: u64, data: &[u8]) {
 }
 
 pub(super) fn dispatch(cmd: u32, attr: &mut sys::bpf_attr) -> Option<Result<i64, i32>> {
+    if FAKE.with(|f| f.borrow().is_none()) {
+        return None;
+    }
+    let fd = target_fd(cmd, attr);
+    let bound = BOUND.with(|b| b.borrow_mut().remove(&fd));
+    if let Some(mut k) = bound {
+        // SAFETY: as below.
+        let r = unsafe { answer(&mut k, cmd, attr) };
+        BOUND.with(|b| b.borrow_mut().insert(fd, k));
+        return Some(r);
+    }
+    if cmd == sys::BPF_MAP_CREATE {
+        if let Some(mut k) = QUEUED.with(|q| q.borrow_mut().pop()) {
+            // SAFETY: as below.
+            let r = unsafe { answer(&mut k, cmd, attr) };
+            if let Ok(fd) = r {
+                BOUND.with(|b| b.borrow_mut().insert(fd as u32, k));
+            }
+            return Some(r);
+        }
+    }
     FAKE.with(|f| {
         let mut guard = f.borrow_mut();
         let k = guard.as_mut()?;
@@ -216,7 +282,9 @@ unsafe fn answer(k: &mut FakeKernel, cmd: u32, attr: &mut sys::bpf_attr) -> Resu
                 FakeBatch::Unknown => return Err(libc::EINVAL),
                 FakeBatch::Supported => {}
             }
-            if let Some(e) = k.setup_error.take() {
+            if k.setup_error.is_some() && k.setup_error_after > 0 {
+                k.setup_error_after -= 1;
+            } else if let Some(e) = k.setup_error.take() {
                 return Err(e); // count untouched, as kernels before 6.8
             }
             let n = b.count as usize;
@@ -224,8 +292,10 @@ unsafe fn answer(k: &mut FakeKernel, cmd: u32, attr: &mut sys::bpf_attr) -> Resu
             let mut result = Ok(0);
             for i in 0..n {
                 if cmd == sys::BPF_MAP_DELETE_BATCH && k.efault_at == Some(i) {
+                    // the kernel stops at the key it cannot copy and
+                    // reports the keys it processed before it
                     k.efault_at = None;
-                    attr.batch.count = 0xdead;
+                    attr.batch.count = done;
                     return Err(libc::EFAULT);
                 }
                 // SAFETY: keys/values cover count elements.
@@ -248,4 +318,20 @@ unsafe fn answer(k: &mut FakeKernel, cmd: u32, attr: &mut sys::bpf_attr) -> Resu
         }
         _ => Err(libc::EINVAL),
     }
+}
+
+/// Whether a unit test that lacks what it needs (root, gcc) may skip:
+/// only when PIDMAP_SKIP_KERNEL_TESTS=1 asks for it outside CI; else the
+/// test fails saying what it lacked, so nothing missing reads as a pass.
+pub fn may_skip(what: &str) -> bool {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    let asked = std::env::var("PIDMAP_SKIP_KERNEL_TESTS").is_ok_and(|v| v == "1");
+    if ci || !asked {
+        panic!(
+            "{what}: run the tests as root with gcc installed (scripts/setup); \
+             PIDMAP_SKIP_KERNEL_TESTS=1 skips them on purpose (ignored when CI is set)"
+        );
+    }
+    eprintln!("SKIPPED (PIDMAP_SKIP_KERNEL_TESTS=1): {what}");
+    true
 }

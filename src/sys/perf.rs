@@ -646,11 +646,18 @@ impl PerfRings {
 /// bits, `[2..10]` tail, `[10..18]` head delta (or raw head), rest fills the
 /// data area cyclically.
 pub fn fuzz_one(data: &[u8]) {
-    let _ = fuzz_inner(data);
+    let _ = fuzz_inner(data, &mut |_| {});
+}
+
+/// As [`fuzz_one`], returning the number of records read and handing the
+/// payload of every sample record to `sample` (tests measure how deep the
+/// fuzz inputs reach).
+pub fn fuzz_records(data: &[u8], sample: &mut dyn FnMut(&[u8])) -> usize {
+    fuzz_inner(data, sample).0
 }
 
 /// Returns (records read, pending after the read).
-fn fuzz_inner(data: &[u8]) -> (usize, bool) {
+fn fuzz_inner(data: &[u8], sample: &mut dyn FnMut(&[u8])) -> (usize, bool) {
     const META: usize = 4096;
     let byte = |i: usize| data.get(i).copied().unwrap_or(0);
     let word = |at: usize| {
@@ -716,7 +723,10 @@ fn fuzz_inner(data: &[u8]) -> (usize, bool) {
     let mut reader = unsafe { RingReader::from_raw(words.as_mut_ptr().cast::<u8>(), len, META) };
     let mut sink = 0u64;
     let n = reader.read(|r| match r {
-        Record::Sample(s) => sink = sink.wrapping_add(s.iter().map(|&b| u64::from(b)).sum()),
+        Record::Sample(s) => {
+            sample(s);
+            sink = sink.wrapping_add(s.iter().map(|&b| u64::from(b)).sum())
+        }
         Record::Lost(l) => sink = sink.wrapping_add(l),
         Record::Other(t) => sink = sink.wrapping_add(u64::from(t)),
     });
@@ -1194,7 +1204,7 @@ mod tests {
                 (0..len).map(|_| next() as u8).collect()
             };
             // fuzz_one is exactly fuzz_inner without the result.
-            let (n, pending) = fuzz_inner(&input);
+            let (n, pending) = fuzz_inner(&input, &mut |_| {});
             delivered += n;
             assert!(!pending, "reader left data pending for input {input:?}");
         }
@@ -1208,8 +1218,7 @@ mod tests {
 
     #[test]
     fn real_ring_opens() {
-        if !is_root() {
-            eprintln!("skipping real_ring_opens: needs root");
+        if !is_root() && crate::sys::fake::may_skip("real_ring_opens needs root") {
             return;
         }
         let mut ring = PerfRing::open_bpf_output(0, 8, 1).expect("open BPF_OUTPUT ring");
@@ -1235,8 +1244,7 @@ mod tests {
 
     #[test]
     fn real_rings_all_cpus_and_errors() {
-        if !is_root() {
-            eprintln!("skipping real_rings_all_cpus_and_errors: needs root");
+        if !is_root() && crate::sys::fake::may_skip("real_rings_all_cpus_and_errors needs root") {
             return;
         }
         let mut rings = PerfRings::open_bpf_output_all(1, 1).expect("open all");

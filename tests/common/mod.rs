@@ -1,41 +1,135 @@
 //! Shared helpers of the kernel tests. Every kernel test runs against the
-//! real kernel as root; when bpf() is unusable it fails in CI (CI=true)
-//! and says so loudly elsewhere.
+//! real kernel as root; when bpf() (or gcc, perf) is unusable it fails,
+//! unless PIDMAP_SKIP_KERNEL_TESTS=1 asks to skip outside CI. Children and
+//! pin directories are guards, cleaned up when a test fails.
 #![allow(dead_code)]
 
 use pidmap::abi::PidPage;
 use pidmap::sys::bpf::MapHandle;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-/// Checks that BPF maps can be created here. Panics in CI when not; else
-/// returns false after a loud message so the caller can skip.
+/// The environment variable that lets a machine without bpf() (not root,
+/// a container) skip the kernel tests on purpose; never honoured in CI.
+pub const SKIP_VAR: &str = "PIDMAP_SKIP_KERNEL_TESTS";
+
+/// Whether a test that cannot run may skip: only when asked for with
+/// PIDMAP_SKIP_KERNEL_TESTS=1 outside CI. Otherwise the test fails,
+/// saying what it lacked, so no missing capability reads as a pass.
+pub fn may_skip(what: &str) -> bool {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    let asked = std::env::var(SKIP_VAR).is_ok_and(|v| v == "1");
+    if ci || !asked {
+        panic!(
+            "{what}: kernel tests run as root on Linux >= 5.13 with gcc and perf installed \
+             (scripts/setup); set {SKIP_VAR}=1 to skip them on purpose (ignored when CI is set)"
+        );
+    }
+    eprintln!("SKIPPED ({SKIP_VAR}=1): {what}");
+    false
+}
+
+/// Checks that BPF maps can be created here. When not, the test fails
+/// (see [`may_skip`]), unless skipping was asked for: then false.
 pub fn bpf_available() -> bool {
     match MapHandle::create(pidmap::sys::bpf::MAP_TYPE_HASH, "probe", 8, 8, 1, 0) {
         Ok(_) => true,
-        Err(e) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("CI: the bpf() syscall is unusable here ({e}); kernel tests must run as root on Linux >= 5.13");
-            }
-            eprintln!("SKIPPED: bpf() unusable ({e}); run as root to run the kernel tests");
-            false
-        }
+        Err(e) => may_skip(&format!("the bpf() syscall is unusable here ({e})")),
     }
 }
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
+/// A pin directory on /sys/fs/bpf that is removed, with every pin in it,
+/// when the guard drops: a failing test leaves no pins behind.
+pub struct PinDir(PathBuf);
+
+impl std::ops::Deref for PinDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for PinDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for PinDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A fresh pin directory on /sys/fs/bpf, unique to this test.
-pub fn pin_dir(name: &str) -> PathBuf {
+pub fn pin_dir(name: &str) -> PinDir {
     let n = N.fetch_add(1, Ordering::Relaxed);
     let d = PathBuf::from(format!(
         "/sys/fs/bpf/pidmap-test-{name}-{}-{n}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&d);
-    d
+    PinDir(d)
 }
+
+/// A child that is killed and reaped when the guard drops: a failing
+/// assertion never leaves a process behind (holding the output pipe).
+pub struct Guarded(pub Child);
+
+impl std::ops::Deref for Guarded {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guarded {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `cmd` under a [`Guarded`].
+pub fn spawn(cmd: &mut Command) -> Guarded {
+    Guarded(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("spawning {:?}: {e}", cmd.get_program())),
+    )
+}
+
+/// Waits until `cond` holds, checking every millisecond; fails the test
+/// saying what it waited for once `timeout` has passed.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        if t.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The default deadline of a wait that should take milliseconds.
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A scratch directory for built workloads.
 pub fn scratch(name: &str) -> PathBuf {
@@ -125,46 +219,100 @@ pub fn pidmap_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pidmap"))
 }
 
-/// Reads lines until one contains `what`: Ok(all read, that line last),
-/// or Err(all read) at the end of the stream.
-pub fn read_until(r: &mut impl std::io::BufRead, what: &str) -> Result<String, String> {
-    let mut seen = String::new();
-    loop {
-        let n = seen.len();
-        if r.read_line(&mut seen).unwrap() == 0 {
-            return Err(seen);
+/// The lines of a child's pipe, read on a thread, so a wait for a line
+/// has a deadline.
+pub struct Lines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Lines {
+    pub fn new(r: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = std::io::BufReader::new(r);
+            loop {
+                let mut line = String::new();
+                match std::io::BufRead::read_line(&mut r, &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: String::new(),
         }
-        if seen[n..].contains(what) {
-            return Ok(seen);
+    }
+
+    /// Reads until a line contains `what`: Ok(all read, that line last),
+    /// or Err(all read, and why) at the end of the stream or the deadline.
+    pub fn until(&mut self, what: &str, timeout: Duration) -> Result<String, String> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen += &line;
+                    if line.contains(what) {
+                        return Ok(self.seen.clone());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(format!("{}[no {what:?} within {timeout:?}]", self.seen))
+                }
+                Err(_) => return Err(format!("{}[ended before {what:?}]", self.seen)),
+            }
         }
+    }
+
+    /// The next line, or None at the end of the stream or the deadline.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let line = self.rx.recv_timeout(timeout).ok()?;
+        self.seen += &line;
+        Some(line)
+    }
+
+    /// As [`Lines::until`], failing the test with what was read.
+    pub fn expect(&mut self, what: &str, timeout: Duration) -> String {
+        self.until(what, timeout)
+            .unwrap_or_else(|seen| panic!("waiting for {what:?}: {seen}"))
+    }
+
+    /// Everything, up to the end of the stream (the child has ended or
+    /// will), on a thread.
+    pub fn rest(self) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = self.seen;
+            for l in self.rx {
+                s += &l;
+            }
+            s
+        })
     }
 }
 
-/// Starts `pidmap ARGS` and waits for its "serving" line; the rest of
-/// stderr is drained in the background (so pidmap never blocks on a full
-/// pipe) and returned, with what came before, when pidmap ends.
-pub fn start_serving_logged(
-    args: &[&str],
-) -> (std::process::Child, std::thread::JoinHandle<String>) {
-    use std::io::{BufReader, Read};
-    let mut c = Command::new(pidmap_bin())
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let seen = read_until(&mut err, "serving:")
-        .unwrap_or_else(|seen| panic!("pidmap ended before serving: {seen}"));
-    let rest = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        seen + &s
-    });
-    (c, rest)
+/// Starts `pidmap ARGS` and waits (with a deadline) for its "serving"
+/// line; the rest of stderr is drained in the background (so pidmap never
+/// blocks on a full pipe) and returned, with what came before, when
+/// pidmap ends. The child is killed if the test fails.
+pub fn start_serving_logged(args: &[&str]) -> (Guarded, std::thread::JoinHandle<String>) {
+    let mut c = spawn(
+        Command::new(pidmap_bin())
+            .args(args)
+            .stderr(std::process::Stdio::piped()),
+    );
+    let mut err = Lines::new(c.stderr.take().unwrap());
+    err.expect("serving:", WAIT);
+    (c, err.rest())
 }
 
 /// As [`start_serving_logged`], when the log is not needed.
-pub fn start_serving(args: &[&str]) -> std::process::Child {
+pub fn start_serving(args: &[&str]) -> Guarded {
     start_serving_logged(args).0
 }
 
@@ -233,4 +381,147 @@ pub fn audit_clean(pins: &Path, trie: &MapHandle) {
         persistent.is_empty(),
         "pids {persistent:?} leaked in three audits (keys still in the trie a second after each): {last}"
     );
+}
+
+/// The steered helper (tests/workloads/helper.c) and the library it
+/// dlopens, built once per test process.
+pub struct HelperWorkloads {
+    pub helper: PathBuf,
+    pub plugin: PathBuf,
+}
+
+pub fn helper_workloads() -> &'static HelperWorkloads {
+    static W: std::sync::OnceLock<HelperWorkloads> = std::sync::OnceLock::new();
+    W.get_or_init(|| {
+        let d = scratch("helper");
+        HelperWorkloads {
+            helper: build_c("helper.c", &d.join("helper"), &["-ldl", "-lpthread"]),
+            plugin: build_c("plugin.c", &d.join("libplugin.so"), &["-shared", "-fPIC"]),
+        }
+    })
+}
+
+/// A helper process steered through stdin, one command a line (see
+/// helper.c); killed and reaped if the test fails.
+pub struct Helper {
+    pub child: Guarded,
+    stdin: Option<std::process::ChildStdin>,
+    out: Lines,
+}
+
+impl Helper {
+    pub fn start() -> Helper {
+        let mut child = spawn(
+            Command::new(&helper_workloads().helper)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped()),
+        );
+        let stdin = child.stdin.take();
+        let out = Lines::new(child.stdout.take().unwrap());
+        let mut h = Helper { child, stdin, out };
+        assert_eq!(h.line(), "ready");
+        h
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line of its stdout (deadline [`WAIT`]).
+    pub fn line(&mut self) -> String {
+        self.out
+            .next_line(WAIT)
+            .unwrap_or_else(|| panic!("helper {}: no line within {WAIT:?}", self.pid()))
+            .trim()
+            .to_string()
+    }
+
+    pub fn cmd(&mut self, c: &str) -> String {
+        use std::io::Write;
+        writeln!(self.stdin.as_mut().unwrap(), "{c}").unwrap();
+        self.line()
+    }
+
+    /// dlopens the test plugin, which no event announces.
+    pub fn dlopen_plugin(&mut self) {
+        let plugin = helper_workloads().plugin.display().to_string();
+        assert_eq!(self.cmd(&format!("dlopen {plugin}")), "ok");
+    }
+
+    /// Ends the process (EOF on stdin) and reaps it.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        self.child.wait().unwrap();
+    }
+}
+
+/// Whether `pid`'s keys in `trie` are exactly those its maps call for.
+pub fn keys_match(trie: &MapHandle, pid: u32) -> bool {
+    keys_of(trie, pid) == expected_keys(pid)
+}
+
+/// The deadline of one pidmap command a test runs (a profile of a few
+/// seconds, an audit) under a loaded machine.
+pub const RUN: Duration = Duration::from_secs(120);
+
+/// Runs `cmd` to its end, as `Command::output`, but fails the test (and
+/// kills the command) when it takes longer than `timeout`.
+pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::process::Output {
+    use std::io::Read;
+    let what = format!(
+        "{:?} {:?}",
+        cmd.get_program(),
+        cmd.get_args().collect::<Vec<_>>()
+    );
+    let mut c = spawn(
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let mut out = c.stdout.take().unwrap();
+    let mut err = c.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > timeout {
+            let _ = c.kill();
+            let _ = c.wait();
+            let e = String::from_utf8_lossy(&e.join().unwrap_or_default()).into_owned();
+            panic!("timed out after {timeout:?} waiting for {what} to end; its stderr:\n{e}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Output {
+        status,
+        stdout: o.join().unwrap(),
+        stderr: e.join().unwrap(),
+    }
+}
+
+/// Reads lines until one contains `what`: Ok(all read, that line last),
+/// or Err(all read) at the end of the stream. For a caller that goes on
+/// reading the same stream itself; the stream ends when its child does,
+/// so the child's own deadline bounds it.
+pub fn read_until(r: &mut impl std::io::BufRead, what: &str) -> Result<String, String> {
+    let mut seen = String::new();
+    loop {
+        let n = seen.len();
+        if r.read_line(&mut seen).unwrap_or(0) == 0 {
+            return Err(seen);
+        }
+        if seen[n..].contains(what) {
+            return Ok(seen);
+        }
+    }
 }

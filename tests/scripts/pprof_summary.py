@@ -2,7 +2,10 @@
 """An independent pprof reader (Python's gzip plus a protobuf wire-format
 decoder written from the spec): prints the total of the first sample value
 and, per function name, the samples whose leaf location is that function,
-as `name<TAB>count` lines. Used by the tests to check pidmap's encoder."""
+as `name<TAB>count` lines. Used by the tests to check pidmap's encoder.
+With --stacks, prints every sample's stack instead, outermost frame first,
+each frame as `function@file` (the basename of its mapping's file):
+`f1@a;f2@b<TAB>count`."""
 import gzip, sys
 
 
@@ -47,21 +50,31 @@ if data[:2] == b"\x1f\x8b":
     data = gzip.decompress(data)
 top = fields(data)
 strings = [raw.decode() for f, _, raw in top if f == 6]
-funcs, locs = {}, {}
+funcs, locs, maps, frames = {}, {}, {}, {}
 for f, _, raw in top:
     if f == 5:
         d = {k: v for k, v, _ in fields(raw)}
         funcs[d.get(1, 0)] = strings[d.get(2, 0)]
+    elif f == 3:
+        d = {k: v for k, v, _ in fields(raw)}
+        maps[d.get(1, 0)] = strings[d.get(5, 0)].rsplit("/", 1)[-1]
 for f, _, raw in top:
     if f == 4:
-        lid, fn = 0, None
+        lid, fn, mid, names = 0, None, 0, []
         for k, v, r in fields(raw):
             if k == 1:
                 lid = v
+            elif k == 2:
+                mid = v
             elif k == 4:
-                fn = {kk: vv for kk, vv, _ in fields(r)}.get(1)
+                d = {kk: vv for kk, vv, _ in fields(r)}
+                names.append(funcs.get(d.get(1), "?"))
+                if fn is None:
+                    fn = d.get(1)
         locs[lid] = funcs.get(fn, "?")
-total, leaf = 0, {}
+        # the last line is the caller the others were inlined into
+        frames[lid] = [n + "@" + maps.get(mid, "?") for n in reversed(names or ["?"])]
+total, leaf, stacks = 0, {}, {}
 mappings = sum(1 for f, _, _ in top if f == 3)
 for f, _, raw in top:
     if f == 2:
@@ -72,8 +85,14 @@ for f, _, raw in top:
             elif k == 2:
                 vs += packed(v, r)
         total += vs[0]
+        st = ";".join(fr for l in reversed(ls) for fr in frames.get(l, ["?"]))
+        stacks[st] = stacks.get(st, 0) + vs[0]
         name = locs[ls[0]] if ls else "?"
         leaf[name] = leaf.get(name, 0) + vs[0]
+if sys.argv[2:] == ["--stacks"]:
+    for st, c in sorted(stacks.items()):
+        print("%s\t%d" % (st, c))
+    sys.exit(0)
 print("total\t%d" % total)
 print("mappings\t%d" % mappings)
 for n, c in sorted(leaf.items()):
