@@ -78,9 +78,12 @@ pub fn load_capped(path: &Path, max_input: u64) -> Result<Vec<(Vec<String>, u64)
         && text.is_some_and(|t| !t.chars().any(|c| c.is_control() && !"\t\r\n".contains(c)));
     let input = std::io::Cursor::new(head).chain(f);
     let r = if folded {
-        crate::profile::parse_folded_from(crate::pprof::Capped::new(input, max_input), max_input)
+        crate::sampler::profile::parse_folded_from(
+            crate::sampler::pprof::Capped::new(input, max_input),
+            max_input,
+        )
     } else {
-        crate::pprof::decode_from(input, max_input)
+        crate::sampler::pprof::decode_from(input, max_input)
     };
     r.map_err(|e| {
         if e.contains("--max-input") || e.contains("longer than") {
@@ -92,7 +95,7 @@ pub fn load_capped(path: &Path, max_input: u64) -> Result<Vec<(Vec<String>, u64)
 
 /// Self share of each function (the leaf of each stack), in 0..1.
 pub fn self_shares(stacks: &[(Vec<String>, u64)]) -> HashMap<String, f64> {
-    crate::profile::leaf_shares(stacks)
+    crate::sampler::profile::leaf_shares(stacks)
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -64,10 +64,10 @@ fn mapping_keys(pid: u32) -> Vec<PidPage> {
     let Ok(data) = std::fs::read(format!("/proc/{pid}/maps")) else {
         return Vec::new();
     };
-    let (entries, _) = crate::procmaps::parse_maps(&data);
+    let (entries, _) = crate::proc::maps::parse_maps(&data);
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| e.is_exec_file()) {
-        if let Ok(blocks) = crate::prefix::cover(e.start, e.end) {
+        if let Ok(blocks) = crate::tracker::prefix::cover(e.start, e.end) {
             out.extend(
                 blocks
                     .into_iter()
@@ -95,7 +95,7 @@ impl Drop for AgentProc {
             );
             let _ = self.child.wait();
         }
-        crate::loader::remove_pins(&self.pins);
+        crate::maps::loader::remove_pins(&self.pins);
         let _ = std::fs::remove_file(&self.metrics);
     }
 }
@@ -192,7 +192,7 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
         "pidmap-churn-{}-{strategy}.prom",
         std::process::id()
     ));
-    crate::loader::remove_pins(&pins);
+    crate::maps::loader::remove_pins(&pins);
     let agent = start_agent(strategy, &pins, b, &metrics)?;
     let apid = agent.child.id();
     let trie = MapHandle::from_pin(&agent.pins.join(TRIE_NAME))?;
@@ -292,8 +292,9 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
     res.elapsed_s = start.elapsed().as_secs_f64();
     // entries of exited workload processes still in the trie (pid numbers
     // wrap: a workload pid may now belong to a live process)
-    let dead =
-        |k: &PidPage| pids.contains(&k.pid()) && crate::process::start_time(k.pid()).is_none();
+    let dead = |k: &PidPage| {
+        pids.contains(&k.pid()) && crate::tracker::process::start_time(k.pid()).is_none()
+    };
     let settle = Instant::now() + Duration::from_secs(5);
     until(settle, || {
         trie.keys::<PidPage>(1 << 22)
@@ -305,10 +306,10 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
         .iter()
         .filter(|k| dead(k))
         .count() as u64;
-    let report = crate::audit::audit(
+    let report = crate::maps::audit::audit(
         &trie,
         &MapHandle::from_pin(&agent.pins.join(crate::abi::EVENTS_NAME))?,
-        &crate::process::start_time,
+        &crate::tracker::process::start_time,
     )?;
     res.audit_leaked = report.leaked_keys();
     res.agent_cpu_s = cpu_seconds(apid) - cpu0;

@@ -1,10 +1,10 @@
 //! `pidmap audit`: opens the pinned maps and audits (and repairs) them.
 
 use crate::abi::{EVENTS_NAME, TRIE_NAME};
-use crate::audit;
-use crate::engine::BatchMap;
 use crate::error::{Error, Result};
-use crate::loader::{open_pin, open_pin_dir};
+use crate::maps::audit;
+use crate::maps::engine::BatchMap;
+use crate::maps::loader::{open_pin, open_pin_dir};
 use crate::sys::bpf::MapHandle;
 use crate::sys::fs::Dir;
 use std::path::Path;
@@ -35,7 +35,7 @@ pub fn run(pin_dir: &Path, repair: bool, json: bool) -> Result<u8> {
     let dir = open_dir(pin_dir)?;
     let trie = open(&dir, pin_dir, TRIE_NAME)?;
     let events = open(&dir, pin_dir, EVENTS_NAME)?;
-    let mut report = audit::audit(&trie, &events, &crate::process::start_time)?;
+    let mut report = audit::audit(&trie, &events, &crate::tracker::process::start_time)?;
     let leaked = !report.clean();
     if repair && leaked {
         let map = BatchMap::probe::<crate::abi::PidPage, crate::abi::MappingInfo>(trie);

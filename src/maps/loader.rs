@@ -4,10 +4,10 @@
 use crate::abi::{Config, EVENTS_NAME, TRIE_NAME};
 use crate::counters::{self, COUNTERS};
 use crate::error::{Error, Result};
+use crate::maps::tables::Tables;
 use crate::sys::bpf::{MapHandle, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
 use crate::sys::fs::{self, Dir, DirStat, EntryKind};
 use crate::sys::object::{kernel_release, BpfObject};
-use crate::tables::Tables;
 use std::path::{Path, PathBuf};
 
 /// The compiled `bpf/pidmap.bpf.c`, stripped of debug info (BTF kept).

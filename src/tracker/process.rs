@@ -8,18 +8,18 @@
 //! [`STEP_READ`] bytes of its maps, or deletes or inserts at most
 //! [`STEP_KEYS`] keys. The agent runs steps between loop iterations
 //! ([`ProcessManager::work`]); [`ProcessManager::sync`] runs a job to its
-//! end. Each process lands keys within its budget ([`crate::budget`]): the
+//! end. Each process lands keys within its budget ([`crate::tracker::budget`]): the
 //! marker first, then its largest mappings; the rest is counted.
 
 use crate::abi::{MappingInfo, PidPage};
-use crate::budget::{self, Budget};
 use crate::counters::{add, COUNTERS};
-use crate::engine::InsertOutcome;
-use crate::prefix;
-use crate::procmaps::{self, MapsEntry, MapsPath};
-use crate::registry::{self, Registry, VDSO_FILE_ID};
+use crate::maps::engine::InsertOutcome;
+use crate::maps::tables::Tables;
+use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath};
 use crate::sys::pidfd;
-use crate::tables::Tables;
+use crate::tracker::budget::{self, Budget};
+use crate::tracker::prefix;
+use crate::tracker::registry::{self, Registry, VDSO_FILE_ID};
 use crate::warn_limited;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::fs::File;
@@ -1277,7 +1277,7 @@ mod tests {
         }
         let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
         assert_eq!(
-            pm.tables.trie.delete != crate::engine::BatchSupport::Supported,
+            pm.tables.trie.delete != crate::maps::engine::BatchSupport::Supported,
             batch != FakeBatch::Supported
         );
         assert!(matches!(

@@ -5,16 +5,16 @@
 //! opens a file of a profiled process.
 
 use crate::abi::Sample;
+use crate::agent::files::{Done, FileWorkers, Submitted};
 use crate::agent::{Agent, AgentConfig, Mode, SampleSink, Sampling};
 use crate::cli::{Format, ProfileArgs};
 use crate::counters::COUNTERS;
 use crate::error::{Error, Result};
-use crate::files::{Done, FileWorkers, Submitted};
-use crate::process::ProcessManager;
-use crate::profile::{FileSource, Profile, Requested};
-use crate::registry::VDSO_FILE_ID;
-use crate::symbolize::KernelSymbols;
+use crate::sampler::profile::{FileSource, Profile, Requested};
+use crate::sampler::symbolize::KernelSymbols;
 use crate::sys::safe_open::MappedFile;
+use crate::tracker::process::ProcessManager;
+use crate::tracker::registry::VDSO_FILE_ID;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
@@ -171,7 +171,7 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
         match p.format {
             Format::Folded => profile.write_folded(w)?,
-            Format::Pprof => crate::pprof::write_gzipped(
+            Format::Pprof => crate::sampler::pprof::write_gzipped(
                 w,
                 &profile.stacks(),
                 p.freq,

@@ -4,8 +4,8 @@
 use crate::abi::{MappingInfo, PidPage};
 use crate::cli::BenchArgs;
 use crate::counters::{self, COUNTERS};
-use crate::engine::{self, BatchMap, DeleteReport, EngineOptions, ResumePolicy};
 use crate::error::{Error, Result};
+use crate::maps::engine::{self, BatchMap, DeleteReport, EngineOptions, ResumePolicy};
 use crate::sys::bpf::{MapHandle, BPF_ANY, F_NO_PREALLOC, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
 use std::time::Instant;
 

@@ -2,7 +2,7 @@
 //! and `pid_events`.
 
 use crate::abi::{MappingInfo, PidPage, EVENTS_MAX_ENTRIES, EVENTS_NAME, TRIE_NAME};
-use crate::engine::{self, BatchMap, DeleteReport, EngineOptions, InsertReport};
+use crate::maps::engine::{self, BatchMap, DeleteReport, EngineOptions, InsertReport};
 use crate::sys::bpf::{MapHandle, BPF_ANY, F_NO_PREALLOC, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
 use crate::sys::SysError;
 

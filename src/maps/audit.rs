@@ -3,8 +3,8 @@
 //! marker. `--repair` deletes them through the engine.
 
 use crate::abi::{MappingInfo, PidPage};
-use crate::engine::{delete_keys, BatchMap, EngineOptions};
 use crate::error::Result;
+use crate::maps::engine::{delete_keys, BatchMap, EngineOptions};
 use crate::sys::bpf::MapHandle;
 use std::collections::BTreeMap;
 

@@ -10,18 +10,21 @@
 //! The loop never opens a path a user controls (DESIGN §9): whatever needs
 //! a file's contents is a job for the file worker (`files`).
 
+pub mod files;
+pub mod metrics;
+
 use crate::abi::{Config, Sample};
-use crate::audit::{self, AuditReport};
-use crate::budget::Budgets;
+use crate::agent::files::{FileWorkers, FilesConfig};
+use crate::agent::metrics::{Gauges, Histogram};
 use crate::counters::{add, Snapshot, COUNTERS};
 use crate::error::{Error, Result};
-use crate::files::{self, FileWorkers, FilesConfig};
-use crate::loader::{self, Loaded};
-use crate::metrics::{self, Gauges, Histogram};
-use crate::process::{Done, ProcessManager, SyncOutcome};
+use crate::maps::audit::{self, AuditReport};
+use crate::maps::loader::{self, Loaded};
+use crate::maps::tables::DeleteStrategy;
 use crate::sys::perf::{PerfRing, Record};
 use crate::sys::process::{self as sysproc, Gated};
-use crate::tables::DeleteStrategy;
+use crate::tracker::budget::Budgets;
+use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
 use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -398,7 +401,7 @@ impl Agent {
         }
         let tables = &self.pm.tables;
         let mut report = audit::audit(&tables.trie.map, &tables.events, &|pid| {
-            crate::process::start_time(pid)
+            crate::tracker::process::start_time(pid)
         })?;
         let live: BTreeSet<u32> = {
             let leaked: BTreeSet<u32> = report.leaked.iter().map(|l| l.pid).collect();
@@ -647,7 +650,7 @@ impl Agent {
                 let alive = |p: u32| {
                     pm.get(p)
                         .map(|p| p.start_time)
-                        .or_else(|| crate::process::start_time(p))
+                        .or_else(|| crate::tracker::process::start_time(p))
                 };
                 let _ = tx.send(audit::audit(&pm.tables.trie.map, &pm.tables.events, &alive));
             }

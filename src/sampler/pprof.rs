@@ -3,7 +3,7 @@
 //! locations (one per function) and samples with a `comm` label. The few
 //! protobuf messages are encoded by hand; flate2 does the gzip.
 
-use crate::profile::{Interner, Stack};
+use crate::sampler::profile::{Interner, Stack};
 use std::collections::HashMap;
 
 /// A decoded protobuf field: number, varint value, length-delimited bytes.

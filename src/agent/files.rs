@@ -20,7 +20,7 @@
 //! device) and parses them with bounded reads (`symbolize`).
 
 use crate::counters::{add, COUNTERS};
-use crate::symbolize::ElfSymbols;
+use crate::sampler::symbolize::ElfSymbols;
 use crate::sys::safe_open::{self, MappedFile, OpenOutcome};
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;

@@ -7,7 +7,7 @@
 //! latest by [`Profile::finish`]. This module never opens a file.
 
 use crate::abi::{Sample, SampleFrame};
-use crate::symbolize::{ElfSymbols, KernelSymbols};
+use crate::sampler::symbolize::{ElfSymbols, KernelSymbols};
 use std::collections::HashMap;
 
 const UNKNOWN: &str = "[unknown]";
@@ -507,7 +507,7 @@ pub const MAX_FOLDED_LINE: usize = 4 << 20;
 /// Parses folded stacks from a stream, line by line: a line longer than
 /// [`MAX_FOLDED_LINE`] is an error, and the stacks held (names plus a
 /// fixed overhead per frame) may not exceed
-/// [`MEMORY_PER_INPUT`](crate::pprof::MEMORY_PER_INPUT) times `max_bytes`.
+/// [`MEMORY_PER_INPUT`](crate::sampler::pprof::MEMORY_PER_INPUT) times `max_bytes`.
 pub fn parse_folded_from(
     r: impl std::io::Read,
     max_bytes: u64,
@@ -517,14 +517,14 @@ pub fn parse_folded_from(
     let mut out = Vec::new();
     let mut buf = Vec::new();
     let mut held = 0u64;
-    let memory = max_bytes.saturating_mul(crate::pprof::MEMORY_PER_INPUT);
+    let memory = max_bytes.saturating_mul(crate::sampler::pprof::MEMORY_PER_INPUT);
     for i in 1.. {
         buf.clear();
         let n = (&mut r)
             .take(MAX_FOLDED_LINE as u64 + 1)
             .read_until(b'\n', &mut buf)
             .map_err(|e| match e.get_ref() {
-                Some(inner) if inner.is::<crate::pprof::InputLimit>() => inner.to_string(),
+                Some(inner) if inner.is::<crate::sampler::pprof::InputLimit>() => inner.to_string(),
                 _ => format!("reading line {i}: {e}"),
             })?;
         if n == 0 {
@@ -556,7 +556,7 @@ pub fn parse_folded_from(
             return Err(format!(
                 "its stacks would take more than {memory} bytes ({} times --max-input); \
                  raise --max-input BYTES if the input is trusted",
-                crate::pprof::MEMORY_PER_INPUT
+                crate::sampler::pprof::MEMORY_PER_INPUT
             ));
         }
         out.push((frames, count));
@@ -596,7 +596,7 @@ mod version_tests {
 mod tests {
     use super::*;
     use crate::abi::SampleHeader;
-    use crate::symbolize::test_util::{func_offset, test_prog};
+    use crate::sampler::symbolize::test_util::{func_offset, test_prog};
     use std::fs::File;
     use std::path::Path;
 

@@ -1,0 +1,3 @@
+//! Pure parsers of the text the kernel exports under /proc and /sys.
+
+pub mod maps;
