@@ -306,7 +306,7 @@ impl Agent {
             None
         };
         let mut rings = Vec::new();
-        for cpu in crate::sys::perf_ring::online_cpus()? {
+        for cpu in crate::proc::cpus::online_cpus()? {
             let mut ring = PerfRing::open_bpf_output(cpu, cfg.ring_pages, 1)?;
             loaded.object.map("report_events").and_then(|m| {
                 m.update(
@@ -742,7 +742,7 @@ impl Agent {
             return Ok(());
         };
         let events = self.loaded.object.map("sample_events")?;
-        for cpu in crate::sys::perf_ring::online_cpus()? {
+        for cpu in crate::proc::cpus::online_cpus()? {
             let mut ring = PerfRing::open_bpf_output(cpu, s.ring_pages, 16)?;
             events.update(
                 &cpu,
@@ -758,7 +758,7 @@ impl Agent {
                 )
                 .map_err(|e| Error::new(format!("epoll_ctl(sample ring cpu {cpu}): {e}")))?;
             self.sample_rings.push(ring);
-            let fd = crate::sys::perf_ring::open_cpu_clock(cpu, s.freq)?;
+            let fd = crate::sys::perf_event::open_cpu_clock(cpu, s.freq)?;
             self.loaded.object.attach_perf_event("pidmap_sample", fd)?;
         }
         Ok(())

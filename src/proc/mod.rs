@@ -1,3 +1,4 @@
 //! Pure parsers of the text the kernel exports under /proc and /sys.
 
+pub mod cpus;
 pub mod maps;

@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod fake;
 pub mod fs;
 pub mod object;
+pub mod perf_event;
 pub mod perf_ring;
 pub mod pidfd;
 pub mod pread;
