@@ -23,6 +23,7 @@ use crate::maps::loader::{self, Loaded};
 use crate::maps::tables::DeleteStrategy;
 use crate::sys::perf_ring::{PerfRing, Record};
 use crate::sys::process::{self as sysproc, Gated};
+use crate::sys::signal::AgentSignals;
 use crate::tracker::budget::Budgets;
 use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
 use crossbeam_channel::{Receiver, Sender};
@@ -238,7 +239,7 @@ pub struct Agent {
     pm: ProcessManager,
     rings: Vec<PerfRing>,
     sample_rings: Vec<PerfRing>,
-    signals: Option<nix::sys::signalfd::SignalFd>,
+    signals: Option<AgentSignals>,
     rx: Receiver<Command>,
     _waker: Arc<Waker>,
     when_tracked: HashMap<u32, Vec<Sender<()>>>,
@@ -270,7 +271,7 @@ impl Agent {
         if let Some(path) = &cfg.metrics_file {
             metrics::check_target(path)?;
         }
-        raise_nofile();
+        sysproc::raise_nofile();
         let mut programs = vec!["pidmap_exec", "pidmap_fork"];
         if cfg.sampling.is_some() {
             programs.push("pidmap_sample");
@@ -284,20 +285,7 @@ impl Agent {
         );
         let (tx, rx) = crossbeam_channel::unbounded();
         let signals = if cfg.signals {
-            let mut mask = nix::sys::signal::SigSet::empty();
-            for s in [
-                nix::sys::signal::SIGINT,
-                nix::sys::signal::SIGTERM,
-                nix::sys::signal::SIGHUP,
-            ] {
-                mask.add(s);
-            }
-            let sfd = nix::sys::signalfd::SignalFd::with_flags(
-                &mask,
-                nix::sys::signalfd::SfdFlags::SFD_NONBLOCK
-                    | nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
-            )
-            .map_err(|e| Error::new(format!("signalfd: {}", std::io::Error::from(e))))?;
+            let sfd = AgentSignals::open()?;
             poll.registry()
                 .register(&mut SourceFd(&sfd.as_raw_fd()), SIGNALS, Interest::READABLE)
                 .map_err(|e| Error::new(format!("epoll_ctl(signalfd): {e}")))?;
@@ -943,8 +931,7 @@ impl Agent {
         let Some(sfd) = self.signals.as_mut() else {
             return;
         };
-        while let Ok(Some(info)) = sfd.read_signal() {
-            let sig = info.ssi_signo as i32;
+        while let Some(sig) = sfd.pending_signal() {
             if sig == libc::SIGHUP {
                 log::info!("SIGHUP: re-syncing everything");
                 self.resync_all = true;
@@ -981,16 +968,6 @@ impl Agent {
         }
         self.write_metrics();
         Ok(self.ended.take().unwrap_or_default())
-    }
-}
-
-/// Raises RLIMIT_NOFILE to its hard limit: one pidfd per tracked process.
-fn raise_nofile() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
     }
 }
 

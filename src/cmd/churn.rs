@@ -89,10 +89,7 @@ impl Drop for AgentProc {
     /// pins and metrics file.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.child.id() as i32),
-                nix::sys::signal::SIGTERM,
-            );
+            let _ = crate::sys::signal::terminate(self.child.id());
             let _ = self.child.wait();
         }
         crate::maps::loader::remove_pins(&self.pins);

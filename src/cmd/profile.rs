@@ -144,7 +144,7 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         keep_pins: p.keep_pins,
         signals: true,
         duration: p.duration.map(Duration::from_secs_f64),
-        progress: nix::unistd::isatty(2).unwrap_or(false),
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         budgets: Some(p.budgets),
         sampling: Some(Sampling {
             freq: p.freq,

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pidmap.bpf.o"));
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/pidmap";
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// The pinned maps: name, type, key size, value size.
 pub const PINNED: [(&str, u32, u32, u32); 2] = [
@@ -31,34 +30,22 @@ pub struct Loaded {
     pub reused: bool,
 }
 
-fn is_bpffs(p: &Path) -> bool {
-    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
-}
-
 /// Makes sure `pin_dir` can hold pins: mounts bpffs at /sys/fs/bpf when
 /// the directory is under it and nothing is mounted there yet.
 pub fn ensure_bpffs(pin_dir: &Path) -> Result<()> {
     let parent = pin_dir.parent().unwrap_or(Path::new("/"));
-    if is_bpffs(parent) {
+    if fs::is_bpffs(parent) {
         return Ok(());
     }
     let root = Path::new("/sys/fs/bpf");
-    if pin_dir.starts_with(root) && !is_bpffs(root) {
-        nix::mount::mount(
-            Some("bpf"),
-            root,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            // not the kernel's default 1777: others could squat pin dirs
-            Some("mode=0700"),
-        )
-        .map_err(|e| {
+    if pin_dir.starts_with(root) && !fs::is_bpffs(root) {
+        fs::mount_bpffs(root).map_err(|e| {
             Error::new(format!(
                 "mounting bpffs at /sys/fs/bpf: {} (needs root; or mount it yourself: mount -t bpf bpf /sys/fs/bpf)",
-                std::io::Error::from(e)
+                e.source
             ))
         })?;
-        if is_bpffs(parent) {
+        if fs::is_bpffs(parent) {
             return Ok(());
         }
     }

@@ -661,8 +661,7 @@ mod tests {
             root: root.to_path_buf(),
             trust: Trust {
                 anchor: dir.to_path_buf(),
-                // SAFETY: geteuid has no preconditions.
-                owner: unsafe { libc::geteuid() },
+                owner: crate::sys::fs::euid(),
             },
         }
     }
@@ -767,9 +766,7 @@ mod tests {
         }
         // A debug link naming a FIFO (beside the binary) is not opened.
         let fifo = bin.join("prog.debug");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-        // SAFETY: c is a valid path string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        crate::sys::fs::mkfifo(&fifo, 0o644).unwrap();
         let not_regular = crate::counters::COUNTERS.snapshot().files_not_regular;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let dirs = debug_dirs(&dir, &root);

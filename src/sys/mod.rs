@@ -15,6 +15,7 @@ pub mod pidfd;
 pub mod pread;
 pub mod process;
 pub mod safe_open;
+pub mod signal;
 
 /// The old path of the perf ring reader's fuzz entry point, still used by
 /// the fuzz targets under tests/.

@@ -274,7 +274,7 @@ mod tests {
         assert_eq!(parse_real_uid(b"Uid:\tx\n"), None);
         assert_eq!(
             real_uid(std::process::id()),
-            Some(nix::unistd::getuid().as_raw())
+            Some(crate::sys::process::uid())
         );
     }
 }

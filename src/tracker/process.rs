@@ -274,12 +274,6 @@ pub fn read_maps(pid: u32) -> std::io::Result<Vec<u8>> {
     Ok(data)
 }
 
-fn fired(fd: BorrowedFd<'_>) -> bool {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
-}
-
 /// What a mapping should be according to /proc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Wanted {
@@ -513,7 +507,7 @@ impl ProcessManager {
     pub fn fired(&self) -> Vec<u32> {
         self.procs
             .values()
-            .filter(|p| p.pidfd.as_ref().is_some_and(|fd| fired(fd.as_fd())))
+            .filter(|p| p.pidfd.as_ref().is_some_and(|fd| pidfd::exited(fd.as_fd())))
             .map(|p| p.pid)
             .collect()
     }
@@ -766,7 +760,7 @@ impl ProcessManager {
             if let Some(p) = self.procs.get(&pid) {
                 // a tracked process whose pidfd fired is gone, whatever
                 // /proc says; the number may hold a new one
-                if p.pidfd.as_ref().is_some_and(|fd| fired(fd.as_fd())) {
+                if p.pidfd.as_ref().is_some_and(|fd| pidfd::exited(fd.as_fd())) {
                     self.retire(pid);
                 }
             }
@@ -857,8 +851,8 @@ impl ProcessManager {
             }
         }
         let still_ours = match (&job.fresh_fd, self.procs.get(&pid)) {
-            (Some(fd), _) => !fired(fd.as_fd()),
-            (None, Some(p)) => p.pidfd.as_ref().is_none_or(|fd| !fired(fd.as_fd())),
+            (Some(fd), _) => !pidfd::exited(fd.as_fd()),
+            (None, Some(p)) => p.pidfd.as_ref().is_none_or(|fd| !pidfd::exited(fd.as_fd())),
             (None, None) => start_time(pid) == Some(start),
         };
         // no line at all: no thread has an address space left
