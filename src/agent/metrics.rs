@@ -148,7 +148,7 @@ pub fn check_target(path: &Path) -> Result<()> {
                 "--metrics-file {}: {d} is not a directory",
                 path.display()
             )),
-            _ => Error::new(format!("--metrics-file {}: {e}", path.display())),
+            _ => Error::from(e).context(format!("--metrics-file {}", path.display())),
         }
     })?;
     let st = opened

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::maps::audit::{self, AuditReport};
 use crate::maps::loader::{self, Loaded};
 use crate::maps::tables::DeleteStrategy;
-use crate::sys::perf_ring::{PerfRing, Record};
+use crate::sys::perf_ring::{PerfRings, Record};
 use crate::sys::process::{self as sysproc, Gated};
 use crate::sys::signal::AgentSignals;
 use crate::tracker::budget::Budgets;
@@ -41,6 +41,64 @@ const WAKER: Token = Token(1);
 const RING_BASE: usize = 1 << 16;
 const SAMPLE_RING_BASE: usize = 1 << 20;
 const PIDFD_BASE: usize = 1 << 32;
+
+/// What woke the loop: a poll token decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// SIGINT, SIGTERM or SIGHUP on the signalfd.
+    Signals,
+    /// The control handle or the file worker.
+    Waker,
+    /// The request ring of a CPU: the BPF side asks for syncs.
+    Requests(u32),
+    /// The sample ring of a CPU (profile mode).
+    Samples(u32),
+    /// The pidfd of a tracked process: it exited.
+    Exit(u32),
+    Unknown,
+}
+
+impl Source {
+    fn of(t: Token) -> Source {
+        match t {
+            SIGNALS => Source::Signals,
+            WAKER => Source::Waker,
+            Token(n) if n >= PIDFD_BASE => Source::Exit((n - PIDFD_BASE) as u32),
+            Token(n) if n >= SAMPLE_RING_BASE => Source::Samples((n - SAMPLE_RING_BASE) as u32),
+            Token(n) if n >= RING_BASE => Source::Requests((n - RING_BASE) as u32),
+            _ => Source::Unknown,
+        }
+    }
+
+    fn pidfd(pid: u32) -> Token {
+        Token(PIDFD_BASE + pid as usize)
+    }
+}
+
+/// Opens a BPF output ring per CPU, makes each the target of `map` at
+/// its CPU, and registers it with `poll` at `base + cpu`.
+fn open_rings(
+    poll: &Poll,
+    map: &crate::sys::bpf::MapHandle,
+    pages: usize,
+    wakeup_events: u32,
+    base: usize,
+) -> Result<PerfRings> {
+    let cpus = crate::proc::cpus::online_cpus()?;
+    let mut rings = PerfRings::open_bpf_output(&cpus, pages, wakeup_events)?;
+    for ring in rings.iter_mut() {
+        let cpu = ring.cpu();
+        map.update(
+            &cpu,
+            &(ring.as_fd().as_raw_fd() as u32),
+            crate::sys::bpf::BPF_ANY,
+        )?;
+        poll.registry()
+            .register(ring, Token(base + cpu as usize), Interest::READABLE)
+            .map_err(|e| Error::from(e).context(format!("epoll_ctl(perf ring cpu {cpu})")))?;
+    }
+    Ok(rings)
+}
 
 /// Time an iteration spends on queued sync steps (each step is bounded
 /// too: a few thousand keys or 64 KiB of maps).
@@ -237,8 +295,8 @@ pub struct Agent {
     poll: Poll,
     loaded: Loaded,
     pm: ProcessManager,
-    rings: Vec<PerfRing>,
-    sample_rings: Vec<PerfRing>,
+    rings: PerfRings,
+    sample_rings: PerfRings,
     signals: Option<AgentSignals>,
     rx: Receiver<Command>,
     _waker: Arc<Waker>,
@@ -250,10 +308,6 @@ pub struct Agent {
     files: FileWorkers,
     resync_all: bool,
     loop_hist: Histogram,
-}
-
-fn token_pid(t: Token) -> Option<u32> {
-    (t.0 >= PIDFD_BASE).then(|| (t.0 - PIDFD_BASE) as u32)
 }
 
 impl Agent {
@@ -278,40 +332,23 @@ impl Agent {
         }
         let (loaded, mut tables) = loader::load(&cfg.pin_dir, cfg.max_entries, &programs)?;
         tables.strategy = cfg.delete_strategy;
-        let poll = Poll::new().map_err(|e| Error::new(format!("epoll_create: {e}")))?;
+        let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
-                .map_err(|e| Error::new(format!("eventfd (mio waker): {e}")))?,
+                .map_err(|e| Error::from(e).context("eventfd (mio waker)"))?,
         );
         let (tx, rx) = crossbeam_channel::unbounded();
         let signals = if cfg.signals {
             let sfd = AgentSignals::open()?;
             poll.registry()
                 .register(&mut SourceFd(&sfd.as_raw_fd()), SIGNALS, Interest::READABLE)
-                .map_err(|e| Error::new(format!("epoll_ctl(signalfd): {e}")))?;
+                .map_err(|e| Error::from(e).context("epoll_ctl(signalfd)"))?;
             Some(sfd)
         } else {
             None
         };
-        let mut rings = Vec::new();
-        for cpu in crate::proc::cpus::online_cpus()? {
-            let mut ring = PerfRing::open_bpf_output(cpu, cfg.ring_pages, 1)?;
-            loaded.object.map("report_events").and_then(|m| {
-                m.update(
-                    &cpu,
-                    &(ring.as_fd().as_raw_fd() as u32),
-                    crate::sys::bpf::BPF_ANY,
-                )
-            })?;
-            poll.registry()
-                .register(
-                    &mut ring,
-                    Token(RING_BASE + cpu as usize),
-                    Interest::READABLE,
-                )
-                .map_err(|e| Error::new(format!("epoll_ctl(perf ring cpu {cpu}): {e}")))?;
-            rings.push(ring);
-        }
+        let report_events = loaded.object.map("report_events")?;
+        let rings = open_rings(&poll, &report_events, cfg.ring_pages, 1, RING_BASE)?;
         let track_all =
             cfg.mode == Mode::All || (cfg.sampling.is_some() && cfg.mode == Mode::Serve);
         let interval = cfg
@@ -333,7 +370,7 @@ impl Agent {
             pm,
             loaded,
             rings,
-            sample_rings: Vec::new(),
+            sample_rings: PerfRings::none(),
             signals,
             rx,
             _waker: waker.clone(),
@@ -470,7 +507,7 @@ impl Agent {
                 let raw = fd.as_raw_fd();
                 if let Err(e) = self.poll.registry().register(
                     &mut SourceFd(&raw),
-                    Token(PIDFD_BASE + pid as usize),
+                    Source::pidfd(pid),
                     Interest::READABLE,
                 ) {
                     log::warn!("epoll_ctl(pidfd of {pid}): {e}");
@@ -665,13 +702,9 @@ impl Agent {
         }
     }
 
-    fn read_rings(&mut self, cpu_index: usize) {
+    fn read_rings(&mut self, cpu: u32) {
         let mut lost = 0u64;
-        if let Some(ring) = self
-            .rings
-            .iter_mut()
-            .find(|r| r.cpu() as usize == cpu_index)
-        {
+        if let Some(ring) = self.rings.get_mut(cpu) {
             ring.read(|rec| {
                 if let Record::Lost(n) = rec {
                     lost += n;
@@ -685,15 +718,10 @@ impl Agent {
         }
     }
 
-    fn read_samples(&mut self, cpu_index: usize) {
-        let Some(pos) = self
-            .sample_rings
-            .iter()
-            .position(|r| r.cpu() as usize == cpu_index)
-        else {
+    fn read_samples(&mut self, cpu: u32) {
+        let Some(ring) = self.sample_rings.get_mut(cpu) else {
             return;
         };
-        let mut ring = self.sample_rings.swap_remove(pos);
         let mut lost = 0;
         let mut samples = Vec::new();
         ring.read(|rec| match rec {
@@ -704,7 +732,6 @@ impl Agent {
             Record::Lost(n) => lost += n,
             Record::Other(_) => {}
         });
-        self.sample_rings.push(ring);
         add(&COUNTERS.samples_read, samples.len() as u64);
         add(&COUNTERS.samples_lost, lost);
         if let Some(sink) = self.sink.as_mut() {
@@ -730,22 +757,9 @@ impl Agent {
             return Ok(());
         };
         let events = self.loaded.object.map("sample_events")?;
-        for cpu in crate::proc::cpus::online_cpus()? {
-            let mut ring = PerfRing::open_bpf_output(cpu, s.ring_pages, 16)?;
-            events.update(
-                &cpu,
-                &(ring.as_fd().as_raw_fd() as u32),
-                crate::sys::bpf::BPF_ANY,
-            )?;
-            self.poll
-                .registry()
-                .register(
-                    &mut ring,
-                    Token(SAMPLE_RING_BASE + cpu as usize),
-                    Interest::READABLE,
-                )
-                .map_err(|e| Error::new(format!("epoll_ctl(sample ring cpu {cpu}): {e}")))?;
-            self.sample_rings.push(ring);
+        self.sample_rings = open_rings(&self.poll, &events, s.ring_pages, 16, SAMPLE_RING_BASE)?;
+        let cpus: Vec<u32> = self.sample_rings.iter().map(|r| r.cpu()).collect();
+        for cpu in cpus {
             let fd = crate::sys::perf_event::open_cpu_clock(cpu, s.freq)?;
             self.loaded.object.attach_perf_event("pidmap_sample", fd)?;
         }
@@ -829,28 +843,27 @@ impl Agent {
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(Error::new(format!("epoll_wait: {e}")));
+                return Err(Error::from(e).context("epoll_wait"));
             }
             let woke = Instant::now();
             let mut requests = false;
             let mut exited = Vec::new();
             for ev in events.iter() {
-                match ev.token() {
-                    SIGNALS => self.read_signals(),
-                    WAKER => {}
-                    t if t.0 >= PIDFD_BASE => exited.extend(token_pid(t)),
-                    t if t.0 >= SAMPLE_RING_BASE => self.read_samples(t.0 - SAMPLE_RING_BASE),
-                    t if t.0 >= RING_BASE => {
-                        self.read_rings(t.0 - RING_BASE);
+                match Source::of(ev.token()) {
+                    Source::Signals => self.read_signals(),
+                    Source::Waker | Source::Unknown => {}
+                    Source::Exit(pid) => exited.push(pid),
+                    Source::Samples(cpu) => self.read_samples(cpu),
+                    Source::Requests(cpu) => {
+                        self.read_rings(cpu);
                         requests = true;
                     }
-                    _ => {}
                 }
             }
             // samples first: they were taken while the exited processes
             // were alive and resolve through the model
             if !exited.is_empty() {
-                let cpus: Vec<usize> = self.sample_rings.iter().map(|r| r.cpu() as usize).collect();
+                let cpus: Vec<u32> = self.sample_rings.iter().map(|r| r.cpu()).collect();
                 for cpu in cpus {
                     self.read_samples(cpu);
                 }
@@ -946,7 +959,7 @@ impl Agent {
         if self.cfg.progress {
             eprintln!();
         }
-        let cpus: Vec<usize> = self.sample_rings.iter().map(|r| r.cpu() as usize).collect();
+        let cpus: Vec<u32> = self.sample_rings.iter().map(|r| r.cpu()).collect();
         for cpu in cpus {
             self.read_samples(cpu);
         }
@@ -988,7 +1001,7 @@ pub fn spawn(cfg: AgentConfig) -> Result<(AgentHandle, std::thread::JoinHandle<R
                 Err(Error::new(msg))
             }
         })
-        .map_err(|e| Error::new(format!("spawning the agent thread: {e}")))?;
+        .map_err(|e| Error::from(e).context("spawning the agent thread"))?;
     match rx.recv() {
         Ok(Ok(h)) => Ok((h, join)),
         Ok(Err(e)) => Err(e),

@@ -99,7 +99,7 @@ impl Drop for AgentProc {
 
 fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Result<AgentProc> {
     let exe = std::env::current_exe()
-        .map_err(|e| Error::new(format!("bench churn: finding this executable: {e}")))?;
+        .map_err(|e| Error::from(e).context("bench churn: finding this executable"))?;
     let child = Command::new(exe)
         .args(["run", "--all", "--delete-strategy", strategy, "--pin-dir"])
         .arg(pins)
@@ -115,7 +115,7 @@ fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Re
         .env("RUST_LOG", "warn,pidmap=info")
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::new(format!("bench churn: starting the agent (pidmap run): {e}")))?;
+        .map_err(|e| Error::from(e).context("bench churn: starting the agent (pidmap run)"))?;
     let mut agent = AgentProc {
         child,
         pins: pins.to_path_buf(),
@@ -149,7 +149,7 @@ fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Re
     std::thread::Builder::new()
         .name("churn-agent-log".into())
         .spawn(move || std::io::copy(&mut err, &mut std::io::sink()))
-        .map_err(|e| Error::new(format!("bench churn: spawning the log drain thread: {e}")))?;
+        .map_err(|e| Error::from(e).context("bench churn: spawning the log drain thread"))?;
     Ok(agent)
 }
 
@@ -233,7 +233,7 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
             }
             lat
         })
-        .map_err(|e| Error::new(format!("bench churn: spawning the reaper thread: {e}")))?;
+        .map_err(|e| Error::from(e).context("bench churn: spawning the reaper thread"))?;
     let gap = Duration::from_secs_f64(1.0 / b.rate);
     let start = Instant::now();
     let mut pids = std::collections::HashSet::with_capacity(b.procs);

@@ -129,7 +129,7 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     let output = match &p.output {
         Some(path) => Some(
             File::create(path)
-                .map_err(|e| Error::new(format!("creating {}: {e}", path.display())))?,
+                .map_err(|e| Error::from(e).context(format!("creating {}", path.display())))?,
         ),
         None => None,
     };
@@ -184,7 +184,8 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     match (output, &p.output) {
         (Some(f), Some(path)) => {
             let mut f = std::io::BufWriter::new(f);
-            write(&mut f).map_err(|e| Error::new(format!("writing {}: {e}", path.display())))?;
+            write(&mut f)
+                .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
         }
         _ => write(&mut std::io::stdout().lock())?,
     }

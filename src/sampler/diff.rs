@@ -20,7 +20,7 @@ pub const DEFAULT_MAX_INPUT: u64 = 1 << 30;
 /// user's own choice, so a FIFO is then opened again to wait for its
 /// writer); a device, directory or socket is refused.
 fn open_input(path: &Path) -> Result<std::fs::File> {
-    let named = |e: std::io::Error| Error::new(format!("reading {}: {e}", path.display()));
+    let named = |e: std::io::Error| Error::from(e).context(format!("reading {}", path.display()));
     let open = |flags: i32| {
         std::fs::OpenOptions::new()
             .read(true)
@@ -68,7 +68,7 @@ pub fn load_capped(path: &Path, max_input: u64) -> Result<Vec<(Vec<String>, u64)
     (&mut f)
         .take(4096)
         .read_to_end(&mut head)
-        .map_err(|e| Error::new(format!("reading {}: {e}", path.display())))?;
+        .map_err(|e| Error::from(e).context(format!("reading {}", path.display())))?;
     let text = match std::str::from_utf8(&head) {
         Ok(t) => Some(t),
         Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok(),

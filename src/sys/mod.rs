@@ -51,6 +51,20 @@ impl SysError {
         }
     }
 
+    /// A call refused before the kernel saw it: `kind` and `msg` say why.
+    pub fn invalid(
+        call: &'static str,
+        object: impl Into<String>,
+        kind: io::ErrorKind,
+        msg: impl Into<String>,
+    ) -> SysError {
+        SysError {
+            call,
+            object: object.into(),
+            source: io::Error::new(kind, msg.into()),
+        }
+    }
+
     pub fn errno(&self) -> i32 {
         self.source.raw_os_error().unwrap_or(0)
     }

@@ -1,55 +1,9 @@
-//! `perf_event_open`: the attribute struct, the opener of a sampling
-//! software cpu-clock event for BPF perf_event programs, and the errors of
-//! the perf calls (which keep the errno, see [`errno_of`]).
+//! `perf_event_open`: the attribute struct, and the opener of a sampling
+//! software cpu-clock event for BPF perf_event programs.
 
-use std::fmt;
+use super::SysError;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-
-// ---------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------
-
-/// OS error with call context; keeps the errno so [`errno_of`] can recover it.
-#[derive(Debug)]
-struct OsError {
-    context: String,
-    errno: i32,
-}
-
-impl fmt::Display for OsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let os = io::Error::from_raw_os_error(self.errno);
-        write!(f, "{}: {os}", self.context)
-    }
-}
-
-impl std::error::Error for OsError {}
-
-/// Adds `context` to `e`, keeping its kind and (recoverable) errno.
-pub(super) fn with_context(e: io::Error, context: String) -> io::Error {
-    match e.raw_os_error() {
-        Some(errno) => io::Error::new(e.kind(), OsError { context, errno }),
-        None => io::Error::new(e.kind(), format!("{context}: {e}")),
-    }
-}
-
-/// Error for the last failed libc call. `errno` is captured before the
-/// context is formatted, so allocation cannot clobber it.
-pub(super) fn os_err(call: fmt::Arguments<'_>) -> io::Error {
-    let e = io::Error::last_os_error();
-    with_context(e, call.to_string())
-}
-
-pub(super) fn invalid_input(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, msg)
-}
-
-/// The errno behind an error returned by this module (or any plain OS error).
-pub fn errno_of(e: &io::Error) -> Option<i32> {
-    e.raw_os_error()
-        .or_else(|| e.get_ref()?.downcast_ref::<OsError>().map(|o| o.errno))
-}
 
 // ---------------------------------------------------------------------------
 // perf_event_open
@@ -114,9 +68,16 @@ pub(super) fn perf_event_open(
     pid: i32,
     cpu: u32,
     what: &str,
-) -> io::Result<OwnedFd> {
-    let cpu_arg = libc::c_int::try_from(cpu)
-        .map_err(|_| invalid_input(format!("perf_event_open({what}): cpu {cpu} out of range")))?;
+) -> Result<OwnedFd, SysError> {
+    let object = || format!("{what}, cpu {cpu}");
+    let cpu_arg = libc::c_int::try_from(cpu).map_err(|_| {
+        SysError::invalid(
+            "perf_event_open",
+            object(),
+            io::ErrorKind::InvalidInput,
+            "cpu out of range",
+        )
+    })?;
     // SAFETY: attr points to a fully initialised perf_event_attr whose size
     // field equals its size; the kernel only reads it (or writes `size` on
     // E2BIG, which stays within the struct). Other arguments are integers.
@@ -131,20 +92,25 @@ pub(super) fn perf_event_open(
         )
     };
     if ret < 0 {
-        return Err(os_err(format_args!("perf_event_open({what}, cpu {cpu})")));
+        return Err(SysError::last("perf_event_open", object()));
     }
     let raw = libc::c_int::try_from(ret).map_err(|_| {
-        io::Error::other(format!("perf_event_open({what}, cpu {cpu}): bad fd {ret}"))
+        SysError::invalid(
+            "perf_event_open",
+            object(),
+            io::ErrorKind::Other,
+            format!("bad fd {ret}"),
+        )
     })?;
     // SAFETY: raw is a freshly created descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-pub(super) fn page_size() -> io::Result<usize> {
+pub(super) fn page_size() -> Result<usize, SysError> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if v <= 0 {
-        return Err(os_err(format_args!("sysconf(_SC_PAGESIZE)")));
+        return Err(SysError::last("sysconf", "_SC_PAGESIZE"));
     }
     Ok(v as usize)
 }
@@ -152,10 +118,13 @@ pub(super) fn page_size() -> io::Result<usize> {
 /// Opens a sampling software cpu-clock event (`PERF_COUNT_SW_CPU_CLOCK`) on
 /// `cpu` for all tasks at `freq_hz` samples per second, enabled, for
 /// attaching a BPF perf_event program.
-pub fn open_cpu_clock(cpu: u32, freq_hz: u64) -> io::Result<OwnedFd> {
+pub fn open_cpu_clock(cpu: u32, freq_hz: u64) -> Result<OwnedFd, SysError> {
     if freq_hz == 0 {
-        return Err(invalid_input(
-            "perf_event_open(CPU_CLOCK): freq_hz must be > 0".to_string(),
+        return Err(SysError::invalid(
+            "perf_event_open",
+            format!("CPU_CLOCK, cpu {cpu}"),
+            io::ErrorKind::InvalidInput,
+            "freq_hz must be > 0",
         ));
     }
     let mut attr = PerfEventAttr::new(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK);
@@ -167,21 +136,6 @@ pub fn open_cpu_clock(cpu: u32, freq_hz: u64) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn errno_is_recoverable() {
-        // SAFETY: close(-1) is harmless and sets errno to EBADF.
-        let rc = unsafe { libc::close(-1) };
-        assert_eq!(rc, -1);
-        let e = os_err(format_args!("close(-1)"));
-        assert_eq!(errno_of(&e), Some(libc::EBADF));
-        assert_eq!(e.kind(), io::Error::from_raw_os_error(libc::EBADF).kind());
-        let msg = e.to_string();
-        assert!(msg.starts_with("close(-1): "), "{msg}");
-        assert!(msg.contains("os error 9"), "{msg}");
-        assert_eq!(errno_of(&io::Error::from_raw_os_error(5)), Some(5));
-        assert_eq!(errno_of(&io::Error::other("x")), None);
-    }
 
     #[test]
     fn attr_layout() {

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mio::unix::SourceFd;
 
+use super::SysError;
+
 use super::perf_event::{
-    invalid_input, os_err, page_size, perf_event_open, PerfEventAttr, ATTR_DISABLED,
-    PERF_COUNT_SW_BPF_OUTPUT, PERF_EVENT_IOC_ENABLE, PERF_SAMPLE_RAW, PERF_TYPE_SOFTWARE,
+    page_size, perf_event_open, PerfEventAttr, ATTR_DISABLED, PERF_COUNT_SW_BPF_OUTPUT,
+    PERF_EVENT_IOC_ENABLE, PERF_SAMPLE_RAW, PERF_TYPE_SOFTWARE,
 };
-use crate::proc::cpus::online_cpus;
 
 // ---------------------------------------------------------------------------
 // Ring reader
@@ -269,18 +270,28 @@ impl PerfRing {
     /// Opens an enabled BPF output ring on `cpu` with `pages` (a power of
     /// two) data pages. `wakeup_events` is the number of samples per poll
     /// wake-up; 0 makes the kernel wake at half-full instead.
-    pub fn open_bpf_output(cpu: u32, pages: usize, wakeup_events: u32) -> io::Result<PerfRing> {
+    pub fn open_bpf_output(
+        cpu: u32,
+        pages: usize,
+        wakeup_events: u32,
+    ) -> Result<PerfRing, SysError> {
+        let invalid =
+            |kind, msg: String| SysError::invalid("perf ring", format!("cpu {cpu}"), kind, msg);
         if pages == 0 || !pages.is_power_of_two() {
-            return Err(invalid_input(format!(
-                "perf ring on cpu {cpu}: pages must be a power of two, got {pages}"
-            )));
+            return Err(invalid(
+                io::ErrorKind::InvalidInput,
+                format!("pages must be a power of two, got {pages}"),
+            ));
         }
         let page = page_size()?;
         let len = pages
             .checked_add(1)
             .and_then(|p| p.checked_mul(page))
             .ok_or_else(|| {
-                invalid_input(format!("perf ring on cpu {cpu}: {pages} pages overflow"))
+                invalid(
+                    io::ErrorKind::InvalidInput,
+                    format!("{pages} pages overflow"),
+                )
             })?;
 
         let mut attr = PerfEventAttr::new(PERF_TYPE_SOFTWARE, PERF_COUNT_SW_BPF_OUTPUT);
@@ -303,12 +314,13 @@ impl PerfRing {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(os_err(format_args!(
-                "mmap(perf ring, cpu {cpu}, {len} bytes)"
-            )));
+            return Err(SysError::last(
+                "mmap",
+                format!("perf ring, cpu {cpu}, {len} bytes"),
+            ));
         }
         let base = NonNull::new(p)
-            .ok_or_else(|| io::Error::other(format!("mmap(perf ring, cpu {cpu}): NULL")))?;
+            .ok_or_else(|| invalid(io::ErrorKind::Other, "mmap gave NULL".into()))?;
         // SAFETY: the mapping is page aligned, readable and writable for len
         // bytes, written by the kernel per the perf ring protocol, and stays
         // mapped until PerfRing::drop, which outlives every use of `reader`.
@@ -322,17 +334,18 @@ impl PerfRing {
             cpu,
         };
         if ring.reader.data_size() == 0 {
-            return Err(io::Error::new(
+            return Err(invalid(
                 io::ErrorKind::InvalidData,
-                format!("mmap(perf ring, cpu {cpu}): invalid data_offset/data_size"),
+                "invalid data_offset/data_size".into(),
             ));
         }
         // SAFETY: PERF_EVENT_IOC_ENABLE on a valid perf fd takes no pointer.
         let rc = unsafe { libc::ioctl(ring.fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) };
         if rc < 0 {
-            return Err(os_err(format_args!(
-                "ioctl(PERF_EVENT_IOC_ENABLE, cpu {cpu})"
-            )));
+            return Err(SysError::last(
+                "ioctl(PERF_EVENT_IOC_ENABLE)",
+                format!("perf ring, cpu {cpu}"),
+            ));
         }
         Ok(ring)
     }
@@ -399,19 +412,34 @@ impl Drop for PerfRing {
     }
 }
 
-/// One [`PerfRing`] per online CPU.
+/// One [`PerfRing`] per CPU: the BPF side's `PERF_EVENT_ARRAY` targets.
 pub struct PerfRings {
     rings: Vec<PerfRing>,
 }
 
 impl PerfRings {
-    /// Opens a BPF output ring on every CPU from [`online_cpus`].
-    pub fn open_bpf_output_all(pages: usize, wakeup_events: u32) -> io::Result<PerfRings> {
-        let rings = online_cpus()?
-            .into_iter()
-            .map(|cpu| PerfRing::open_bpf_output(cpu, pages, wakeup_events))
-            .collect::<io::Result<Vec<_>>>()?;
+    /// Opens a BPF output ring on every CPU of `cpus` (see
+    /// [`PerfRing::open_bpf_output`]).
+    pub fn open_bpf_output(
+        cpus: &[u32],
+        pages: usize,
+        wakeup_events: u32,
+    ) -> Result<PerfRings, SysError> {
+        let rings = cpus
+            .iter()
+            .map(|&cpu| PerfRing::open_bpf_output(cpu, pages, wakeup_events))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PerfRings { rings })
+    }
+
+    /// No rings (sampling off).
+    pub fn none() -> PerfRings {
+        PerfRings { rings: Vec::new() }
+    }
+
+    /// The ring of `cpu`, if one is open there.
+    pub fn get_mut(&mut self, cpu: u32) -> Option<&mut PerfRing> {
+        self.rings.iter_mut().find(|r| r.cpu == cpu)
     }
 
     /// Rings in CPU order.

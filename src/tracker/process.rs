@@ -13,6 +13,7 @@
 
 use crate::abi::{MappingInfo, PidPage};
 use crate::counters::{add, COUNTERS};
+use crate::error::Error;
 use crate::maps::engine::InsertOutcome;
 use crate::maps::tables::Tables;
 use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath};
@@ -122,7 +123,7 @@ impl Process {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SyncOutcome {
     /// In step; `new` when the process was not tracked before.
     Synced {
@@ -132,7 +133,8 @@ pub enum SyncOutcome {
     },
     /// The process is gone (or going): nothing tracked for it.
     Gone,
-    Failed(String),
+    /// The sync could not be done; the error says what failed and why.
+    Failed(Error),
 }
 
 /// Why a process left the model.
@@ -144,7 +146,7 @@ pub struct Exited {
 }
 
 /// What [`ProcessManager::work`] finished.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Done {
     pub pid: u32,
     pub outcome: SyncOutcome,
@@ -722,9 +724,9 @@ impl ProcessManager {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
                     self.gone(pid)
                 }
-                Err(e) => Step::Done(SyncOutcome::Failed(format!(
-                    "reading /proc/{pid}/maps: {e}"
-                ))),
+                Err(e) => Step::Done(SyncOutcome::Failed(
+                    Error::from(e).context(format!("reading /proc/{pid}/maps")),
+                )),
             },
             Phase::Plan(_) => self.plan_step(pid),
             Phase::Apply => self.apply_step(pid),
@@ -752,7 +754,7 @@ impl ProcessManager {
     /// pidfd, start time and uid, then the maps file opened.
     fn begin(&mut self, pid: u32) -> Result<(), SyncOutcome> {
         if pid == 0 {
-            return Err(SyncOutcome::Failed("pid 0 is not a process".into()));
+            return Err(SyncOutcome::Failed(Error::new("pid 0 is not a process")));
         }
         let mut tries = 0;
         let (new, fresh_fd, start) = loop {
@@ -774,7 +776,7 @@ impl ProcessManager {
                         log::debug!("{e}: pid {pid} tracked by the liveness sweep");
                         None
                     }
-                    Err(e) => return Err(SyncOutcome::Failed(e.to_string())),
+                    Err(e) => return Err(SyncOutcome::Failed(e.into())),
                 }
             } else {
                 None
@@ -791,7 +793,9 @@ impl ProcessManager {
                     self.retire(pid);
                 }
                 Some(p) if p.start_time != start => {
-                    return Err(SyncOutcome::Failed("pid reused during sync".into()))
+                    return Err(SyncOutcome::Failed(Error::new(format!(
+                        "pid {pid} reused during sync"
+                    ))))
                 }
                 _ => break (new, fresh_fd, start),
             }
@@ -812,9 +816,9 @@ impl ProcessManager {
                 return Err(SyncOutcome::Gone);
             }
             Err(e) => {
-                return Err(SyncOutcome::Failed(format!(
-                    "opening /proc/{pid}/maps: {e}"
-                )))
+                return Err(SyncOutcome::Failed(
+                    Error::from(e).context(format!("opening /proc/{pid}/maps")),
+                ))
             }
         };
         let job = self.jobs.get_mut(&pid).expect("job of a started sync");

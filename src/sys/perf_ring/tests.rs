@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::proc::cpus::online_cpus;
-use crate::sys::perf_event::{errno_of, open_cpu_clock, page_size};
+use crate::sys::perf_event::{open_cpu_clock, page_size};
 
 const PAGE: usize = 4096;
 
@@ -441,7 +441,7 @@ fn real_rings_all_cpus_and_errors() {
         eprintln!("skipping real_rings_all_cpus_and_errors: needs root");
         return;
     }
-    let mut rings = PerfRings::open_bpf_output_all(1, 1).expect("open all");
+    let mut rings = PerfRings::open_bpf_output(&online_cpus().unwrap(), 1, 1).expect("open all");
     assert_eq!(rings.len(), online_cpus().unwrap().len());
     assert!(!rings.is_empty());
     for ring in rings.iter_mut() {
@@ -452,13 +452,13 @@ fn real_rings_all_cpus_and_errors() {
     assert_eq!(cpus, online_cpus().unwrap());
 
     let e = PerfRing::open_bpf_output(0, 3, 1).err().unwrap();
-    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    assert_eq!(e.source.kind(), io::ErrorKind::InvalidInput);
     let e = PerfRing::open_bpf_output(4095, 1, 1).err().unwrap();
-    let errno = errno_of(&e).expect("errno kept");
+    let errno = e.errno();
     assert!(errno == libc::EINVAL || errno == libc::ENODEV, "{e}");
     assert!(
         e.to_string()
-            .contains("perf_event_open(BPF_OUTPUT, cpu 4095)"),
+            .starts_with("perf_event_open on BPF_OUTPUT, cpu 4095: "),
         "{e}"
     );
     assert!(open_cpu_clock(0, 0).is_err());
