@@ -10,15 +10,21 @@
 //! The loop never opens a path a user controls (DESIGN §9): whatever needs
 //! a file's contents is a job for the file worker (`files`).
 
+mod control;
 pub mod files;
+mod hooks;
 pub mod metrics;
+mod rings;
+
+pub use control::{spawn, AgentHandle, Command, Status};
+use rings::{open_rings, Source, RING_BASE, SAMPLE_RING_BASE, SIGNALS, WAKER};
 
 use crate::abi::{Config, Sample};
 use crate::agent::files::{FileWorkers, FilesConfig};
 use crate::agent::metrics::{Gauges, Histogram};
-use crate::counters::{add, Snapshot, COUNTERS};
+use crate::counters::{add, COUNTERS};
 use crate::error::{Error, Result};
-use crate::maps::audit::{self, AuditReport};
+use crate::maps::audit;
 use crate::maps::loader::{self, Loaded};
 use crate::maps::tables::DeleteStrategy;
 use crate::sys::perf_ring::{PerfRings, Record};
@@ -26,79 +32,15 @@ use crate::sys::process::{self as sysproc, Gated};
 use crate::sys::signal::AgentSignals;
 use crate::tracker::budget::Budgets;
 use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::{BTreeSet, HashMap};
+use mio::{Events, Interest, Poll, Waker};
+use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const SIGNALS: Token = Token(0);
-const WAKER: Token = Token(1);
-const RING_BASE: usize = 1 << 16;
-const SAMPLE_RING_BASE: usize = 1 << 20;
-const PIDFD_BASE: usize = 1 << 32;
-
-/// What woke the loop: a poll token decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Source {
-    /// SIGINT, SIGTERM or SIGHUP on the signalfd.
-    Signals,
-    /// The control handle or the file worker.
-    Waker,
-    /// The request ring of a CPU: the BPF side asks for syncs.
-    Requests(u32),
-    /// The sample ring of a CPU (profile mode).
-    Samples(u32),
-    /// The pidfd of a tracked process: it exited.
-    Exit(u32),
-    Unknown,
-}
-
-impl Source {
-    fn of(t: Token) -> Source {
-        match t {
-            SIGNALS => Source::Signals,
-            WAKER => Source::Waker,
-            Token(n) if n >= PIDFD_BASE => Source::Exit((n - PIDFD_BASE) as u32),
-            Token(n) if n >= SAMPLE_RING_BASE => Source::Samples((n - SAMPLE_RING_BASE) as u32),
-            Token(n) if n >= RING_BASE => Source::Requests((n - RING_BASE) as u32),
-            _ => Source::Unknown,
-        }
-    }
-
-    fn pidfd(pid: u32) -> Token {
-        Token(PIDFD_BASE + pid as usize)
-    }
-}
-
-/// Opens a BPF output ring per CPU, makes each the target of `map` at
-/// its CPU, and registers it with `poll` at `base + cpu`.
-fn open_rings(
-    poll: &Poll,
-    map: &crate::sys::bpf::MapHandle,
-    pages: usize,
-    wakeup_events: u32,
-    base: usize,
-) -> Result<PerfRings> {
-    let cpus = crate::proc::cpus::online_cpus()?;
-    let mut rings = PerfRings::open_bpf_output(&cpus, pages, wakeup_events)?;
-    for ring in rings.iter_mut() {
-        let cpu = ring.cpu();
-        map.update(
-            &cpu,
-            &(ring.as_fd().as_raw_fd() as u32),
-            crate::sys::bpf::BPF_ANY,
-        )?;
-        poll.registry()
-            .register(ring, Token(base + cpu as usize), Interest::READABLE)
-            .map_err(|e| Error::from(e).context(format!("epoll_ctl(perf ring cpu {cpu})")))?;
-    }
-    Ok(rings)
-}
 
 /// Time an iteration spends on queued sync steps (each step is bounded
 /// too: a few thousand keys or 64 KiB of maps).
@@ -145,7 +87,6 @@ pub struct AgentConfig {
     /// Tests: one perf record per request, so a tiny ring can lose some.
     pub wake_every_request: bool,
     /// Print elapsed time and samples on stderr every second.
-    pub progress: bool,
     /// The file worker's deadline per job and stuck-worker cap.
     pub files: FilesConfig,
     /// What the file worker does with a mapping (tests); default: read
@@ -172,105 +113,10 @@ impl Default for AgentConfig {
             duration: None,
             sampling: None,
             wake_every_request: false,
-            progress: false,
             files: FilesConfig::default(),
             file_reader: None,
             budgets: None,
         }
-    }
-}
-
-/// The agent's state as the control API reports it.
-#[derive(Clone, Debug, Default)]
-pub struct Status {
-    pub tracked: Vec<u32>,
-    pub keys: usize,
-    pub files: usize,
-    pub file_refs: usize,
-    /// Distinct files used by the mappings of tracked processes.
-    pub files_in_use: usize,
-    pub counters: Snapshot,
-    pub pin_dir: PathBuf,
-    /// The longest loop iteration so far (poll return to next poll).
-    pub loop_max: Duration,
-    pub loop_iterations: u64,
-    /// Uids holding trie keys.
-    pub uids: usize,
-}
-
-pub enum Command {
-    Sync(u32, Sender<SyncOutcome>),
-    Forget(u32, Sender<bool>),
-    Status(Sender<Status>),
-    Audit(Sender<Result<AuditReport>>),
-    /// Answered once the pid is tracked.
-    WhenTracked(u32, Sender<()>),
-    /// Answered once the pid is not tracked (its exit handled).
-    WhenGone(u32, Sender<()>),
-    /// Blocks the loop until the sender side of the channel is dropped
-    /// or sends (tests: let events pile up).
-    Pause(Receiver<()>),
-    Shutdown,
-}
-
-/// The control API: commands into the loop from any thread.
-#[derive(Clone)]
-pub struct AgentHandle {
-    tx: Sender<Command>,
-    waker: Arc<Waker>,
-}
-
-const REPLY: Duration = Duration::from_secs(30);
-
-impl AgentHandle {
-    fn send(&self, c: Command) -> bool {
-        self.tx.send(c).is_ok() && self.waker.wake().is_ok()
-    }
-
-    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Command, timeout: Duration) -> Option<T> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if !self.send(make(tx)) {
-            return None;
-        }
-        rx.recv_timeout(timeout).ok()
-    }
-
-    pub fn sync(&self, pid: u32) -> Option<SyncOutcome> {
-        self.ask(|t| Command::Sync(pid, t), REPLY)
-    }
-
-    pub fn forget(&self, pid: u32) -> Option<bool> {
-        self.ask(|t| Command::Forget(pid, t), REPLY)
-    }
-
-    pub fn status(&self) -> Option<Status> {
-        self.ask(Command::Status, REPLY)
-    }
-
-    pub fn audit(&self) -> Option<Result<AuditReport>> {
-        self.ask(Command::Audit, REPLY)
-    }
-
-    /// Waits until `pid` is tracked; false on timeout.
-    pub fn when_tracked(&self, pid: u32, timeout: Duration) -> bool {
-        self.ask(|t| Command::WhenTracked(pid, t), timeout)
-            .is_some()
-    }
-
-    /// Waits until `pid` is no longer tracked; false on timeout.
-    pub fn when_gone(&self, pid: u32, timeout: Duration) -> bool {
-        self.ask(|t| Command::WhenGone(pid, t), timeout).is_some()
-    }
-
-    /// Blocks the loop until the returned sender is dropped.
-    pub fn pause(&self) -> Sender<()> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.send(Command::Pause(rx));
-        tx
-    }
-
-    pub fn shutdown(&self) {
-        self.send(Command::Shutdown);
     }
 }
 
@@ -288,6 +134,18 @@ pub trait SampleSink {
     fn sample(&mut self, sample: &Sample, pm: &ProcessManager, files: &mut FileWorkers);
     /// A file job submitted by [`SampleSink::sample`] finished (or failed).
     fn file_done(&mut self, done: files::Done);
+    /// Once per loop turn, after the turn's exits are handled; `true` ends
+    /// the run (the command's policy, e.g. profile --pid ends when every
+    /// profiled process has exited).
+    fn turn(&mut self, _pm: &ProcessManager, _now: Instant) -> bool {
+        false
+    }
+    /// When the loop must turn again at the latest for this sink.
+    fn next_turn(&self) -> Option<Instant> {
+        None
+    }
+    /// The loop ended; the last samples follow.
+    fn ended(&mut self) {}
 }
 
 pub struct Agent {
@@ -300,8 +158,7 @@ pub struct Agent {
     signals: Option<AgentSignals>,
     rx: Receiver<Command>,
     _waker: Arc<Waker>,
-    when_tracked: HashMap<u32, Vec<Sender<()>>>,
-    when_gone: HashMap<u32, Vec<Sender<()>>>,
+    hooks: hooks::Waiters,
     child: Option<u32>,
     ended: Option<Ended>,
     sink: Option<Box<dyn SampleSink>>,
@@ -374,8 +231,7 @@ impl Agent {
             signals,
             rx,
             _waker: waker.clone(),
-            when_tracked: HashMap::new(),
-            when_gone: HashMap::new(),
+            hooks: hooks::Waiters::default(),
             child: None,
             ended: None,
             sink: None,
@@ -519,9 +375,7 @@ impl Agent {
     fn synced(&mut self, pid: u32, out: &SyncOutcome) {
         match out {
             SyncOutcome::Synced { .. } => {
-                for w in self.when_tracked.remove(&pid).unwrap_or_default() {
-                    let _ = w.send(());
-                }
+                self.hooks.tracked(pid);
             }
             SyncOutcome::Gone | SyncOutcome::Failed(_) => self.notify_gone(pid),
         }
@@ -549,9 +403,7 @@ impl Agent {
         if self.pm.is_tracked(pid) || self.pm.is_dying(pid) {
             return;
         }
-        for w in self.when_gone.remove(&pid).unwrap_or_default() {
-            let _ = w.send(());
-        }
+        self.hooks.gone(pid);
         if self.child == Some(pid) {
             if let Some(code) = sysproc::try_wait(pid) {
                 self.child = None;
@@ -649,56 +501,6 @@ impl Agent {
         }
         if self.cfg.mode == Mode::All {
             self.scan_proc();
-        }
-    }
-
-    fn handle_command(&mut self, c: Command) {
-        match c {
-            Command::Sync(pid, tx) => {
-                let _ = tx.send(self.sync(pid));
-            }
-            Command::Forget(pid, tx) => {
-                let was = self.pm.is_tracked(pid);
-                self.exit(pid);
-                self.bury_all();
-                let _ = tx.send(was);
-            }
-            Command::Status(tx) => {
-                let _ = tx.send(self.status());
-            }
-            Command::Audit(tx) => {
-                // exits already signalled but not yet handled are not leaks
-                self.reap_fired();
-                self.bury_all();
-                // a tracked process is alive until its pidfd says otherwise
-                let pm = &self.pm;
-                let alive = |p: u32| {
-                    pm.get(p)
-                        .map(|p| p.start_time)
-                        .or_else(|| crate::tracker::process::start_time(p))
-                };
-                let _ = tx.send(audit::audit(&pm.tables.trie.map, &pm.tables.events, &alive));
-            }
-            Command::WhenTracked(pid, tx) => {
-                if self.pm.is_tracked(pid) && !self.pm.is_syncing(pid) {
-                    let _ = tx.send(());
-                } else {
-                    self.when_tracked.entry(pid).or_default().push(tx);
-                }
-            }
-            Command::WhenGone(pid, tx) => {
-                if !self.pm.is_tracked(pid) {
-                    let _ = tx.send(());
-                } else {
-                    self.when_gone.entry(pid).or_default().push(tx);
-                }
-            }
-            Command::Pause(rx) => {
-                let _ = rx.recv();
-            }
-            Command::Shutdown => {
-                self.ended.get_or_insert_with(Ended::default);
-            }
         }
     }
 
@@ -819,12 +621,11 @@ impl Agent {
         let mut events = Events::with_capacity(256);
         let mut next_metrics = Instant::now() + self.cfg.metrics_interval;
         let mut next_sweep = Instant::now() + self.cfg.sweep_interval;
-        let mut next_progress = Instant::now() + Duration::from_secs(1);
         while self.ended.is_none() {
             let now = Instant::now();
             let mut deadline = next_metrics;
-            if self.cfg.progress {
-                deadline = deadline.min(next_progress);
+            if let Some(at) = self.sink.as_ref().and_then(|s| s.next_turn()) {
+                deadline = deadline.min(at);
             }
             if self.pm.has_without_pidfd() || self.child.is_some() {
                 deadline = deadline.min(next_sweep);
@@ -877,12 +678,10 @@ impl Agent {
             for pid in exited {
                 self.exit(pid);
             }
-            if self.cfg.sampling.is_some()
-                && matches!(self.cfg.mode, Mode::Pids(_))
-                && self.pm.is_empty()
-            {
-                // profile --pid: everything profiled has exited
-                self.ended.get_or_insert_with(Ended::default);
+            if let Some(sink) = self.sink.as_mut() {
+                if sink.turn(&self.pm, Instant::now()) {
+                    self.ended.get_or_insert_with(Ended::default);
+                }
             }
             while let Ok(c) = self.rx.try_recv() {
                 self.handle_command(c);
@@ -909,19 +708,6 @@ impl Agent {
             if now >= next_metrics {
                 next_metrics = now + self.cfg.metrics_interval;
                 self.write_metrics();
-            }
-            if self.cfg.progress && now >= next_progress {
-                next_progress = now + Duration::from_secs(1);
-                let elapsed = started.elapsed().as_secs_f64();
-                let of = self
-                    .cfg
-                    .duration
-                    .map(|d| format!(" / {:.0} s", d.as_secs_f64()))
-                    .unwrap_or_default();
-                eprint!(
-                    "\rpidmap: {elapsed:.0} s{of}, {} samples ",
-                    COUNTERS.snapshot().samples_read
-                );
             }
             if self.cfg.duration.is_some_and(|d| now >= started + d) {
                 self.ended.get_or_insert_with(Ended::default);
@@ -956,8 +742,8 @@ impl Agent {
     }
 
     fn finish(mut self) -> Result<Ended> {
-        if self.cfg.progress {
-            eprintln!();
+        if let Some(sink) = self.sink.as_mut() {
+            sink.ended();
         }
         let cpus: Vec<u32> = self.sample_rings.iter().map(|r| r.cpu()).collect();
         for cpu in cpus {
@@ -981,30 +767,5 @@ impl Agent {
         }
         self.write_metrics();
         Ok(self.ended.take().unwrap_or_default())
-    }
-}
-
-/// Runs an agent on its own thread (tests and embedders); the handle
-/// drives it. The agent itself stays single-threaded.
-pub fn spawn(cfg: AgentConfig) -> Result<(AgentHandle, std::thread::JoinHandle<Result<Ended>>)> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let join = std::thread::Builder::new()
-        .name("pidmap-agent".into())
-        .spawn(move || match Agent::new(cfg) {
-            Ok((agent, handle)) => {
-                let _ = tx.send(Ok(handle));
-                agent.run()
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                let _ = tx.send(Err(e));
-                Err(Error::new(msg))
-            }
-        })
-        .map_err(|e| Error::from(e).context("spawning the agent thread"))?;
-    match rx.recv() {
-        Ok(Ok(h)) => Ok((h, join)),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(Error::new("the agent thread ended before starting")),
     }
 }

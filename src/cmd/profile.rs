@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The files of the process model, read by the file worker: a request
 /// becomes a job for one mapping of the file (the sampled process's, else
@@ -70,17 +70,77 @@ impl FileSource for ModelFiles<'_> {
 }
 
 /// The profile as the agent's sample sink.
-struct ProfileSink(Rc<RefCell<Profile>>);
+/// The profile command's side of the loop: samples into the profile, the
+/// progress line on a terminal, and the end of `--pid` profiles.
+struct ProfileSink {
+    profile: Rc<RefCell<Profile>>,
+    /// `--pid`: the run ends when every profiled process has exited.
+    end_when_empty: bool,
+    progress: Option<Progress>,
+}
+
+/// A progress line on stderr once a second (a terminal only).
+struct Progress {
+    started: Instant,
+    next: Instant,
+    duration: Option<Duration>,
+}
+
+impl Progress {
+    fn new(duration: Option<Duration>) -> Progress {
+        let now = Instant::now();
+        Progress {
+            started: now,
+            next: now + Duration::from_secs(1),
+            duration,
+        }
+    }
+
+    fn show(&mut self, now: Instant) {
+        if now < self.next {
+            return;
+        }
+        self.next = now + Duration::from_secs(1);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let of = self
+            .duration
+            .map(|d| format!(" / {:.0} s", d.as_secs_f64()))
+            .unwrap_or_default();
+        eprint!(
+            "\rpidmap: {elapsed:.0} s{of}, {} samples ",
+            COUNTERS.snapshot().samples_read
+        );
+    }
+}
 
 impl SampleSink for ProfileSink {
     fn sample(&mut self, sample: &Sample, pm: &ProcessManager, files: &mut FileWorkers) {
-        self.0
+        self.profile
             .borrow_mut()
             .add(sample, &mut ModelFiles { pm, files });
     }
 
     fn file_done(&mut self, done: Done) {
-        self.0.borrow_mut().file_done(done.file_id, done.symbols);
+        self.profile
+            .borrow_mut()
+            .file_done(done.file_id, done.symbols);
+    }
+
+    fn turn(&mut self, pm: &ProcessManager, now: Instant) -> bool {
+        if let Some(p) = self.progress.as_mut() {
+            p.show(now);
+        }
+        self.end_when_empty && pm.is_empty()
+    }
+
+    fn next_turn(&self) -> Option<Instant> {
+        self.progress.as_ref().map(|p| p.next)
+    }
+
+    fn ended(&mut self) {
+        if self.progress.is_some() {
+            eprintln!();
+        }
     }
 }
 
@@ -138,13 +198,14 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         Mode::Serve => Mode::All,
         m => m,
     };
+    let end_when_empty = matches!(mode, Mode::Pids(_));
+    let duration = p.duration.map(Duration::from_secs_f64);
     let cfg = AgentConfig {
         mode,
         pin_dir: p.pin_dir.clone(),
         keep_pins: p.keep_pins,
         signals: true,
-        duration: p.duration.map(Duration::from_secs_f64),
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        duration,
         budgets: Some(p.budgets),
         sampling: Some(Sampling {
             freq: p.freq,
@@ -162,7 +223,12 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     let profile = Rc::new(RefCell::new(Profile::new(kernel)));
     let (mut agent, _handle) = Agent::new(cfg)?;
     let stats_map = agent.map("sampler_stats")?;
-    agent.set_sample_sink(Box::new(ProfileSink(profile.clone())));
+    agent.set_sample_sink(Box::new(ProfileSink {
+        profile: profile.clone(),
+        end_when_empty,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr())
+            .then(|| Progress::new(duration)),
+    }));
     let started = std::time::Instant::now();
     let ended = agent.run()?;
     profile.borrow_mut().finish();
