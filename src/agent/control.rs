@@ -4,7 +4,7 @@
 use super::{Agent, AgentConfig, Ended};
 use crate::counters::Snapshot;
 use crate::error::{Error, Result};
-use crate::maps::audit::{self, AuditReport};
+use crate::maps::audit::AuditReport;
 use crate::tracker::process::SyncOutcome;
 use crossbeam_channel::Sender;
 use mio::Waker;
@@ -114,7 +114,7 @@ impl Agent {
                         .map(|p| p.start_time)
                         .or_else(|| crate::tracker::process::start_time(p))
                 };
-                let _ = tx.send(audit::audit(&pm.tables.trie.map, &pm.tables.events, &alive));
+                let _ = tx.send(pm.audit(&alive));
             }
             #[cfg(any(test, feature = "test-hooks"))]
             Command::Hook(h) => self.hooks.handle(h, &self.pm),

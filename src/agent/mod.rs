@@ -24,7 +24,6 @@ use crate::agent::files::{FileWorkers, FilesConfig};
 use crate::agent::metrics::{Gauges, Histogram};
 use crate::counters::{add, COUNTERS};
 use crate::error::{Error, Result};
-use crate::maps::audit;
 use crate::maps::loader::{self, Loaded};
 use crate::maps::tables::DeleteStrategy;
 use crate::sys::perf_ring::{PerfRings, Record};
@@ -32,6 +31,7 @@ use crate::sys::process::{self as sysproc, Gated};
 use crate::sys::signal::AgentSignals;
 use crate::tracker::budget::Budgets;
 use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
+use crate::tracker::Reconciled;
 use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Waker};
@@ -280,28 +280,7 @@ impl Agent {
         if !self.loaded.reused {
             return Ok(());
         }
-        let tables = &self.pm.tables;
-        let mut report = audit::audit(&tables.trie.map, &tables.events, &|pid| {
-            crate::tracker::process::start_time(pid)
-        })?;
-        let live: BTreeSet<u32> = {
-            let leaked: BTreeSet<u32> = report.leaked.iter().map(|l| l.pid).collect();
-            let keys = tables.trie_keys()?;
-            keys.iter()
-                .map(|k| k.pid())
-                .filter(|p| !leaked.contains(p))
-                .collect()
-        };
-        audit::repair(&tables.trie, &mut report);
-        let live_keys: Vec<_> = tables
-            .trie_keys()?
-            .into_iter()
-            .filter(|k| live.contains(&k.pid()))
-            .collect();
-        let (markers, mut rest): (Vec<_>, Vec<_>) =
-            live_keys.into_iter().partition(|k| k.is_marker());
-        rest.extend(markers);
-        tables.delete(&rest);
+        let Reconciled { report, live } = self.pm.reconcile_pins()?;
         log::info!(
             "reconciled pins: {} leaked keys of {} dead or reused pids removed, {} live pids re-synced",
             report.leaked_keys(),
@@ -416,14 +395,14 @@ impl Agent {
         Status {
             tracked: self.pm.pids(),
             keys: self.pm.key_count(),
-            files: self.pm.registry.len(),
-            file_refs: self.pm.registry.refs(),
+            files: self.pm.file_count(),
+            file_refs: self.pm.file_refs(),
             files_in_use: self.pm.files_in_use(),
             counters: COUNTERS.snapshot(),
             pin_dir: self.cfg.pin_dir.clone(),
             loop_max: Duration::from_secs_f64(self.loop_hist.max),
             loop_iterations: self.loop_hist.count,
-            uids: self.pm.budget.uids(),
+            uids: self.pm.uid_count(),
         }
     }
 
@@ -435,8 +414,8 @@ impl Agent {
             tracked_processes: self.pm.len() as u64,
             // the running total (equal to the model's count, without a
             // walk of every mapping)
-            trie_entries: self.pm.budget.total(),
-            files: self.pm.registry.len() as u64,
+            trie_entries: self.pm.trie_entries(),
+            files: self.pm.file_count() as u64,
         };
         let text =
             metrics::render(&COUNTERS.snapshot(), &g) + &metrics::render_loop(&self.loop_hist);
@@ -452,30 +431,10 @@ impl Agent {
             .loaded
             .latch
             .update(&0u32, &0u32, crate::sys::bpf::BPF_ANY);
-        let mut pids = BTreeSet::new();
-        let mut token = None;
-        loop {
-            let mut keys = [0u64; 1024];
-            let mut vals = [0u8; 1024];
-            match self
-                .pm
-                .tables
-                .events
-                .lookup_and_delete_batch(&mut token, &mut keys, &mut vals)
-            {
-                Ok((n, done)) => {
-                    add(&COUNTERS.requests_drained, n as u64);
-                    pids.extend(keys[..n].iter().map(|k| (k >> 32) as u32));
-                    if done || n == 0 {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    log::warn!("{e}");
-                    break;
-                }
-            }
-        }
+        let pids = self.pm.take_requests().unwrap_or_else(|e| {
+            log::warn!("{e}");
+            BTreeSet::new()
+        });
         for pid in pids {
             self.request(pid);
         }

@@ -31,14 +31,14 @@ pub struct ModelFiles<'a> {
 
 impl FileSource for ModelFiles<'_> {
     fn name(&self, file_id: u64) -> Option<String> {
-        self.pm.registry.get(file_id).map(|f| f.path.clone())
+        self.pm.file(file_id).map(|f| f.path.clone())
     }
 
     fn request(&mut self, file_id: u64, pid: u32) -> Requested {
         if file_id == VDSO_FILE_ID {
             return Requested::Ready(None);
         }
-        let Some(info) = self.pm.registry.get(file_id) else {
+        let Some(info) = self.pm.file(file_id) else {
             return Requested::Ready(None);
         };
         let mapping_of = |p: u32| {

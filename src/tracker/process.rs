@@ -224,9 +224,11 @@ struct Dying {
 }
 
 pub struct ProcessManager {
-    pub tables: Tables,
-    pub registry: Registry,
-    pub budget: Budget,
+    // the tracker's own: other layers go through the methods (here and in
+    // tracker/api.rs)
+    pub(super) tables: Tables,
+    pub(super) registry: Registry,
+    pub(super) budget: Budget,
     procs: HashMap<u32, Process>,
     jobs: HashMap<u32, Job>,
     queue: VecDeque<u32>,
