@@ -112,7 +112,7 @@ impl Agent {
                 let alive = |p: u32| {
                     pm.get(p)
                         .map(|p| p.start_time)
-                        .or_else(|| crate::tracker::process::start_time(p))
+                        .or_else(|| crate::proc::stat::start_time(p))
                 };
                 let _ = tx.send(pm.audit(&alive));
             }

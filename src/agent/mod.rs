@@ -42,6 +42,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Data pages of each request ring, unless asked otherwise (`--ring-pages`
+/// of run and bench).
+pub const DEFAULT_RING_PAGES: usize = 8;
+/// Data pages of each sample ring, unless asked otherwise (`profile
+/// --ring-pages`).
+pub const DEFAULT_SAMPLE_RING_PAGES: usize = 64;
+
 /// Time an iteration spends on queued sync steps (each step is bounded
 /// too: a few thousand keys or 64 KiB of maps).
 pub const WORK_SLICE: Duration = Duration::from_millis(2);
@@ -106,7 +113,7 @@ impl Default for AgentConfig {
             metrics_file: None,
             metrics_interval: Duration::from_secs(5),
             max_entries: crate::abi::TRIE_MAX_ENTRIES,
-            ring_pages: 8,
+            ring_pages: DEFAULT_RING_PAGES,
             delete_strategy: DeleteStrategy::Resume,
             sweep_interval: Duration::from_secs(10),
             signals: false,
@@ -267,10 +274,6 @@ impl Agent {
     /// side alone); [`Agent::run`] does this itself.
     pub fn start_sampler(&mut self) -> Result<()> {
         self.start_sampling()
-    }
-
-    pub fn process_manager(&self) -> &ProcessManager {
-        &self.pm
     }
 
     /// Entries left in the pins by an earlier run: dead or reused pids are

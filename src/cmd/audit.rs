@@ -35,7 +35,7 @@ pub fn run(pin_dir: &Path, repair: bool, json: bool) -> Result<u8> {
     let dir = open_dir(pin_dir)?;
     let trie = open(&dir, pin_dir, TRIE_NAME)?;
     let events = open(&dir, pin_dir, EVENTS_NAME)?;
-    let mut report = audit::audit(&trie, &events, &crate::tracker::process::start_time)?;
+    let mut report = audit::audit(&trie, &events, &crate::proc::stat::start_time)?;
     let leaked = !report.clean();
     if repair && leaked {
         let map = BatchMap::probe::<crate::abi::PidPage, crate::abi::MappingInfo>(trie);

@@ -7,6 +7,7 @@
 use crate::abi::{PidPage, TRIE_NAME};
 use crate::cli::BenchArgs;
 use crate::error::{Error, Result};
+use crate::proc::status::status_kib;
 use crate::rng::Rng;
 use crate::sys::bpf::MapHandle;
 use std::io::{BufRead, BufReader};
@@ -48,17 +49,6 @@ fn cpu_seconds(pid: u32) -> f64 {
         / 1e9
 }
 
-/// A "kB" field of /proc/PID/status (`VmRSS`, `VmHWM`); 0 once the
-/// process is gone.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The keys the agent records for `pid`, from its maps (same algorithm).
 fn mapping_keys(pid: u32) -> Vec<PidPage> {
     let Ok(data) = std::fs::read(format!("/proc/{pid}/maps")) else {
@@ -67,13 +57,7 @@ fn mapping_keys(pid: u32) -> Vec<PidPage> {
     let (entries, _) = crate::proc::maps::parse_maps(&data);
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| e.is_exec_file()) {
-        if let Ok(blocks) = crate::tracker::prefix::cover(e.start, e.end) {
-            out.extend(
-                blocks
-                    .into_iter()
-                    .map(|b| PidPage::new(pid, b.start, b.len)),
-            );
-        }
+        out.extend(crate::tracker::prefix::keys(pid, e.start, e.end));
     }
     out
 }
@@ -289,9 +273,8 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
     res.elapsed_s = start.elapsed().as_secs_f64();
     // entries of exited workload processes still in the trie (pid numbers
     // wrap: a workload pid may now belong to a live process)
-    let dead = |k: &PidPage| {
-        pids.contains(&k.pid()) && crate::tracker::process::start_time(k.pid()).is_none()
-    };
+    let dead =
+        |k: &PidPage| pids.contains(&k.pid()) && crate::proc::stat::start_time(k.pid()).is_none();
     let settle = Instant::now() + Duration::from_secs(5);
     until(settle, || {
         trie.keys::<PidPage>(1 << 22)
@@ -306,7 +289,7 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
     let report = crate::maps::audit::audit(
         &trie,
         &MapHandle::from_pin(&agent.pins.join(crate::abi::EVENTS_NAME))?,
-        &crate::tracker::process::start_time,
+        &crate::proc::stat::start_time,
     )?;
     res.audit_leaked = report.leaked_keys();
     res.agent_cpu_s = cpu_seconds(apid) - cpu0;
@@ -408,21 +391,4 @@ pub fn run(b: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::status_kib;
-
-    #[test]
-    fn status_fields_are_read_whole_and_in_kib() {
-        let me = std::process::id();
-        let rss = status_kib(me, "VmRSS");
-        assert!(rss > 0);
-        assert!(status_kib(me, "VmHWM") >= rss);
-        // a prefix of a field name is not that field
-        assert_eq!(status_kib(me, "VmRS"), 0);
-        // a process that is gone reads as 0 (pid_max is at most 2^22)
-        assert_eq!(status_kib(1 << 23, "VmRSS"), 0);
-    }
 }

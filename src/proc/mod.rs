@@ -2,3 +2,5 @@
 
 pub mod cpus;
 pub mod maps;
+pub mod stat;
+pub mod status;

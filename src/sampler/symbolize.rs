@@ -172,11 +172,6 @@ impl ElfSymbols {
                 .get_or_init(|| demangle(raw).into_boxed_str()),
         )
     }
-
-    /// Number of function symbols kept (for diagnostics).
-    pub fn symbol_count(&self) -> usize {
-        self.syms.len()
-    }
 }
 
 /// Parses a file by bounded reads; warns when a section was too big.

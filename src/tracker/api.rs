@@ -87,7 +87,7 @@ impl ProcessManager {
     pub fn reconcile_pins(&mut self) -> Result<Reconciled> {
         let tables = &self.tables;
         let mut report = audit::audit(&tables.trie.map, &tables.events, &|pid| {
-            super::process::start_time(pid)
+            crate::proc::stat::start_time(pid)
         })?;
         let live: BTreeSet<u32> = {
             let leaked: BTreeSet<u32> = report.leaked.iter().map(|l| l.pid).collect();

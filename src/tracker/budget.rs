@@ -158,22 +158,6 @@ impl Budget {
     }
 }
 
-/// The real uid of a process from the text of /proc/PID/status.
-pub fn parse_real_uid(status: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(status).ok()?;
-    let line = text.lines().find(|l| l.starts_with("Uid:"))?;
-    line["Uid:".len()..]
-        .split_ascii_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// The real uid of `pid` (None when it is gone).
-pub fn real_uid(pid: u32) -> Option<u32> {
-    parse_real_uid(&std::fs::read(format!("/proc/{pid}/status")).ok()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,17 +248,5 @@ mod tests {
             b.release(uid as u32, *h);
         }
         assert_eq!((b.total(), b.uids(), b.non_root), (0, 0, 0));
-    }
-
-    #[test]
-    fn the_real_uid_is_the_first_field() {
-        let s = b"Name:\tx\nUmask:\t0022\nState:\tS\nUid:\t1000\t0\t0\t0\nGid:\t5\t5\t5\t5\n";
-        assert_eq!(parse_real_uid(s), Some(1000));
-        assert_eq!(parse_real_uid(b"Name:\tx\n"), None);
-        assert_eq!(parse_real_uid(b"Uid:\tx\n"), None);
-        assert_eq!(
-            real_uid(std::process::id()),
-            Some(crate::sys::process::uid())
-        );
     }
 }

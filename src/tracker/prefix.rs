@@ -1,6 +1,7 @@
 //! The cover of an address range by the minimal list of aligned
 //! power-of-two blocks, each an LPM prefix (DESIGN §2).
 
+use crate::abi::PidPage;
 use std::fmt;
 
 /// One aligned block: `len` leading bits of `start` count.
@@ -61,6 +62,19 @@ pub fn cover(start: u64, end: u64) -> Result<Vec<Block>, EmptyRange> {
         cursor += size;
     }
     Ok(out)
+}
+
+/// The trie keys of the mapping `[start, end)` of `pid`: one per block of
+/// its cover, in cover order; none for an empty range.
+pub fn keys(pid: u32, start: u64, end: u64) -> Vec<PidPage> {
+    cover(start, end)
+        .map(|blocks| {
+            blocks
+                .into_iter()
+                .map(|b| PidPage::new(pid, b.start, b.len))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@ use crate::error::Error;
 use crate::maps::engine::InsertOutcome;
 use crate::maps::tables::Tables;
 use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath};
+// the path tests/ use
+pub use crate::proc::stat::start_time;
 use crate::sys::pidfd;
 use crate::tracker::budget::{self, Budget};
 use crate::tracker::prefix;
@@ -60,11 +62,10 @@ impl Mapping {
         if self.landed == 0 {
             return;
         }
-        if let Ok(blocks) = prefix::cover(self.start, self.end) {
-            for (i, b) in blocks.iter().enumerate().take(128) {
-                if self.landed & (1 << i) != 0 {
-                    out.push(PidPage::new(pid, b.start, b.len));
-                }
+        let keys = prefix::keys(pid, self.start, self.end);
+        for (i, k) in keys.into_iter().enumerate().take(128) {
+            if self.landed & (1 << i) != 0 {
+                out.push(k);
             }
         }
     }
@@ -234,20 +235,6 @@ pub struct ProcessManager {
     queue: VecDeque<u32>,
     dying: VecDeque<Dying>,
     newly_tracked: Vec<u32>,
-}
-
-/// Start time (clock ticks after boot) of a process: field 22 of
-/// /proc/PID/stat.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
-}
-
-pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
-    // comm may hold spaces and parentheses: fields resume after the last ')'
-    let close = stat.iter().rposition(|&c| c == b')')?;
-    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 /// /proc/PID/maps, or a live thread's maps when the leader is a zombie
@@ -804,7 +791,7 @@ impl ProcessManager {
         };
         let uid = match self.procs.get(&pid) {
             Some(p) => p.uid,
-            None => match budget::real_uid(pid) {
+            None => match crate::proc::status::real_uid(pid) {
                 Some(u) => u,
                 None => return Err(SyncOutcome::Gone),
             },
@@ -1243,9 +1230,7 @@ mod tests {
             procmaps::parse_maps(&std::fs::read(format!("/proc/{pid}/maps")).unwrap());
         let mut keys = vec![PidPage::marker(pid)];
         for e in entries.iter().filter(|e| e.is_exec_file() || e.is_vdso()) {
-            for b in prefix::cover(e.start, e.end).unwrap() {
-                keys.push(PidPage::new(pid, b.start, b.len));
-            }
+            keys.extend(prefix::keys(pid, e.start, e.end));
         }
         let mut out: Vec<Vec<u8>> = keys
             .iter()
@@ -1582,17 +1567,5 @@ mod tests {
         assert!(!pm.is_syncing(pid));
         assert_eq!(pm.budget.total(), 0);
         assert!(fake::uninstall().unwrap().entries.is_empty(), "zero leaks");
-    }
-
-    #[test]
-    fn start_time_survives_odd_comms() {
-        let mut stat =
-            b"1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 ".to_vec();
-        stat.extend_from_slice(b"987654 10000000 200 18446744073709551615\n");
-        assert_eq!(parse_start_time(&stat), Some(987654));
-        assert_eq!(parse_start_time(b"garbage"), None);
-        assert_eq!(parse_start_time(b"1 (x) S 1"), None);
-        let me = start_time(std::process::id()).expect("own start time");
-        assert!(me > 0);
     }
 }
