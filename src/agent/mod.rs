@@ -19,7 +19,7 @@ mod config;
 mod control;
 pub mod files;
 mod hooks;
-pub mod metrics;
+pub(crate) mod metrics;
 mod rings;
 
 pub use config::{

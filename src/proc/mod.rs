@@ -1,6 +1,6 @@
 //! Pure parsers of the text the kernel exports under /proc and /sys.
 
-pub mod cpus;
+pub(crate) mod cpus;
 pub mod maps;
-pub mod stat;
-pub mod status;
+pub(crate) mod stat;
+pub(crate) mod status;

@@ -2,6 +2,6 @@
 //! output, and the diff of two profiles.
 
 pub mod diff;
-pub mod pprof;
+pub(crate) mod pprof;
 pub mod profile;
 pub mod symbolize;

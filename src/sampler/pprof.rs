@@ -206,6 +206,7 @@ fn packed_or_single(v: u64, b: &[u8]) -> Result<Vec<u64>, String> {
 
 /// Reads a (gzipped or plain) pprof profile held in memory; see
 /// [`decode_from`].
+#[cfg(test)]
 pub fn decode(data: &[u8]) -> Result<Vec<(Vec<String>, u64)>, String> {
     decode_from(data, 1 << 30)
 }

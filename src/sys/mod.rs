@@ -7,15 +7,15 @@
 pub mod bpf;
 #[cfg(test)]
 pub mod fake;
-pub mod fs;
+pub(crate) mod fs;
 pub mod object;
-pub mod perf_event;
-pub mod perf_ring;
-pub mod pidfd;
-pub mod pread;
+pub(crate) mod perf_event;
+pub(crate) mod perf_ring;
+pub(crate) mod pidfd;
+pub(crate) mod pread;
 pub mod process;
 pub mod safe_open;
-pub mod signal;
+pub(crate) mod signal;
 
 /// The old path of the perf ring reader's fuzz entry point, still used by
 /// the fuzz targets under tests/.

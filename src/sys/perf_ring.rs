@@ -118,6 +118,7 @@ impl RingReader {
     }
 
     /// Number of corrupt headers or malformed records skipped so far.
+    #[cfg(test)]
     pub fn corrupt(&self) -> u64 {
         self.corrupt
     }
@@ -356,11 +357,13 @@ impl PerfRing {
     }
 
     /// Whether unread records are pending.
+    #[cfg(test)]
     pub fn pending(&self) -> bool {
         self.reader.pending()
     }
 
     /// Corrupt headers or malformed records skipped so far.
+    #[cfg(test)]
     pub fn corrupt(&self) -> u64 {
         self.reader.corrupt()
     }
@@ -453,11 +456,13 @@ impl PerfRings {
     }
 
     /// Number of rings.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.rings.len()
     }
 
     /// Whether there are no rings.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.rings.is_empty()
     }

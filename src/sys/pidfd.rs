@@ -20,15 +20,6 @@ pub fn pidfd_open(pid: u32) -> Result<OwnedFd, SysError> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
 
-/// Whether `pid` exists (kill(pid, 0); EPERM still means it exists).
-pub fn pid_alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
 
 /// Whether a pidfd is readable now (its process has exited):
 /// `poll(fd, POLLIN, 0)`.

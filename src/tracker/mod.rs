@@ -4,8 +4,8 @@
 
 mod api;
 pub mod budget;
-pub mod prefix;
+pub(crate) mod prefix;
 pub mod process;
-pub mod registry;
+pub(crate) mod registry;
 
 pub use api::Reconciled;

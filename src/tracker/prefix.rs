@@ -13,6 +13,7 @@ pub struct Block {
 
 impl Block {
     /// Size in bytes; a /0 block (the whole space) saturates.
+    #[cfg(test)]
     pub fn size(&self) -> u128 {
         1u128 << (64 - self.len)
     }

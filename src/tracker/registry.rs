@@ -72,6 +72,7 @@ impl Registry {
         self.files.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
