@@ -115,7 +115,7 @@ impl Agent {
             programs.push("pidmap_sample");
         }
         let (loaded, mut tables) = loader::load(&cfg.pin_dir, cfg.max_entries, &programs)?;
-        tables.strategy = cfg.delete_strategy;
+        tables.set_strategy(cfg.delete_strategy);
         let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
@@ -131,7 +131,7 @@ impl Agent {
         } else {
             None
         };
-        let report_events = loaded.object.map("report_events")?;
+        let report_events = loaded.map("report_events")?;
         let rings = open_rings(&poll, &report_events, cfg.ring_pages, 1, RING_BASE)?;
         let track_all =
             cfg.mode == Mode::All || (cfg.sampling.is_some() && cfg.mode == Mode::Serve);
@@ -146,7 +146,7 @@ impl Agent {
             wake_every_request: cfg.wake_every_request as u32,
             request_interval_ns: interval.as_nanos() as u64,
         })?;
-        let capacity = u64::from(tables.trie.map.info().max_entries);
+        let capacity = tables.capacity();
         let mut pm = ProcessManager::new(tables);
         pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
         let mut agent = Agent {
@@ -187,7 +187,7 @@ impl Agent {
 
     /// A handle on one of the object's maps (inspection, tests).
     pub fn map(&self, name: &str) -> Result<crate::sys::bpf::MapHandle> {
-        Ok(self.loaded.object.map(name)?)
+        self.loaded.map(name)
     }
 
     /// Attaches the sampler without running the loop (tests of the BPF
@@ -200,7 +200,7 @@ impl Agent {
     /// removed through the engine; live ones are deleted and synced afresh
     /// (their old keys may describe mappings that changed since).
     fn reconcile(&mut self) -> Result<()> {
-        if !self.loaded.reused {
+        if !self.loaded.reused() {
             return Ok(());
         }
         let Reconciled { report, live } = self.pm.reconcile_pins()?;
@@ -350,10 +350,7 @@ impl Agent {
     /// Drains pid_events (clearing the wake-up latch first, so a request
     /// arriving meanwhile wakes us again) and syncs what was asked.
     fn drain_requests(&mut self) {
-        let _ = self
-            .loaded
-            .latch
-            .update(&0u32, &0u32, crate::sys::bpf::BPF_ANY);
+        let _ = self.loaded.clear_latch();
         let pids = self.pm.take_requests().unwrap_or_else(|e| {
             log::warn!("{e}");
             BTreeSet::new()
@@ -440,12 +437,12 @@ impl Agent {
         let Some(s) = self.cfg.sampling.clone() else {
             return Ok(());
         };
-        let events = self.loaded.object.map("sample_events")?;
+        let events = self.loaded.map("sample_events")?;
         self.sample_rings = open_rings(&self.poll, &events, s.ring_pages, 16, SAMPLE_RING_BASE)?;
         let cpus: Vec<u32> = self.sample_rings.iter().map(|r| r.cpu()).collect();
         for cpu in cpus {
             let fd = crate::sys::perf_event::open_cpu_clock(cpu, s.freq)?;
-            self.loaded.object.attach_perf_event("pidmap_sample", fd)?;
+            self.loaded.attach_perf_event("pidmap_sample", fd)?;
         }
         Ok(())
     }
@@ -457,7 +454,7 @@ impl Agent {
             Ok(()) => self.finish(),
             Err(e) => {
                 // an agent that failed leaves no pins behind unless asked to
-                self.loaded.object.detach_all();
+                self.loaded.detach_all();
                 if !self.cfg.keep_pins {
                     self.pm.forget_all();
                     loader::remove_pins(&self.cfg.pin_dir);
@@ -631,7 +628,7 @@ impl Agent {
         for cpu in cpus {
             self.read_samples(cpu);
         }
-        self.loaded.object.detach_all();
+        self.loaded.detach_all();
         if !self.cfg.keep_pins {
             self.pm.forget_all();
             loader::remove_pins(&self.cfg.pin_dir);

@@ -8,7 +8,8 @@ use crate::maps::tables::Tables;
 use crate::sys::bpf::{MapHandle, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
 use crate::sys::fs::{self, Dir, DirStat, EntryKind};
 use crate::sys::object::{kernel_release, BpfObject};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
 /// The compiled `bpf/pidmap.bpf.c`, stripped of debug info (BTF kept).
 pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pidmap.bpf.o"));
@@ -22,12 +23,11 @@ pub const PINNED: [(&str, u32, u32, u32); 2] = [
 ];
 
 pub struct Loaded {
-    pub object: BpfObject,
-    pub config: MapHandle,
-    pub latch: MapHandle,
-    pub pin_dir: PathBuf,
+    object: BpfObject,
+    config: MapHandle,
+    latch: MapHandle,
     /// Whether the trie came from an earlier run's pins.
-    pub reused: bool,
+    reused: bool,
 }
 
 /// Makes sure `pin_dir` can hold pins: mounts bpffs at /sys/fs/bpf when
@@ -263,7 +263,6 @@ pub fn load(pin_dir: &Path, max_entries: u32, programs: &[&str]) -> Result<(Load
             object,
             config,
             latch,
-            pin_dir: pin_dir.to_path_buf(),
             reused,
         },
         Tables::new(trie, events),
@@ -273,6 +272,31 @@ pub fn load(pin_dir: &Path, max_entries: u32, programs: &[&str]) -> Result<(Load
 impl Loaded {
     pub fn set_config(&self, c: &Config) -> Result<()> {
         Ok(self.config.update(&0u32, c, crate::sys::bpf::BPF_ANY)?)
+    }
+
+    /// Whether the trie came from an earlier run's pins.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// A map of the object by name.
+    pub fn map(&self, name: &str) -> Result<MapHandle> {
+        Ok(self.object.map(name)?)
+    }
+
+    /// Attaches program `prog` to the perf event `event`.
+    pub fn attach_perf_event(&mut self, prog: &str, event: OwnedFd) -> Result<()> {
+        Ok(self.object.attach_perf_event(prog, event)?)
+    }
+
+    /// Detaches every program: nothing is written to the maps after.
+    pub fn detach_all(&mut self) {
+        self.object.detach_all();
+    }
+
+    /// Clears the wake-up latch: the next sync request wakes the agent.
+    pub fn clear_latch(&self) -> Result<()> {
+        Ok(self.latch.update(&0u32, &0u32, crate::sys::bpf::BPF_ANY)?)
     }
 }
 

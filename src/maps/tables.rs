@@ -45,6 +45,16 @@ impl Tables {
         }
     }
 
+    /// How deletes are issued.
+    pub fn set_strategy(&mut self, strategy: DeleteStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The trie's max_entries.
+    pub fn capacity(&self) -> u64 {
+        u64::from(self.trie.map.info().max_entries)
+    }
+
     pub fn delete(&self, keys: &[PidPage]) -> DeleteReport {
         match self.strategy {
             DeleteStrategy::Resume => engine::delete_keys(&self.trie, keys, &self.opts),

@@ -20,7 +20,6 @@ pub fn pidfd_open(pid: u32) -> Result<OwnedFd, SysError> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
 
-
 /// Whether a pidfd is readable now (its process has exited):
 /// `poll(fd, POLLIN, 0)`.
 pub fn exited(fd: BorrowedFd<'_>) -> bool {
