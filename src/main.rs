@@ -93,6 +93,6 @@ fn run(cmd: Cmd) -> Result<u8> {
             threshold,
             top,
             max_input,
-        } => pidmap::sampler::diff::run(&base, &new, threshold, top, max_input),
+        } => pidmap::cmd::diff::run(&base, &new, threshold, top, max_input),
     }
 }

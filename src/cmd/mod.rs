@@ -3,4 +3,5 @@
 pub mod audit;
 pub mod bench;
 pub mod churn;
+pub mod diff;
 pub mod profile;
