@@ -8,8 +8,8 @@
 //! - `proc`: pure parsers of /proc and /sys text;
 //! - `maps`: the BPF maps: the LPM trie engine, the pinned tables, audit;
 //! - `tracker`: processes: prefixes, the per-process model, the manager;
-//! - `agent`: the event loop, its control handle, metrics and counters;
 //! - `sampler`: profiles from samples: symbolize, fold, pprof, diff;
+//! - `agent`: the event loop, its control handle, the file worker, metrics;
 //! - `cmd`: one file per command, on top; `cli` parses the command line.
 //!
 //! Beside the layers, used by all of them: `error` (the crate's error),
