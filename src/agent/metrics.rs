@@ -181,18 +181,15 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(|e| {
-            Error::new(format!(
-                "creating a temporary file in {}: {e}",
-                dir.display()
-            ))
+            Error::from(e).context(format!("creating a temporary file in {}", dir.display()))
         })?;
     let f = tmp.as_file_mut();
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
         .and_then(|_| f.write_all(text.as_bytes()))
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::new(format!("writing {}: {e}", tmp.path().display())))?;
+        .map_err(|e| Error::from(e).context(format!("writing {}", tmp.path().display())))?;
     tmp.persist(path)
-        .map_err(|e| Error::new(format!("renaming over {}: {}", path.display(), e.error)))?;
+        .map_err(|e| Error::from(e.error).context(format!("renaming over {}", path.display())))?;
     Ok(())
 }
 

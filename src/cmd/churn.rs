@@ -231,8 +231,8 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
             .args(&workload[1..])
             .spawn()
             .map_err(|e| {
-                Error::new(format!(
-                    "bench churn: starting workload process {} ({}): {e}",
+                Error::from(e).context(format!(
+                    "bench churn: starting workload process {} ({})",
                     i + 1,
                     workload[0]
                 ))
