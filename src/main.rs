@@ -74,25 +74,25 @@ fn run(cmd: Cmd) -> Result<u8> {
             pin_dir,
             repair,
             json,
-        } => pidmap::audit_cmd::run(&pin_dir, repair, json),
+        } => pidmap::cmd::audit::run(&pin_dir, repair, json),
         Cmd::Bench(b) => {
             match b.kind.as_str() {
                 "delete" => {
-                    let rows = pidmap::bench::delete_bench(&b)?;
-                    pidmap::bench::print_delete(&b, &rows);
+                    let rows = pidmap::cmd::bench::delete_bench(&b)?;
+                    pidmap::cmd::bench::print_delete(&b, &rows);
                 }
-                "insert" => pidmap::bench::insert_bench(&b)?,
-                _ => pidmap::churn::run(&b)?,
+                "insert" => pidmap::cmd::bench::insert_bench(&b)?,
+                _ => pidmap::cmd::churn::run(&b)?,
             }
             Ok(0)
         }
-        Cmd::Profile(p) => pidmap::profile_cmd::run(p),
+        Cmd::Profile(p) => pidmap::cmd::profile::run(p),
         Cmd::Diff {
             base,
             new,
             threshold,
             top,
             max_input,
-        } => pidmap::diff::run(&base, &new, threshold, top, max_input),
+        } => pidmap::cmd::diff::run(&base, &new, threshold, top, max_input),
     }
 }

@@ -285,7 +285,7 @@ fn a_reused_pid_never_gets_the_old_processes_keys() {
         pm.sync(pid),
         SyncOutcome::Synced { new: true, .. }
     ));
-    let old_keys = pm.tables.trie_keys().unwrap();
+    let old_keys = pm.trie_keys().unwrap();
     old.finish();
     // force the number onto a new process running another binary
     let mut reused = None;
@@ -310,7 +310,7 @@ fn a_reused_pid_never_gets_the_old_processes_keys() {
         matches!(out, SyncOutcome::Synced { new: true, .. }),
         "{out:?}"
     );
-    let mut now: Vec<PidPage> = pm.tables.trie_keys().unwrap();
+    let mut now: Vec<PidPage> = pm.trie_keys().unwrap();
     now.sort();
     assert_eq!(now, expected_keys(pid), "exactly the new process's keys");
     let stale: Vec<&PidPage> = old_keys
@@ -319,19 +319,13 @@ fn a_reused_pid_never_gets_the_old_processes_keys() {
         .collect();
     let helper_only = old_keys.len() - 1 - stale.len();
     assert!(helper_only > 0, "the old image's keys are gone");
-    let marker: pidmap::abi::MappingInfo = pm
-        .tables
-        .trie
-        .map
-        .lookup(&PidPage::marker(pid))
-        .unwrap()
-        .unwrap();
+    let marker = pm.trie_value(&PidPage::marker(pid)).unwrap().unwrap();
     assert_eq!(Some(marker.bias()), pidmap::process::start_time(pid));
     newp.kill().unwrap();
     newp.wait().unwrap();
     pm.process_exit(pid);
-    assert!(pm.tables.trie_keys().unwrap().is_empty());
-    assert!(pm.registry.is_empty());
+    assert!(pm.trie_keys().unwrap().is_empty());
+    assert!(pm.file_count() == 0);
 }
 
 #[test]

@@ -310,8 +310,8 @@ const STARTUP_FD_CALLS: [&str; 14] = [
     "eventfd (mio waker)",
     "signalfd",
     "read /sys/devices/system/cpu/online",
-    "perf_event_open(BPF_OUTPUT, cpu",
-    "perf_event_open(CPU_CLOCK, cpu",
+    "perf_event_open on BPF_OUTPUT, cpu",
+    "perf_event_open on CPU_CLOCK, cpu",
     "bpf_program__attach_perf_event on pidmap_sample",
     "pipe2 on command gate",
 ];

@@ -136,14 +136,6 @@ impl MapHandle {
         MapHandle::from_fd(fd)
     }
 
-    /// Wraps a duplicate of a borrowed map fd.
-    pub fn from_borrowed(fd: BorrowedFd<'_>) -> Result<MapHandle, SysError> {
-        let owned = fd
-            .try_clone_to_owned()
-            .map_err(|e| SysError::new("dup", "map fd", e.raw_os_error().unwrap_or(libc::EIO)))?;
-        MapHandle::from_fd(owned)
-    }
-
     pub fn info(&self) -> &MapInfo {
         &self.info
     }

@@ -140,3 +140,30 @@ pub fn lstat(path: &Path) -> Result<DirStat, SysError> {
 pub fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
+
+/// `statfs(p)`: whether `p` is on a bpffs.
+pub fn is_bpffs(p: &Path) -> bool {
+    /// `BPF_FS_MAGIC` of linux/magic.h.
+    const BPF_FS_MAGIC: libc::c_long = 0xcafe4a11;
+    nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+}
+
+/// `mount("bpf", root, "bpf", 0, "mode=0700")`: a bpffs only root may
+/// enter (not the kernel's default 1777: others could squat pin dirs).
+pub fn mount_bpffs(root: &Path) -> Result<(), SysError> {
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .map_err(|e| SysError::new("mount", format!("bpffs at {}", root.display()), e as i32))
+}
+
+/// `mkfifo(path, mode)` (tests make FIFOs where files are expected).
+#[cfg(test)]
+pub fn mkfifo(path: &Path, mode: u32) -> Result<(), SysError> {
+    nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode))
+        .map_err(|e| SysError::new("mkfifo", path.display().to_string(), e as i32))
+}

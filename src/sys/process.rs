@@ -110,24 +110,21 @@ pub fn try_wait(pid: u32) -> Option<i32> {
     }
 }
 
-/// Restores the default SIGPIPE action, so writing to a closed pipe ends
-/// the process quietly like any command-line tool instead of an EPIPE
-/// error on every print.
-pub fn default_sigpipe() {
-    // SAFETY: installing the default disposition of one signal, before any
-    // thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+/// Raises RLIMIT_NOFILE to its hard limit (one pidfd per tracked process
+/// is needed); does nothing when it cannot.
+pub fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and the threads and
-/// children it creates, until they unblock them), so the agent can take
-/// them through its signalfd. Call before any thread exists.
-pub fn block_agent_signals() -> Result<(), SysError> {
-    use nix::sys::signal::{SigSet, SIGHUP, SIGINT, SIGTERM};
-    let mut set = SigSet::empty();
-    for s in [SIGINT, SIGTERM, SIGHUP] {
-        set.add(s);
-    }
-    set.thread_block()
-        .map_err(|e| SysError::new("pthread_sigmask", "SIGINT SIGTERM SIGHUP", e as i32))
+/// The real uid of this process (`getuid`).
+pub fn uid() -> u32 {
+    nix::unistd::getuid().as_raw()
 }
+
+// Their old paths, which the binary and tests/ use.
+pub use super::signal::{block_agent_signals, default_sigpipe};

@@ -1,0 +1,95 @@
+//! What an agent is asked to do: the mode, the sampler, the pins, the
+//! budgets and the loop's intervals.
+
+use super::files::{self, FilesConfig};
+use crate::maps::loader;
+use crate::maps::tables::DeleteStrategy;
+use crate::tracker::budget::Budgets;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Data pages of each request ring, unless asked otherwise (`--ring-pages`
+/// of run and bench).
+pub const DEFAULT_RING_PAGES: usize = 8;
+/// Data pages of each sample ring, unless asked otherwise (`profile
+/// --ring-pages`).
+pub const DEFAULT_SAMPLE_RING_PAGES: usize = 64;
+
+/// Time an iteration spends on queued sync steps (each step is bounded
+/// too: a few thousand keys or 64 KiB of maps).
+pub const WORK_SLICE: Duration = Duration::from_millis(2);
+
+/// What the agent tracks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Serve sync requests arriving through pid_events.
+    Serve,
+    /// Every process: a /proc scan at start, then fork/exec events.
+    All,
+    /// Given processes and their children.
+    Pids(Vec<u32>),
+    /// Start a command, track it and its descendants until it exits.
+    Command(Vec<OsString>),
+}
+
+/// The sampler's settings (pidmap profile).
+#[derive(Clone, Debug)]
+pub struct Sampling {
+    pub freq: u64,
+    pub kernel: bool,
+    pub ring_pages: usize,
+    pub request_interval: Duration,
+}
+
+pub struct AgentConfig {
+    pub mode: Mode,
+    pub pin_dir: PathBuf,
+    pub keep_pins: bool,
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: Duration,
+    pub max_entries: u32,
+    /// Data pages per report ring (a power of two).
+    pub ring_pages: usize,
+    pub delete_strategy: DeleteStrategy,
+    pub sweep_interval: Duration,
+    /// Take SIGINT/SIGTERM/SIGHUP through a signalfd (the caller blocked them).
+    pub signals: bool,
+    /// Stop after this long (profile --duration).
+    pub duration: Option<Duration>,
+    pub sampling: Option<Sampling>,
+    /// Tests: one perf record per request, so a tiny ring can lose some.
+    pub wake_every_request: bool,
+    /// Print elapsed time and samples on stderr every second.
+    /// The file worker's deadline per job and stuck-worker cap.
+    pub files: FilesConfig,
+    /// What the file worker does with a mapping (tests); default: read
+    /// its symbols ([`files::read_symbols`]).
+    pub file_reader: Option<files::Reader>,
+    /// Budgets of trie keys per process and uid; `None`: no budget (every
+    /// process may take the whole trie).
+    pub budgets: Option<Budgets>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            mode: Mode::Serve,
+            pin_dir: PathBuf::from(loader::DEFAULT_PIN_DIR),
+            keep_pins: false,
+            metrics_file: None,
+            metrics_interval: Duration::from_secs(5),
+            max_entries: crate::abi::TRIE_MAX_ENTRIES,
+            ring_pages: DEFAULT_RING_PAGES,
+            delete_strategy: DeleteStrategy::Resume,
+            sweep_interval: Duration::from_secs(10),
+            signals: false,
+            duration: None,
+            sampling: None,
+            wake_every_request: false,
+            files: FilesConfig::default(),
+            file_reader: None,
+            budgets: None,
+        }
+    }
+}

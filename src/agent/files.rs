@@ -1,0 +1,584 @@
+//! The file worker: one named thread ("pidmap-files") does every read of a
+//! mapped file's contents, so nothing a user does to a file can stall the
+//! event loop (DESIGN §5, §9).
+//!
+//! The loop submits jobs (a mapping: pid, range, device, inode, path) over
+//! a crossbeam channel; results come back over another, and the worker
+//! wakes the loop through the agent's `mio::Waker` (mio allows one per
+//! Poll: control commands and file results share it, and the loop drains
+//! both). The loop never waits for the worker.
+//!
+//! Each job has a deadline, counted from the moment the worker starts it.
+//! A job past it is failed, and its (device, inode) is never tried again.
+//! The worker stuck in it (an open or read blocked on a hostile FUSE
+//! mount, say) is abandoned: the thread is left detached, whatever it
+//! answers later is dropped, and a fresh worker takes the jobs that were
+//! queued behind. After a few abandoned workers, file jobs are refused.
+//!
+//! The worker opens files only through `sys::safe_open` (map_files first,
+//! regular files with the maps line's identity only, never a FIFO or a
+//! device) and parses them with bounded reads (`symbolize`).
+
+use crate::counters::{add, COUNTERS};
+use crate::sampler::symbolize::ElfSymbols;
+use crate::sys::safe_open::{self, MappedFile, OpenOutcome};
+use crossbeam_channel::{Receiver, Sender};
+use mio::Waker;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The worker's settings.
+#[derive(Clone, Debug)]
+pub struct FilesConfig {
+    /// How long one job may run.
+    pub deadline: Duration,
+    /// Stuck workers abandoned before file jobs are refused for good.
+    pub max_abandoned: usize,
+}
+
+impl Default for FilesConfig {
+    fn default() -> FilesConfig {
+        FilesConfig {
+            deadline: Duration::from_secs(2),
+            max_abandoned: 4,
+        }
+    }
+}
+
+/// What the worker does with one mapping (tests replace it).
+pub type Reader = Arc<dyn Fn(&MappedFile) -> Option<ElfSymbols> + Send + Sync>;
+
+/// The production reader: opens the mapping safely, counts the outcome,
+/// and reads the symbols of a regular file.
+pub fn read_symbols(m: &MappedFile) -> Option<ElfSymbols> {
+    match safe_open::open_mapped(m) {
+        OpenOutcome::Opened(f) => {
+            add(&COUNTERS.files_opened, 1);
+            ElfSymbols::from_file(&f, &m.path)
+        }
+        OpenOutcome::NotRegular => {
+            add(&COUNTERS.files_not_regular, 1);
+            log::info!("pid {}: {} is not a regular file: not read", m.pid, m.path);
+            None
+        }
+        OpenOutcome::Mismatch => {
+            add(&COUNTERS.files_mismatch, 1);
+            log::info!(
+                "pid {}: {} is not the mapped file (device/inode differ): not read",
+                m.pid,
+                m.path
+            );
+            None
+        }
+        OpenOutcome::Gone => {
+            add(&COUNTERS.files_gone, 1);
+            log::debug!("pid {}: {} is gone", m.pid, m.path);
+            None
+        }
+        OpenOutcome::Untrusted(why) => {
+            add(&COUNTERS.files_failed, 1);
+            log::debug!("pid {}: {why}", m.pid);
+            None
+        }
+        OpenOutcome::Error(e) => {
+            add(&COUNTERS.files_failed, 1);
+            log::debug!("pid {}: {e}", m.pid);
+            None
+        }
+    }
+}
+
+/// A finished job, as the loop hands it on: `None` when the file could not
+/// be read, was refused or timed out.
+#[derive(Debug)]
+pub struct Done {
+    pub file_id: u64,
+    pub symbols: Option<ElfSymbols>,
+}
+
+/// Whether a job was taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// Its [`Done`] comes later, through [`FileWorkers::collect`].
+    Queued,
+    /// Never read (failed before, or too many stuck workers): no `Done`.
+    Refused,
+}
+
+struct Finished {
+    job: u64,
+    symbols: Option<ElfSymbols>,
+}
+
+struct Job {
+    id: u64,
+    mapping: MappedFile,
+}
+
+/// What the worker is doing: the job it started, and when.
+type Running = Arc<Mutex<Option<(u64, Instant)>>>;
+
+struct Worker {
+    tx: Sender<Job>,
+    running: Running,
+    abandoned: Arc<AtomicBool>,
+}
+
+struct Pending {
+    file_id: u64,
+    mapping: MappedFile,
+}
+
+/// The loop's side of the file worker (see the module doc).
+pub struct FileWorkers {
+    cfg: FilesConfig,
+    reader: Reader,
+    waker: Option<Arc<Waker>>,
+    results_tx: Sender<Finished>,
+    results_rx: Receiver<Finished>,
+    worker: Option<Worker>,
+    abandoned: usize,
+    next_job: u64,
+    outstanding: BTreeMap<u64, Pending>,
+    /// (device, inode) of files whose job timed out: never retried.
+    failed: HashSet<(u64, u64)>,
+    /// A worker thread could not be created (e.g. a pids cgroup at its
+    /// limit): no more attempts.
+    spawn_failed: bool,
+}
+
+impl FileWorkers {
+    /// No thread starts until the first job.
+    pub fn new(cfg: FilesConfig, reader: Reader, waker: Option<Arc<Waker>>) -> FileWorkers {
+        let (results_tx, results_rx) = crossbeam_channel::unbounded();
+        FileWorkers {
+            cfg,
+            reader,
+            waker,
+            results_tx,
+            results_rx,
+            worker: None,
+            abandoned: 0,
+            next_job: 1,
+            outstanding: BTreeMap::new(),
+            failed: HashSet::new(),
+            spawn_failed: false,
+        }
+    }
+
+    /// Jobs submitted and not yet collected.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Worker threads abandoned so far.
+    pub fn abandoned(&self) -> usize {
+        self.abandoned
+    }
+
+    /// Asks for the symbols of one mapping's file.
+    pub fn submit(&mut self, file_id: u64, mapping: MappedFile) -> Submitted {
+        if self.failed.contains(&(mapping.dev, mapping.ino))
+            || self.abandoned >= self.cfg.max_abandoned
+        {
+            add(&COUNTERS.file_jobs_refused, 1);
+            return Submitted::Refused;
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        if !self.send(id, mapping.clone()) {
+            add(&COUNTERS.file_jobs_refused, 1);
+            return Submitted::Refused;
+        }
+        self.outstanding.insert(id, Pending { file_id, mapping });
+        Submitted::Queued
+    }
+
+    fn send(&mut self, id: u64, mapping: MappedFile) -> bool {
+        if self.worker.is_none() {
+            if self.spawn_failed {
+                return false;
+            }
+            self.worker = self.spawn();
+            // said once: files are not read from now on
+            self.spawn_failed = self.worker.is_none();
+        }
+        match &self.worker {
+            Some(w) => w.tx.send(Job { id, mapping }).is_ok(),
+            None => false,
+        }
+    }
+
+    fn spawn(&self) -> Option<Worker> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let running: Running = Arc::default();
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (r, a) = (running.clone(), abandoned.clone());
+        let results = self.results_tx.clone();
+        let waker = self.waker.clone();
+        let reader = self.reader.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pidmap-files".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    if a.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Ok(mut g) = r.lock() {
+                        *g = Some((job.id, Instant::now()));
+                    }
+                    // a parser bug must not take the worker down
+                    let symbols = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        reader(&job.mapping)
+                    }))
+                    .ok()
+                    .flatten();
+                    if let Ok(mut g) = r.lock() {
+                        *g = None;
+                    }
+                    if a.load(Ordering::Acquire) {
+                        return; // the loop has given up on this thread
+                    }
+                    if results
+                        .send(Finished {
+                            job: job.id,
+                            symbols,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if let Some(w) = &waker {
+                        let _ = w.wake();
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => Some(Worker {
+                tx,
+                running,
+                abandoned,
+            }),
+            Err(e) => {
+                log::warn!("spawning the file worker thread: {e}: files are not read");
+                None
+            }
+        }
+    }
+
+    /// Finished jobs, and jobs failed because the worker is stuck past the
+    /// deadline (that worker is abandoned). Never blocks.
+    pub fn collect(&mut self, now: Instant) -> Vec<Done> {
+        let mut out = Vec::new();
+        while let Ok(f) = self.results_rx.try_recv() {
+            if let Some(p) = self.outstanding.remove(&f.job) {
+                out.push(Done {
+                    file_id: p.file_id,
+                    symbols: f.symbols,
+                });
+            }
+        }
+        self.check_stuck(now, &mut out);
+        out
+    }
+
+    /// When the loop must look again (a running job's deadline), if any job
+    /// is outstanding.
+    pub fn next_check(&self, now: Instant) -> Option<Instant> {
+        if self.outstanding.is_empty() {
+            return None;
+        }
+        let started = self
+            .worker
+            .as_ref()
+            .and_then(|w| w.running.try_lock().ok().and_then(|g| *g))
+            .map(|(_, t)| t);
+        // the next job may start any moment: look again one deadline from now
+        Some(started.unwrap_or(now) + self.cfg.deadline)
+    }
+
+    fn check_stuck(&mut self, now: Instant, out: &mut Vec<Done>) {
+        let Some(w) = &self.worker else { return };
+        let Some((job, started)) = w.running.try_lock().ok().and_then(|g| *g) else {
+            return;
+        };
+        if now < started + self.cfg.deadline || !self.outstanding.contains_key(&job) {
+            return;
+        }
+        // the worker is stuck in `job`: fail it for good, leave the thread
+        let p = self.outstanding.remove(&job).expect("checked above");
+        add(&COUNTERS.file_jobs_timed_out, 1);
+        log::warn!(
+            "pid {}: reading {} took more than {:?}: given up, never retried",
+            p.mapping.pid,
+            p.mapping.path,
+            self.cfg.deadline
+        );
+        self.failed.insert((p.mapping.dev, p.mapping.ino));
+        out.push(Done {
+            file_id: p.file_id,
+            symbols: None,
+        });
+        if let Some(w) = self.worker.take() {
+            w.abandoned.store(true, Ordering::Release);
+        }
+        self.abandoned += 1;
+        add(&COUNTERS.file_workers_abandoned, 1);
+        // the jobs queued behind go to a fresh worker, or are refused
+        let rest: Vec<(u64, MappedFile)> = self
+            .outstanding
+            .iter()
+            .map(|(id, p)| (*id, p.mapping.clone()))
+            .collect();
+        for (id, mapping) in rest {
+            let refused = self.failed.contains(&(mapping.dev, mapping.ino))
+                || self.abandoned >= self.cfg.max_abandoned
+                || !self.send(id, mapping);
+            if refused {
+                if let Some(p) = self.outstanding.remove(&id) {
+                    add(&COUNTERS.file_jobs_refused, 1);
+                    out.push(Done {
+                        file_id: p.file_id,
+                        symbols: None,
+                    });
+                }
+            }
+        }
+        if self.abandoned >= self.cfg.max_abandoned {
+            log::warn!(
+                "{} file worker threads stuck: no more files are read",
+                self.abandoned
+            );
+        }
+    }
+
+    /// Waits for the outstanding jobs, each at most to its deadline, and
+    /// `bound` in all (the end of a profile). What is left fails.
+    pub fn finish(&mut self, bound: Duration) -> Vec<Done> {
+        let end = Instant::now() + bound;
+        let mut out = Vec::new();
+        loop {
+            let now = Instant::now();
+            out.extend(self.collect(now));
+            if self.outstanding.is_empty() || now >= end {
+                break;
+            }
+            let until = self.next_check(now).unwrap_or(end).min(end);
+            if let Ok(f) = self
+                .results_rx
+                .recv_timeout(until.saturating_duration_since(now))
+            {
+                if let Some(p) = self.outstanding.remove(&f.job) {
+                    out.push(Done {
+                        file_id: p.file_id,
+                        symbols: f.symbols,
+                    });
+                }
+            }
+        }
+        for (_, p) in std::mem::take(&mut self.outstanding) {
+            add(&COUNTERS.file_jobs_timed_out, 1);
+            out.push(Done {
+                file_id: p.file_id,
+                symbols: None,
+            });
+        }
+        out
+    }
+}
+
+impl Drop for FileWorkers {
+    fn drop(&mut self) {
+        if let Some(w) = &self.worker {
+            w.abandoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+    use std::collections::HashMap;
+
+    fn mapping(ino: u64) -> MappedFile {
+        MappedFile {
+            pid: 1,
+            start: 0x1000,
+            end: 0x2000,
+            dev: 1,
+            ino,
+            path: format!("/f{ino}"),
+            deleted: false,
+        }
+    }
+
+    /// A reader that answers "no symbols" at once, except for inodes in
+    /// `block`, where it waits on a channel; it records every call and the
+    /// thread that made it.
+    struct Scripted {
+        calls: Mutex<Vec<(u64, String)>>,
+        block: HashMap<u64, Receiver<()>>,
+    }
+
+    fn reader(s: &Arc<Scripted>) -> Reader {
+        let s = s.clone();
+        Arc::new(move |m: &MappedFile| {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            let id = format!("{:?}", std::thread::current().id());
+            s.calls
+                .lock()
+                .unwrap()
+                .push((m.ino, format!("{name} {id}")));
+            if let Some(rx) = s.block.get(&m.ino) {
+                let _ = rx.recv();
+            }
+            None
+        })
+    }
+
+    /// Collects until `n` results arrived, waiting on the waker's events;
+    /// fails after 10 s saying what it waited for.
+    fn wait_done(w: &mut FileWorkers, poll: &mut Poll, n: usize, what: &str) -> Vec<Done> {
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        let mut events = Events::with_capacity(4);
+        while got.len() < n {
+            let now = Instant::now();
+            assert!(now < end, "waited 10 s for {what}: got {got:?}");
+            let until = w.next_check(now).unwrap_or(end).min(end);
+            poll.poll(&mut events, Some(until.saturating_duration_since(now)))
+                .unwrap();
+            got.extend(w.collect(Instant::now()));
+        }
+        got
+    }
+
+    #[test]
+    fn a_stuck_job_times_out_is_never_retried_and_a_fresh_worker_serves() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
+        let (unblock, blocked) = crossbeam_channel::bounded::<()>(1);
+        let s = Arc::new(Scripted {
+            calls: Mutex::default(),
+            block: HashMap::from([(7, blocked)]),
+        });
+        let cfg = FilesConfig {
+            deadline: Duration::from_millis(200),
+            max_abandoned: 4,
+        };
+        let mut w = FileWorkers::new(cfg, reader(&s), Some(waker));
+        let before = COUNTERS.snapshot();
+        let t = Instant::now();
+        assert_eq!(w.submit(70, mapping(7)), Submitted::Queued);
+        // queued behind the stuck one: served by the next worker
+        assert_eq!(w.submit(80, mapping(8)), Submitted::Queued);
+        let done = wait_done(
+            &mut w,
+            &mut poll,
+            2,
+            "the stuck job's timeout and the next job",
+        );
+        let elapsed = t.elapsed();
+        assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+        assert_eq!(done[0].file_id, 70, "the stuck job fails first");
+        assert!(done.iter().all(|d| d.symbols.is_none()));
+        assert_eq!(done[1].file_id, 80);
+        assert_eq!(w.abandoned(), 1);
+        assert_eq!(w.outstanding(), 0);
+        let c = COUNTERS.snapshot().since(&before);
+        assert!(c.file_jobs_timed_out >= 1);
+        assert!(c.file_workers_abandoned >= 1);
+        // never retried: refused at once, the reader is not called again
+        assert_eq!(w.submit(70, mapping(7)), Submitted::Refused);
+        assert!(COUNTERS.snapshot().since(&before).file_jobs_refused >= 1);
+        // a fresh worker serves the next job
+        assert_eq!(w.submit(90, mapping(9)), Submitted::Queued);
+        let done = wait_done(&mut w, &mut poll, 1, "a job after the abandon");
+        assert_eq!(done[0].file_id, 90);
+        // the abandoned thread's late answer is dropped
+        unblock.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(w.collect(Instant::now()).is_empty());
+        let calls = s.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls.iter().filter(|c| c.0 == 7).count(),
+            1,
+            "the stuck file is read once: {calls:?}"
+        );
+        let threads: Vec<&String> = calls.iter().map(|c| &c.1).collect();
+        assert!(
+            threads.iter().all(|t| t.starts_with("pidmap-files ")),
+            "{threads:?}"
+        );
+        assert_ne!(
+            threads[0], threads[1],
+            "job 8 ran on a fresh worker: {calls:?}"
+        );
+    }
+
+    #[test]
+    fn after_too_many_stuck_workers_jobs_are_refused() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(1)).unwrap());
+        let (_keep1, b1) = crossbeam_channel::bounded::<()>(1);
+        let (_keep2, b2) = crossbeam_channel::bounded::<()>(1);
+        let s = Arc::new(Scripted {
+            calls: Mutex::default(),
+            block: HashMap::from([(1, b1), (2, b2)]),
+        });
+        let cfg = FilesConfig {
+            deadline: Duration::from_millis(100),
+            max_abandoned: 2,
+        };
+        let mut w = FileWorkers::new(cfg, reader(&s), Some(waker));
+        for ino in [1, 2, 3] {
+            assert_eq!(w.submit(ino * 10, mapping(ino)), Submitted::Queued);
+        }
+        // 1 and 2 time out (two workers abandoned), 3 is refused
+        let done = wait_done(&mut w, &mut poll, 3, "two timeouts and a refusal");
+        let ids: Vec<u64> = done.iter().map(|d| d.file_id).collect();
+        assert_eq!(ids, [10, 20, 30]);
+        assert_eq!(w.abandoned(), 2);
+        assert_eq!(w.submit(40, mapping(4)), Submitted::Refused);
+        assert!(!s.calls.lock().unwrap().iter().any(|c| c.0 == 3 || c.0 == 4));
+    }
+
+    #[test]
+    fn finish_waits_for_answers_but_not_past_the_deadline() {
+        let (_keep, b) = crossbeam_channel::bounded::<()>(1);
+        let s = Arc::new(Scripted {
+            calls: Mutex::default(),
+            block: HashMap::from([(2, b)]),
+        });
+        let cfg = FilesConfig {
+            deadline: Duration::from_millis(200),
+            max_abandoned: 4,
+        };
+        let mut w = FileWorkers::new(cfg, reader(&s), None);
+        for ino in [1, 2, 3] {
+            w.submit(ino, mapping(ino));
+        }
+        let t = Instant::now();
+        let done = w.finish(Duration::from_secs(30));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let mut ids: Vec<u64> = done.iter().map(|d| d.file_id).collect();
+        ids.sort();
+        assert_eq!(ids, [1, 2, 3], "every job answered, the stuck one failed");
+        assert_eq!(w.outstanding(), 0);
+        // and a bound shorter than the deadline is kept
+        let (_keep, b) = crossbeam_channel::bounded::<()>(1);
+        let s = Arc::new(Scripted {
+            calls: Mutex::default(),
+            block: HashMap::from([(5, b)]),
+        });
+        let mut w = FileWorkers::new(FilesConfig::default(), reader(&s), None);
+        w.submit(5, mapping(5));
+        let t = Instant::now();
+        assert_eq!(w.finish(Duration::from_millis(100)).len(), 1);
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,7 @@
+//! One file per command, on top of every other layer.
+
+pub mod audit;
+pub mod bench;
+pub mod churn;
+pub mod diff;
+pub mod profile;

@@ -1,0 +1,75 @@
+//! The two maps of the ABI as one unit: the trie behind the batch engine,
+//! and `pid_events`.
+
+use crate::abi::{MappingInfo, PidPage, EVENTS_MAX_ENTRIES, EVENTS_NAME, TRIE_NAME};
+use crate::maps::engine::{self, BatchMap, DeleteReport, EngineOptions, InsertReport};
+use crate::sys::bpf::{MapHandle, BPF_ANY, F_NO_PREALLOC, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
+use crate::sys::SysError;
+
+/// How trie keys are deleted: this engine, or the upstream profiler's way
+/// (kept as a baseline for benchmarks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteStrategy {
+    Resume,
+    ReissueAll,
+}
+
+pub struct Tables {
+    pub trie: BatchMap,
+    pub events: MapHandle,
+    pub opts: EngineOptions,
+    pub strategy: DeleteStrategy,
+}
+
+impl Tables {
+    /// Fresh, unpinned maps (tests and benchmarks).
+    pub fn create(max_entries: u32) -> Result<Tables, SysError> {
+        let trie = MapHandle::create(
+            MAP_TYPE_LPM_TRIE,
+            TRIE_NAME,
+            16,
+            16,
+            max_entries,
+            F_NO_PREALLOC,
+        )?;
+        let events = MapHandle::create(MAP_TYPE_HASH, EVENTS_NAME, 8, 1, EVENTS_MAX_ENTRIES, 0)?;
+        Ok(Tables::new(trie, events))
+    }
+
+    pub fn new(trie: MapHandle, events: MapHandle) -> Tables {
+        Tables {
+            trie: BatchMap::probe::<PidPage, MappingInfo>(trie),
+            events,
+            opts: EngineOptions::default(),
+            strategy: DeleteStrategy::Resume,
+        }
+    }
+
+    /// How deletes are issued.
+    pub fn set_strategy(&mut self, strategy: DeleteStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The trie's max_entries.
+    pub fn capacity(&self) -> u64 {
+        u64::from(self.trie.map.info().max_entries)
+    }
+
+    pub fn delete(&self, keys: &[PidPage]) -> DeleteReport {
+        match self.strategy {
+            DeleteStrategy::Resume => engine::delete_keys(&self.trie, keys, &self.opts),
+            DeleteStrategy::ReissueAll => engine::reissue_all(&self.trie, keys),
+        }
+    }
+
+    pub fn insert(&self, keys: &[PidPage], values: &[MappingInfo]) -> InsertReport {
+        engine::insert_keys(&self.trie, keys, values, BPF_ANY, &self.opts)
+    }
+
+    /// Every key of the trie (bounded by its max_entries).
+    pub fn trie_keys(&self) -> Result<Vec<PidPage>, SysError> {
+        self.trie
+            .map
+            .keys(self.trie.map.info().max_entries as usize + 1)
+    }
+}

@@ -1,0 +1,34 @@
+//! /proc/PID/stat: the start time of a process, which tells a process
+//! from a later one with the same number.
+
+/// Start time (clock ticks after boot) of a process: field 22 of
+/// /proc/PID/stat.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Field 22 of the text of /proc/PID/stat.
+pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    // comm may hold spaces and parentheses: fields resume after the last ')'
+    let close = stat.iter().rposition(|&c| c == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_survives_odd_comms() {
+        let mut stat =
+            b"1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 ".to_vec();
+        stat.extend_from_slice(b"987654 10000000 200 18446744073709551615\n");
+        assert_eq!(parse_start_time(&stat), Some(987654));
+        assert_eq!(parse_start_time(b"garbage"), None);
+        assert_eq!(parse_start_time(b"1 (x) S 1"), None);
+        let me = start_time(std::process::id()).expect("own start time");
+        assert!(me > 0);
+    }
+}

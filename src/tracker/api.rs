@@ -1,0 +1,112 @@
+//! What the other layers ask of the process manager beyond syncs and
+//! exits: the files it knows, its budget's figures, the BPF side's sync
+//! requests, the audit of its trie, and the reconcile of pins an earlier
+//! run left. The manager's tables, registry and budget stay its own.
+
+use super::process::ProcessManager;
+use super::registry::FileInfo;
+use crate::abi::{MappingInfo, PidPage};
+use crate::counters::{add, COUNTERS};
+use crate::error::Result;
+use crate::maps::audit::{self, AuditReport};
+use crate::sys::SysError;
+use std::collections::BTreeSet;
+
+/// What [`ProcessManager::reconcile_pins`] did.
+pub struct Reconciled {
+    pub report: AuditReport,
+    /// Processes of the earlier run still alive: to sync again.
+    pub live: BTreeSet<u32>,
+}
+
+impl ProcessManager {
+    /// Every key of the trie (audits and tests).
+    pub fn trie_keys(&self) -> std::result::Result<Vec<PidPage>, SysError> {
+        self.tables.trie_keys()
+    }
+
+    /// The trie's value at exactly `key`.
+    pub fn trie_value(&self, key: &PidPage) -> std::result::Result<Option<MappingInfo>, SysError> {
+        self.tables.trie.map.lookup(key)
+    }
+
+    /// The file `id` of the registry.
+    pub fn file(&self, id: u64) -> Option<&FileInfo> {
+        self.registry.get(id)
+    }
+
+    /// Files in the registry.
+    pub fn file_count(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// References to the files of the registry (one per mapping).
+    pub fn file_refs(&self) -> usize {
+        self.registry.refs()
+    }
+
+    /// Uids holding trie keys.
+    pub fn uid_count(&self) -> usize {
+        self.budget.uids()
+    }
+
+    /// Trie entries charged to the budgets.
+    pub fn trie_entries(&self) -> u64 {
+        self.budget.total()
+    }
+
+    /// Takes the sync requests the BPF side queued in the events map:
+    /// their pids, the map emptied.
+    pub fn take_requests(&self) -> std::result::Result<BTreeSet<u32>, SysError> {
+        let mut pids = BTreeSet::new();
+        let mut token = None;
+        loop {
+            let mut keys = [0u64; 1024];
+            let mut vals = [0u8; 1024];
+            let (n, done) = self
+                .tables
+                .events
+                .lookup_and_delete_batch(&mut token, &mut keys, &mut vals)?;
+            add(&COUNTERS.requests_drained, n as u64);
+            pids.extend(keys[..n].iter().map(|k| (k >> 32) as u32));
+            if done || n == 0 {
+                return Ok(pids);
+            }
+        }
+    }
+
+    /// Audits the trie and the events map: `start_time` tells which pids
+    /// are alive (and since when).
+    pub fn audit(&self, start_time: &dyn Fn(u32) -> Option<u64>) -> Result<AuditReport> {
+        audit::audit(&self.tables.trie.map, &self.tables.events, start_time)
+    }
+
+    /// Pins reused from an earlier run: the keys of dead or reused pids
+    /// are removed, and those of live ones too (their mappings may have
+    /// changed since): the caller syncs [`Reconciled::live`] again.
+    pub fn reconcile_pins(&mut self) -> Result<Reconciled> {
+        let tables = &self.tables;
+        let mut report = audit::audit(&tables.trie.map, &tables.events, &|pid| {
+            crate::proc::stat::start_time(pid)
+        })?;
+        let live: BTreeSet<u32> = {
+            let leaked: BTreeSet<u32> = report.leaked.iter().map(|l| l.pid).collect();
+            let keys = tables.trie_keys()?;
+            keys.iter()
+                .map(|k| k.pid())
+                .filter(|p| !leaked.contains(p))
+                .collect()
+        };
+        audit::repair(&tables.trie, &mut report);
+        let live_keys: Vec<_> = tables
+            .trie_keys()?
+            .into_iter()
+            .filter(|k| live.contains(&k.pid()))
+            .collect();
+        let (markers, mut rest): (Vec<_>, Vec<_>) =
+            live_keys.into_iter().partition(|k| k.is_marker());
+        rest.extend(markers);
+        tables.delete(&rest);
+        Ok(Reconciled { report, live })
+    }
+}

@@ -1,0 +1,11 @@
+//! Process tracking: the address prefixes of a mapping, the per-process
+//! model, the file registry, the budgets, and the manager that keeps the
+//! trie equal to what the processes map.
+
+mod api;
+pub mod budget;
+pub(crate) mod prefix;
+pub mod process;
+pub(crate) mod registry;
+
+pub use api::Reconciled;

@@ -1,0 +1,1230 @@
+//! The process manager: per tracked pid its pidfd, its mappings and the
+//! exact trie keys each mapping landed, kept in step with /proc/PID/maps.
+//! Every deletion (one mapping, process exit, removed mappings found by a
+//! re-sync) goes through the batch engine.
+//!
+//! A sync is a job done in bounded steps, so a process with tens of
+//! thousands of mappings never holds the event loop: a step reads at most
+//! [`STEP_READ`] bytes of its maps, or deletes or inserts at most
+//! [`STEP_KEYS`] keys. The agent runs steps between loop iterations
+//! ([`ProcessManager::work`]); [`ProcessManager::sync`] runs a job to its
+//! end. Each process lands keys within its budget ([`crate::tracker::budget`]): the
+//! marker first, then its largest mappings; the rest is counted.
+//!
+//! Longer than our ~600 lines on purpose: the model (Process, Mapping and
+//! their landed keys) and the step machine that changes it (begin, read,
+//! plan, apply, bury) share invariants (a key is in the trie iff a
+//! mapping's landed bit says so; a dying pid's keys go before a new
+//! process of that number lands any) that are easier to check in one
+//! file. Its tests are in process/tests.rs; the /proc readers in
+//! crate::proc; what other layers ask of the manager in tracker/api.rs.
+
+use crate::abi::{MappingInfo, PidPage};
+use crate::counters::{add, COUNTERS};
+use crate::error::Error;
+use crate::maps::engine::InsertOutcome;
+use crate::maps::tables::Tables;
+use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath};
+// the path tests/ use
+pub use crate::proc::stat::start_time;
+use crate::sys::pidfd;
+use crate::tracker::budget::{self, Budget};
+use crate::tracker::prefix;
+use crate::tracker::registry::{self, Registry, VDSO_FILE_ID};
+use crate::warn_limited;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::Instant;
+
+/// Keys one step deletes or inserts (DESIGN §3: a few thousand keys take
+/// ~2 ms; a step stays well under that). A delete step may exceed it by the
+/// keys of one mapping (at most 128).
+pub const STEP_KEYS: usize = 1024;
+/// Bytes of /proc/PID/maps one step reads (~180 lines).
+pub const STEP_READ: usize = 16 << 10;
+
+/// One mapping of a tracked process and the keys that landed for it.
+/// Its keys are the prefix cover of [start, end) (at most 128 blocks); a
+/// bit per block says which landed, so no key list is kept per mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub file_id: u64,
+    landed: u128,
+}
+
+impl Mapping {
+    /// The keys of this mapping that landed in the trie.
+    pub fn keys(&self, pid: u32) -> Vec<PidPage> {
+        let mut out = Vec::new();
+        self.push_keys(pid, &mut out);
+        out
+    }
+
+    fn push_keys(&self, pid: u32, out: &mut Vec<PidPage>) {
+        if self.landed == 0 {
+            return;
+        }
+        let keys = prefix::keys(pid, self.start, self.end);
+        for (i, k) in keys.into_iter().enumerate().take(128) {
+            if self.landed & (1 << i) != 0 {
+                out.push(k);
+            }
+        }
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.landed.count_ones() as usize
+    }
+}
+
+#[derive(Debug)]
+pub struct Process {
+    pub pid: u32,
+    pub pidfd: Option<OwnedFd>,
+    pub start_time: u64,
+    /// Real uid, read at the first sync: the budget it is charged to.
+    pub uid: u32,
+    pub marker: bool,
+    pub mappings: BTreeMap<u64, Mapping>,
+    /// Mappings that went, whose keys are still to delete (a sync in
+    /// progress). Recorded, so an exit deletes them.
+    doomed: Vec<Mapping>,
+    /// Mappings still to insert, the largest on top.
+    todo: BinaryHeap<BySize>,
+    /// Paths of the files of `todo` (for the registry).
+    paths: HashMap<u64, String>,
+    /// Keys recorded (`key_count`, kept as a running count: a step never
+    /// walks every mapping).
+    held: u64,
+    /// False until its first sync ended: a new process does not take the
+    /// reserve kept for tracked ones.
+    synced_once: bool,
+    /// Some mapping was left out for the budget.
+    pub over_budget: bool,
+}
+
+impl Process {
+    pub fn key_count(&self) -> usize {
+        self.mappings
+            .values()
+            .map(Mapping::key_count)
+            .sum::<usize>()
+            + self.doomed.iter().map(Mapping::key_count).sum::<usize>()
+            + self.marker as usize
+    }
+
+    /// Every recorded key: mappings first, the marker last.
+    pub fn keys(&self) -> Vec<PidPage> {
+        let mut out = Vec::new();
+        for m in self.mappings.values().chain(&self.doomed) {
+            m.push_keys(self.pid, &mut out);
+        }
+        if self.marker {
+            out.push(PidPage::marker(self.pid));
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+pub enum SyncOutcome {
+    /// In step; `new` when the process was not tracked before.
+    Synced {
+        new: bool,
+        added: usize,
+        removed: usize,
+    },
+    /// The process is gone (or going): nothing tracked for it.
+    Gone,
+    /// The sync could not be done; the error says what failed and why.
+    Failed(Error),
+}
+
+/// Why a process left the model.
+#[derive(Debug)]
+pub struct Exited {
+    pub process: Process,
+    pub keys_deleted: u64,
+    pub keys_absent: u64,
+}
+
+/// What [`ProcessManager::work`] finished.
+#[derive(Debug)]
+pub struct Done {
+    pub pid: u32,
+    pub outcome: SyncOutcome,
+}
+
+/// /proc/PID/maps read a step at a time.
+struct MapsRead {
+    file: File,
+    /// The tail of the last read: a line not yet complete.
+    carry: Vec<u8>,
+    want: Vec<Wanted>,
+    paths: HashMap<u64, String>,
+    bytes: usize,
+    lines: usize,
+    bad_lines: usize,
+    started: Instant,
+    /// Time spent in this read's steps (not between them).
+    busy: std::time::Duration,
+    steps: u32,
+}
+
+enum Phase {
+    /// Not started: pidfd, start time and uid come first.
+    Start,
+    Read(Box<MapsRead>),
+    Plan(Box<Planning>),
+    /// Deleting `doomed`, then inserting `todo`, of the process.
+    Apply,
+}
+
+struct Job {
+    phase: Phase,
+    /// Asked again while running: start over when done.
+    again: bool,
+    new: bool,
+    /// pidfd and start time of a process not yet tracked.
+    fresh_fd: Option<OwnedFd>,
+    start_time: u64,
+    uid: u32,
+    added: usize,
+    removed: usize,
+}
+
+impl Job {
+    fn fresh() -> Job {
+        Job {
+            phase: Phase::Start,
+            again: false,
+            new: false,
+            fresh_fd: None,
+            start_time: 0,
+            uid: 0,
+            added: 0,
+            removed: 0,
+        }
+    }
+}
+
+enum Step {
+    More,
+    Done(SyncOutcome),
+}
+
+/// The recorded keys of an exited process, deleted in steps: its
+/// mappings' keys (made a few at a time), then its marker.
+struct Dying {
+    pid: u32,
+    uid: u32,
+    /// Keys still to delete: the marker first, taken from the end.
+    keys: Vec<PidPage>,
+    /// Mappings whose keys are not yet in `keys` (moved whole from the
+    /// process: an exit costs no walk of its mappings).
+    mappings: BTreeMap<u64, Mapping>,
+    doomed: Vec<Mapping>,
+}
+
+pub struct ProcessManager {
+    // the tracker's own: other layers go through the methods (here and in
+    // tracker/api.rs)
+    pub(super) tables: Tables,
+    pub(super) registry: Registry,
+    pub(super) budget: Budget,
+    procs: HashMap<u32, Process>,
+    jobs: HashMap<u32, Job>,
+    queue: VecDeque<u32>,
+    dying: VecDeque<Dying>,
+    newly_tracked: Vec<u32>,
+}
+
+/// /proc/PID/maps, or a live thread's maps when the leader is a zombie
+/// (its own maps file reads empty while threads still run).
+pub fn read_maps(pid: u32) -> std::io::Result<Vec<u8>> {
+    let data = std::fs::read(format!("/proc/{pid}/maps"))?;
+    if !data.is_empty() {
+        return Ok(data);
+    }
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let name = t.file_name();
+            if name.to_str() == Some(&pid.to_string()) {
+                continue;
+            }
+            let p = Path::new("/proc")
+                .join(pid.to_string())
+                .join("task")
+                .join(&name)
+                .join("maps");
+            if let Ok(d) = std::fs::read(p) {
+                if !d.is_empty() {
+                    return Ok(d);
+                }
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// What a mapping should be according to /proc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wanted {
+    start: u64,
+    end: u64,
+    offset: u64,
+    file_id: u64,
+    dev: u64,
+    ino: u64,
+    /// Deleted (or a memfd): only /proc/PID/map_files may reach it.
+    deleted: bool,
+}
+
+/// A mapping to insert, ordered by size (then lower addresses first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BySize(Wanted);
+
+impl Ord for BySize {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        let key = |w: &Wanted| (w.end - w.start, std::cmp::Reverse(w.start));
+        key(&self.0).cmp(&key(&o.0))
+    }
+}
+
+impl PartialOrd for BySize {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+/// The diff of the model against the maps, a window at a time.
+struct Planning {
+    /// Sorted by start.
+    want: Vec<Wanted>,
+    paths: HashMap<u64, String>,
+    /// Next entry of `want` to look at.
+    pos: usize,
+    /// Model mappings below this start are done.
+    cursor: u64,
+}
+
+/// Whether a maps line can matter (executable, or `[vdso]`), from its
+/// permissions field alone: most lines are skipped without a full parse.
+fn may_matter(line: &[u8]) -> bool {
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return true; // malformed: let the parser say so
+    };
+    line.get(sp + 3) != Some(&b'-') || line.ends_with(b"[vdso]")
+}
+
+fn wanted(e: &MapsEntry) -> Option<(Wanted, String)> {
+    if e.is_vdso() {
+        let w = Wanted {
+            start: e.start,
+            end: e.end,
+            offset: 0,
+            file_id: VDSO_FILE_ID,
+            dev: 0,
+            ino: 0,
+            deleted: false,
+        };
+        return Some((w, "[vdso]".into()));
+    }
+    if !e.is_exec_file() {
+        return None;
+    }
+    let (path, deleted) = match &e.path {
+        MapsPath::File { path, deleted } => (path.clone(), *deleted),
+        // a memfd has no path: only map_files reaches it
+        MapsPath::Memfd { name, .. } => (format!("/memfd:{name}"), true),
+        _ => return None,
+    };
+    let w = Wanted {
+        start: e.start,
+        end: e.end,
+        offset: e.offset,
+        file_id: registry::file_id(e.dev(), e.inode),
+        dev: e.dev(),
+        ino: e.inode,
+        deleted,
+    };
+    Some((w, path))
+}
+
+impl MapsRead {
+    fn open(pid: u32) -> std::io::Result<MapsRead> {
+        Ok(MapsRead {
+            file: File::open(format!("/proc/{pid}/maps"))?,
+            carry: Vec::new(),
+            want: Vec::new(),
+            paths: HashMap::new(),
+            bytes: 0,
+            lines: 0,
+            bad_lines: 0,
+            started: Instant::now(),
+            busy: std::time::Duration::ZERO,
+            steps: 0,
+        })
+    }
+
+    /// Parses complete lines of `data`; a first bad line is logged.
+    fn parse(&mut self, pid: u32, data: &[u8]) {
+        for line in data.split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            self.lines += 1;
+            if !may_matter(line) {
+                continue;
+            }
+            match procmaps::parse_line(line) {
+                Ok(e) => {
+                    if let Some((w, path)) = wanted(&e) {
+                        self.paths.entry(w.file_id).or_insert(path);
+                        self.want.push(w);
+                    }
+                }
+                Err(what) => {
+                    self.bad_lines += 1;
+                    if self.bad_lines == 1 {
+                        let text: String =
+                            String::from_utf8_lossy(line).chars().take(200).collect();
+                        warn_limited!("maps line", "pid {pid}: maps line {text:?}: {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads and parses up to [`STEP_READ`] bytes: true at the end.
+    fn step(&mut self, pid: u32) -> std::io::Result<bool> {
+        let t0 = Instant::now();
+        let r = self.step_inner(pid);
+        self.busy += t0.elapsed();
+        self.steps += 1;
+        r
+    }
+
+    fn step_inner(&mut self, pid: u32) -> std::io::Result<bool> {
+        let mut buf = vec![0u8; STEP_READ];
+        let n = loop {
+            match self.file.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        if n == 0 {
+            let tail = std::mem::take(&mut self.carry);
+            self.parse(pid, &tail);
+            return Ok(true);
+        }
+        self.bytes += n;
+        let data = &buf[..n];
+        match data.iter().rposition(|&b| b == b'\n') {
+            Some(last) => {
+                let mut lines = std::mem::take(&mut self.carry);
+                lines.extend_from_slice(&data[..=last]);
+                self.parse(pid, &lines);
+                self.carry.extend_from_slice(&data[last + 1..]);
+            }
+            None => self.carry.extend_from_slice(data),
+        }
+        Ok(false)
+    }
+}
+
+impl ProcessManager {
+    pub fn new(tables: Tables) -> ProcessManager {
+        ProcessManager {
+            tables,
+            registry: Registry::default(),
+            budget: Budget::default(),
+            procs: HashMap::new(),
+            jobs: HashMap::new(),
+            queue: VecDeque::new(),
+            dying: VecDeque::new(),
+            newly_tracked: Vec::new(),
+        }
+    }
+
+    /// Budgets apply to keys landed from now on (set before the first
+    /// sync).
+    pub fn set_limits(&mut self, limits: Option<budget::Limits>) {
+        debug_assert_eq!(self.budget.total(), 0);
+        self.budget = Budget::new(limits);
+    }
+
+    pub fn is_tracked(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    /// Whether a sync of `pid` is queued or in progress.
+    pub fn is_syncing(&self, pid: u32) -> bool {
+        self.jobs.contains_key(&pid)
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.procs.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    /// Keys recorded for all live tracked processes.
+    pub fn key_count(&self) -> usize {
+        self.procs.values().map(Process::key_count).sum()
+    }
+
+    pub fn pidfd(&self, pid: u32) -> Option<BorrowedFd<'_>> {
+        self.procs.get(&pid)?.pidfd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Processes that became tracked since the last call (their pidfd is
+    /// to be watched).
+    pub fn take_newly_tracked(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.newly_tracked)
+    }
+
+    /// Tracked processes whose pidfd says they have exited.
+    pub fn fired(&self) -> Vec<u32> {
+        self.procs
+            .values()
+            .filter(|p| p.pidfd.as_ref().is_some_and(|fd| pidfd::exited(fd.as_fd())))
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Distinct file_ids among the mappings of tracked processes.
+    pub fn files_in_use(&self) -> usize {
+        let ids: std::collections::HashSet<u64> = self
+            .procs
+            .values()
+            .flat_map(|p| p.mappings.values().map(|m| m.file_id))
+            .collect();
+        ids.len()
+    }
+
+    /// Whether any process is tracked without a pidfd (cheap: the loop
+    /// asks on every wake-up).
+    pub fn has_without_pidfd(&self) -> bool {
+        self.procs.values().any(|p| p.pidfd.is_none())
+    }
+
+    /// Processes tracked without a pidfd (liveness sweep).
+    pub fn without_pidfd(&self) -> Vec<u32> {
+        self.procs
+            .values()
+            .filter(|p| p.pidfd.is_none())
+            .map(|p| p.pid)
+            .collect()
+    }
+
+    /// Queues a sync of `pid` (a sync already running starts over once
+    /// done, so it sees the maps as they are now).
+    pub fn request(&mut self, pid: u32) {
+        match self.jobs.get_mut(&pid) {
+            Some(j) => j.again |= !matches!(j.phase, Phase::Start),
+            None => {
+                self.jobs.insert(pid, Job::fresh());
+                self.queue.push_back(pid);
+            }
+        }
+    }
+
+    /// Whether syncs or deletions of exited processes are queued.
+    pub fn has_work(&self) -> bool {
+        !self.queue.is_empty() || !self.dying.is_empty()
+    }
+
+    /// Whether keys of an exited `pid` are still being deleted.
+    pub fn is_dying(&self, pid: u32) -> bool {
+        self.dying.iter().any(|d| d.pid == pid)
+    }
+
+    /// Runs steps until `until` (at least one step): the keys of exited
+    /// processes first, then the queued syncs, round robin. Returns the
+    /// syncs that ended and the exits whose keys are all deleted (as
+    /// [`SyncOutcome::Gone`]).
+    pub fn work(&mut self, until: Instant) -> Vec<Done> {
+        let mut done = Vec::new();
+        loop {
+            let t0 = Instant::now();
+            let what = match self.queue.front().and_then(|p| self.jobs.get(p)) {
+                _ if !self.dying.is_empty() => "exit",
+                Some(Job {
+                    phase: Phase::Start,
+                    ..
+                }) => "start",
+                Some(Job {
+                    phase: Phase::Read(_),
+                    ..
+                }) => "read",
+                Some(Job {
+                    phase: Phase::Plan(_),
+                    ..
+                }) => "plan",
+                Some(Job {
+                    phase: Phase::Apply,
+                    ..
+                }) => "apply",
+                None => "none",
+            };
+            if !self.dying.is_empty() {
+                for pid in self.bury_step() {
+                    done.push(Done {
+                        pid,
+                        outcome: SyncOutcome::Gone,
+                    });
+                }
+            } else if let Some(pid) = self.queue.pop_front() {
+                if self.jobs.contains_key(&pid) {
+                    match self.step(pid) {
+                        Step::More => self.queue.push_back(pid),
+                        Step::Done(outcome) => done.push(Done { pid, outcome }),
+                    }
+                }
+            } else {
+                break;
+            }
+            let now = Instant::now();
+            if now - t0 > std::time::Duration::from_millis(5) {
+                log::debug!("a work step ({what}) took {:?}", now - t0);
+            }
+            if now >= until {
+                break;
+            }
+        }
+        done
+    }
+
+    /// Deletes up to [`STEP_KEYS`] keys of exited processes; returns the
+    /// pids whose keys are all deleted.
+    fn bury_step(&mut self) -> Vec<u32> {
+        let mut keys = Vec::new();
+        let mut buried = Vec::new();
+        while let Some(d) = self.dying.front_mut() {
+            while d.keys.len() < STEP_KEYS {
+                let Some(m) = d
+                    .doomed
+                    .pop()
+                    .or_else(|| d.mappings.pop_last().map(|e| e.1))
+                else {
+                    break;
+                };
+                m.push_keys(d.pid, &mut d.keys);
+                self.registry.release(m.file_id);
+            }
+            let n = d.keys.len().min(STEP_KEYS - keys.len());
+            let from = d.keys.len() - n;
+            keys.extend(d.keys.drain(from..).rev());
+            self.budget.release(d.uid, n as u64);
+            if !d.keys.is_empty() || !d.mappings.is_empty() || !d.doomed.is_empty() {
+                break;
+            }
+            buried.push(d.pid);
+            self.dying.pop_front();
+            if keys.len() >= STEP_KEYS {
+                break;
+            }
+        }
+        if !keys.is_empty() {
+            self.tables.delete(&keys);
+        }
+        buried
+    }
+
+    /// Deletes the keys of every exited process now.
+    pub fn bury_all(&mut self) -> Vec<u32> {
+        let mut buried = Vec::new();
+        while !self.dying.is_empty() {
+            buried.extend(self.bury_step());
+        }
+        buried
+    }
+
+    /// Runs every queued sync to its end (startup).
+    pub fn work_all(&mut self) -> Vec<Done> {
+        let mut done = Vec::new();
+        while self.has_work() {
+            let far = Instant::now() + std::time::Duration::from_secs(3600);
+            done.extend(self.work(far));
+        }
+        done
+    }
+
+    /// Brings the trie in step with /proc/PID/maps now, whatever the size
+    /// of the process: open the pidfd first, read the maps, then confirm
+    /// the pidfd has not fired (PID reuse).
+    pub fn sync(&mut self, pid: u32) -> SyncOutcome {
+        self.request(pid);
+        loop {
+            if let Step::Done(out) = self.step(pid) {
+                self.queue.retain(|p| *p != pid);
+                return out;
+            }
+        }
+    }
+
+    /// One bounded step of the job of `pid`.
+    fn step(&mut self, pid: u32) -> Step {
+        add(&COUNTERS.sync_steps, 1);
+        let r = self.step_inner(pid);
+        if let Step::Done(out) = &r {
+            self.jobs.remove(&pid);
+            match out {
+                SyncOutcome::Synced { .. } => add(&COUNTERS.syncs_ok, 1),
+                SyncOutcome::Gone => add(&COUNTERS.syncs_gone, 1),
+                SyncOutcome::Failed(why) => {
+                    add(&COUNTERS.syncs_failed, 1);
+                    warn_limited!("sync failed", "sync of pid {pid} failed: {why}");
+                }
+            }
+        }
+        r
+    }
+
+    fn step_inner(&mut self, pid: u32) -> Step {
+        if self.is_dying(pid) {
+            // an earlier process of this number still has keys to delete:
+            // they go first (the new one's keys may be the same)
+            self.bury_step();
+            return Step::More;
+        }
+        let Some(job) = self.jobs.get_mut(&pid) else {
+            return Step::Done(SyncOutcome::Gone);
+        };
+        match &mut job.phase {
+            Phase::Start => match self.begin(pid) {
+                Ok(()) => Step::More,
+                Err(out) => Step::Done(out),
+            },
+            Phase::Read(read) => match read.step(pid) {
+                Ok(false) => Step::More,
+                Ok(true) => self.end_read(pid),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                    self.gone(pid)
+                }
+                Err(e) => Step::Done(SyncOutcome::Failed(
+                    Error::from(e).context(format!("reading /proc/{pid}/maps")),
+                )),
+            },
+            Phase::Plan(_) => self.plan_step(pid),
+            Phase::Apply => self.apply_step(pid),
+        }
+    }
+
+    /// The process went away during its sync.
+    fn gone(&mut self, pid: u32) -> Step {
+        let Some(job) = self.jobs.get_mut(&pid) else {
+            return Step::Done(SyncOutcome::Gone);
+        };
+        if std::mem::take(&mut job.again) {
+            // asked again meanwhile (an exec: the maps file opened before
+            // it reads the old, torn-down address space): start over
+            job.phase = Phase::Start;
+            job.fresh_fd = None;
+            return Step::More;
+        }
+        if !job.new {
+            self.retire(pid);
+        }
+        Step::Done(SyncOutcome::Gone)
+    }
+
+    /// pidfd, start time and uid, then the maps file opened.
+    fn begin(&mut self, pid: u32) -> Result<(), SyncOutcome> {
+        if pid == 0 {
+            return Err(SyncOutcome::Failed(Error::new("pid 0 is not a process")));
+        }
+        let mut tries = 0;
+        let (new, fresh_fd, start) = loop {
+            tries += 1;
+            if let Some(p) = self.procs.get(&pid) {
+                // a tracked process whose pidfd fired is gone, whatever
+                // /proc says; the number may hold a new one
+                if p.pidfd.as_ref().is_some_and(|fd| pidfd::exited(fd.as_fd())) {
+                    self.retire(pid);
+                }
+            }
+            let new = !self.procs.contains_key(&pid);
+            let fresh_fd = if new {
+                match pidfd::pidfd_open(pid) {
+                    Ok(fd) => Some(fd),
+                    Err(e) if e.errno() == libc::ESRCH => return Err(SyncOutcome::Gone),
+                    Err(e) if matches!(e.errno(), libc::EMFILE | libc::ENFILE | libc::ENOSYS) => {
+                        add(&COUNTERS.pidfd_fallbacks, 1);
+                        log::debug!("{e}: pid {pid} tracked by the liveness sweep");
+                        None
+                    }
+                    Err(e) => return Err(SyncOutcome::Failed(e.into())),
+                }
+            } else {
+                None
+            };
+            let Some(start) = start_time(pid) else {
+                if !new {
+                    self.retire(pid);
+                }
+                return Err(SyncOutcome::Gone);
+            };
+            match self.procs.get(&pid) {
+                // the number was reused: the old process is gone
+                Some(p) if p.start_time != start && tries < 3 => {
+                    self.retire(pid);
+                }
+                Some(p) if p.start_time != start => {
+                    return Err(SyncOutcome::Failed(Error::new(format!(
+                        "pid {pid} reused during sync"
+                    ))))
+                }
+                _ => break (new, fresh_fd, start),
+            }
+        };
+        let uid = match self.procs.get(&pid) {
+            Some(p) => p.uid,
+            None => match crate::proc::status::real_uid(pid) {
+                Some(u) => u,
+                None => return Err(SyncOutcome::Gone),
+            },
+        };
+        let read = match MapsRead::open(pid) {
+            Ok(r) => r,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                if !new {
+                    self.retire(pid);
+                }
+                return Err(SyncOutcome::Gone);
+            }
+            Err(e) => {
+                return Err(SyncOutcome::Failed(
+                    Error::from(e).context(format!("opening /proc/{pid}/maps")),
+                ))
+            }
+        };
+        let job = self.jobs.get_mut(&pid).expect("job of a started sync");
+        job.new = new;
+        job.fresh_fd = fresh_fd;
+        job.start_time = start;
+        job.uid = uid;
+        job.phase = Phase::Read(Box::new(read));
+        Ok(())
+    }
+
+    /// The maps are read: confirm the process is the one we opened, then
+    /// diff the model against them.
+    fn end_read(&mut self, pid: u32) -> Step {
+        let job = self.jobs.get_mut(&pid).expect("job being read");
+        let Phase::Read(mut read) = std::mem::replace(&mut job.phase, Phase::Apply) else {
+            unreachable!("end_read outside the read phase")
+        };
+        let (new, start) = (job.new, job.start_time);
+        log::debug!(
+            "pid {pid}: maps read in {} steps, {:?} of work over {:?}: {} lines, {} bytes, {} mappings to track",
+            read.steps,
+            read.busy,
+            read.started.elapsed(),
+            read.lines,
+            read.bytes,
+            read.want.len()
+        );
+        if read.bytes == 0 {
+            // a zombie leader: read a live thread's maps instead
+            match read_maps(pid) {
+                Ok(d) => read.parse(pid, &d),
+                Err(_) => return self.gone(pid),
+            }
+        }
+        let still_ours = match (&job.fresh_fd, self.procs.get(&pid)) {
+            (Some(fd), _) => !pidfd::exited(fd.as_fd()),
+            (None, Some(p)) => p.pidfd.as_ref().is_none_or(|fd| !pidfd::exited(fd.as_fd())),
+            (None, None) => start_time(pid) == Some(start),
+        };
+        // no line at all: no thread has an address space left
+        if !still_ours || read.lines == 0 {
+            return self.gone(pid);
+        }
+        if new {
+            let uid = job.uid;
+            let pidfd = job.fresh_fd.take();
+            self.procs.insert(
+                pid,
+                Process {
+                    pid,
+                    pidfd,
+                    start_time: start,
+                    uid,
+                    marker: false,
+                    mappings: BTreeMap::new(),
+                    doomed: Vec::new(),
+                    todo: BinaryHeap::new(),
+                    paths: HashMap::new(),
+                    held: 0,
+                    synced_once: false,
+                    over_budget: false,
+                },
+            );
+            self.newly_tracked.push(pid);
+        }
+        let MapsRead {
+            mut want, paths, ..
+        } = *read;
+        if !want.is_sorted_by_key(|w| w.start) {
+            want.sort_unstable_by_key(|w| w.start);
+        }
+        want.dedup_by_key(|w| w.start);
+        self.jobs.get_mut(&pid).expect("job being read").phase = Phase::Plan(Box::new(Planning {
+            want,
+            paths,
+            pos: 0,
+            cursor: 0,
+        }));
+        Step::More
+    }
+
+    /// One window of the diff of the model against the maps (at most
+    /// [`STEP_KEYS`] lines and [`STEP_KEYS`] mappings): mappings gone or
+    /// replaced leave the model (their keys to delete), new ones are to
+    /// insert, largest first.
+    fn plan_step(&mut self, pid: u32) -> Step {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return Step::Done(SyncOutcome::Gone);
+        };
+        let job = self.jobs.get_mut(&pid).expect("job being planned");
+        let Phase::Plan(pl) = &mut job.phase else {
+            unreachable!("plan_step outside the plan phase")
+        };
+        let wend = (pl.pos + STEP_KEYS).min(pl.want.len());
+        let mut hi = pl.want.get(wend).map_or(u64::MAX, |w| w.start);
+        let mut olds: Vec<(u64, u64, u64, u64)> = p
+            .mappings
+            .range(pl.cursor..)
+            .take_while(|(s, _)| **s < hi)
+            .take(STEP_KEYS + 1)
+            .map(|(s, m)| (*s, m.end, m.offset, m.file_id))
+            .collect();
+        if olds.len() > STEP_KEYS {
+            hi = olds[STEP_KEYS].0;
+            olds.truncate(STEP_KEYS);
+        }
+        let mut gone = Vec::new();
+        let mut olds = olds.into_iter().peekable();
+        while let Some(w) = pl.want.get(pl.pos).filter(|w| w.start < hi) {
+            while let Some(o) = olds.next_if(|o| o.0 < w.start) {
+                gone.push(o.0);
+            }
+            match olds.next_if(|o| o.0 == w.start) {
+                Some(o) if (o.1, o.2, o.3) == (w.end, w.offset, w.file_id) => {}
+                Some(o) => {
+                    gone.push(o.0);
+                    p.todo.push(BySize(*w));
+                }
+                None => p.todo.push(BySize(*w)),
+            }
+            pl.pos += 1;
+        }
+        gone.extend(olds.map(|o| o.0));
+        for s in gone {
+            if let Some(m) = p.mappings.remove(&s) {
+                p.doomed.push(m);
+            }
+        }
+        pl.cursor = hi;
+        if hi == u64::MAX {
+            debug_assert_eq!(pl.pos, pl.want.len());
+            let pl = std::mem::replace(&mut job.phase, Phase::Apply);
+            if let Phase::Plan(pl) = pl {
+                p.paths = pl.paths;
+            }
+        }
+        Step::More
+    }
+
+    /// Deletes up to [`STEP_KEYS`] keys of removed mappings, or else
+    /// inserts up to [`STEP_KEYS`] keys of new ones within the budget.
+    fn apply_step(&mut self, pid: u32) -> Step {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return Step::Done(SyncOutcome::Gone);
+        };
+        let job = self.jobs.get_mut(&pid).expect("job being applied");
+        // deletes first: a new mapping at the address of a removed one has
+        // the same keys, which must not be deleted after they landed
+        if !p.doomed.is_empty() {
+            let mut part = Vec::new();
+            while part.len() < STEP_KEYS {
+                let Some(m) = p.doomed.pop() else { break };
+                m.push_keys(pid, &mut part);
+                self.registry.release(m.file_id);
+            }
+            self.tables.delete(&part);
+            self.budget.release(p.uid, part.len() as u64);
+            p.held -= part.len() as u64;
+            job.removed += part.len();
+            return Step::More;
+        }
+        if p.todo.is_empty() && p.marker {
+            p.synced_once = true;
+            p.paths = HashMap::new();
+            if std::mem::take(&mut job.again) {
+                job.phase = Phase::Start;
+                job.added = 0;
+                job.removed = 0;
+                return Step::More;
+            }
+            return Step::Done(SyncOutcome::Synced {
+                new: job.new,
+                added: job.added,
+                removed: job.removed,
+            });
+        }
+        let mut allow = self.budget.allowance(p.uid, p.held, !p.synced_once);
+        let mut keys = Vec::new();
+        let mut vals = Vec::new();
+        let mut owners: Vec<(Wanted, usize, usize)> = Vec::new();
+        let mut refused = 0u64;
+        let with_marker = !p.marker && allow > 0;
+        if with_marker {
+            keys.push(PidPage::marker(pid));
+            vals.push(MappingInfo::marker(p.start_time));
+            allow -= 1;
+        }
+        let mut looked = 0;
+        while let Some(BySize(w)) = p.todo.pop() {
+            looked += 1;
+            let bias = w.start.wrapping_sub(w.offset);
+            let Some(value) = MappingInfo::new(w.file_id, bias).filter(|_| w.start >= w.offset)
+            else {
+                add(&COUNTERS.bias_refused, 1);
+                let path = p.paths.get(&w.file_id).map_or("?", |s| s.as_str());
+                warn_limited!(
+                    "bias",
+                    "pid {pid}: mapping {:#x}-{:#x} of {path}: bias does not fit 56 bits",
+                    w.start,
+                    w.end
+                );
+                continue;
+            };
+            let Ok(blocks) = prefix::cover(w.start, w.end) else {
+                continue;
+            };
+            if blocks.len() as u64 > allow {
+                refused += blocks.len() as u64;
+            } else if !keys.is_empty() && keys.len() + blocks.len() > STEP_KEYS {
+                p.todo.push(BySize(w));
+                break;
+            } else {
+                let first = keys.len();
+                for b in &blocks {
+                    keys.push(PidPage::new(pid, b.start, b.len));
+                    vals.push(value);
+                }
+                allow -= blocks.len() as u64;
+                owners.push((w, first, keys.len()));
+            }
+            if looked >= STEP_KEYS {
+                break;
+            }
+        }
+        if !p.marker && !with_marker && p.todo.is_empty() {
+            refused += 1; // the marker itself did not fit
+        }
+        if refused > 0 {
+            add(&COUNTERS.keys_over_budget, refused);
+            if !p.over_budget {
+                p.over_budget = true;
+                add(&COUNTERS.processes_over_budget, 1);
+            }
+            warn_limited!(
+                "over budget",
+                "pid {pid} (uid {}): over its budget, {refused} keys left out",
+                p.uid
+            );
+        }
+        if keys.is_empty() {
+            if !p.marker && p.todo.is_empty() {
+                // no room even for the marker: tracked without keys, a
+                // later sync tries again
+                p.synced_once = true;
+                return self.finish_unmarked(pid);
+            }
+            return Step::More;
+        }
+        let report = self.tables.insert(&keys, &vals);
+        if report.full() {
+            warn_limited!(
+                "trie full",
+                "pid {pid}: trie full, {} keys refused",
+                report.refused()
+            );
+        }
+        let landed = |i: usize| report.outcomes.get(i) == Some(&InsertOutcome::Landed);
+        let mut n = 0u64;
+        if with_marker {
+            p.marker = landed(0);
+            n += p.marker as u64;
+            if !p.marker {
+                // the trie refused the marker: this sync ends here
+                p.todo.clear();
+            }
+        }
+        for (w, first, end) in owners {
+            let mut bits = 0u128;
+            for i in first..end {
+                if landed(i) {
+                    bits |= 1 << (i - first);
+                }
+            }
+            n += bits.count_ones() as u64;
+            let path = p.paths.get(&w.file_id).map_or("?", |s| s.as_str());
+            // no file is opened here: the loop never touches a path a user
+            // controls (DESIGN §9)
+            self.registry
+                .acquire(w.file_id, w.dev, w.ino, path, w.deleted);
+            p.mappings.insert(
+                w.start,
+                Mapping {
+                    start: w.start,
+                    end: w.end,
+                    offset: w.offset,
+                    file_id: w.file_id,
+                    landed: bits,
+                },
+            );
+        }
+        self.budget.charge(p.uid, n);
+        p.held += n;
+        job.added += n as usize;
+        if !p.marker && p.todo.is_empty() {
+            p.synced_once = true;
+            return self.finish_unmarked(pid);
+        }
+        Step::More
+    }
+
+    /// A sync that ends without a marker (budget spent, trie full): the
+    /// process stays tracked, a later sync tries again.
+    fn finish_unmarked(&mut self, pid: u32) -> Step {
+        let job = self.jobs.get_mut(&pid).expect("job being applied");
+        if std::mem::take(&mut job.again) {
+            job.phase = Phase::Start;
+            return Step::More;
+        }
+        Step::Done(SyncOutcome::Synced {
+            new: job.new,
+            added: job.added,
+            removed: job.removed,
+        })
+    }
+
+    /// Deletes the keys of the mapping at `start` (path 1).
+    pub fn unmap(&mut self, pid: u32, start: u64) -> bool {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return false;
+        };
+        let Some(m) = p.mappings.remove(&start) else {
+            return false;
+        };
+        self.tables.delete(&m.keys(pid));
+        self.budget.release(p.uid, m.key_count() as u64);
+        p.held -= m.key_count() as u64;
+        self.registry.release(m.file_id);
+        true
+    }
+
+    /// Process exit (path 2): every mapping's keys, then the marker; a
+    /// sync in progress is dropped (what it landed is deleted here).
+    /// A second call is a no-op.
+    pub fn process_exit(&mut self, pid: u32) -> Option<Exited> {
+        self.jobs.remove(&pid);
+        self.exit_inner(pid)
+    }
+
+    /// Process exit for the event loop: the process leaves the model now,
+    /// its keys are deleted by [`ProcessManager::work`] in steps (the
+    /// marker last), reported there as `Gone`. False when not tracked.
+    pub fn exit_later(&mut self, pid: u32) -> bool {
+        self.jobs.remove(&pid);
+        self.retire(pid)
+    }
+
+    /// The process leaves the model; its keys are queued for deletion.
+    fn retire(&mut self, pid: u32) -> bool {
+        let Some(process) = self.procs.remove(&pid) else {
+            return false;
+        };
+        add(&COUNTERS.exits, 1);
+        let mut keys = Vec::new();
+        if process.marker {
+            keys.push(PidPage::marker(pid));
+        }
+        self.dying.push_back(Dying {
+            pid,
+            uid: process.uid,
+            keys,
+            mappings: process.mappings,
+            doomed: process.doomed,
+        });
+        true
+    }
+
+    fn exit_inner(&mut self, pid: u32) -> Option<Exited> {
+        let process = self.procs.remove(&pid)?;
+        let keys = process.keys();
+        let report = self.tables.delete(&keys);
+        self.budget.release(process.uid, keys.len() as u64);
+        for m in process.mappings.values().chain(&process.doomed) {
+            self.registry.release(m.file_id);
+        }
+        add(&COUNTERS.exits, 1);
+        Some(Exited {
+            process,
+            keys_deleted: report.deleted,
+            keys_absent: report.absent,
+        })
+    }
+
+    /// Liveness sweep for processes tracked without a pidfd: gone or
+    /// reused numbers leave through the exit path.
+    pub fn sweep(&mut self) -> Vec<u32> {
+        let mut gone = Vec::new();
+        for pid in self.without_pidfd() {
+            let same = self.procs.get(&pid).map(|p| p.start_time) == start_time(pid)
+                && read_maps(pid).is_ok_and(|d| !d.is_empty());
+            if !same {
+                self.process_exit(pid);
+                gone.push(pid);
+            }
+        }
+        gone
+    }
+
+    /// Removes every tracked process (shutdown without kept pins).
+    pub fn forget_all(&mut self) -> Vec<Exited> {
+        self.jobs.clear();
+        self.queue.clear();
+        self.bury_all();
+        self.pids()
+            .into_iter()
+            .filter_map(|p| self.process_exit(p))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

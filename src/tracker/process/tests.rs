@@ -1,0 +1,349 @@
+//! Tests of `process`.
+
+use super::*;
+use crate::sys::fake::{self, FakeBatch, FakeKernel};
+
+/// The keys of `pid` recomputed from its maps (exec files, [vdso],
+/// marker), sorted as the fake kernel stores them.
+fn expected(pid: u32) -> Vec<Vec<u8>> {
+    let (entries, _) = procmaps::parse_maps(&std::fs::read(format!("/proc/{pid}/maps")).unwrap());
+    let mut keys = vec![PidPage::marker(pid)];
+    for e in entries.iter().filter(|e| e.is_exec_file() || e.is_vdso()) {
+        keys.extend(prefix::keys(pid, e.start, e.end));
+    }
+    let mut out: Vec<Vec<u8>> = keys
+        .iter()
+        .map(|k| crate::sys::bytes_of(std::slice::from_ref(k)).to_vec())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Old kernels through the fake: track, change, exit with zero leaks.
+fn old_kernel_scenario(batch: FakeBatch, pidfd_errno: Option<i32>) {
+    let mut k = FakeKernel::new(16, 16, 1 << 20);
+    k.delete_batch = batch;
+    k.update_batch = batch;
+    fake::install(k);
+    pidfd::fake::force_errno(pidfd_errno);
+    let fallbacks = COUNTERS.snapshot().pidfd_fallbacks;
+    let mut child = std::process::Command::new("/bin/sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // sleep is set up once the loader has mapped libc
+    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .contains("libc.so")
+    {
+        std::thread::yield_now();
+    }
+    let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+    assert_eq!(
+        pm.tables.trie.delete != crate::maps::engine::BatchSupport::Supported,
+        batch != FakeBatch::Supported
+    );
+    assert!(matches!(
+        pm.sync(pid),
+        SyncOutcome::Synced { new: true, .. }
+    ));
+    let stored: Vec<Vec<u8>> = fake::with(|k| k.entries.keys().cloned().collect());
+    assert_eq!(stored, expected(pid), "track");
+    // change: one mapping goes (path 1)
+    let start = *pm.get(pid).unwrap().mappings.keys().next().unwrap();
+    let n = pm.get(pid).unwrap().mappings[&start].key_count();
+    assert!(pm.unmap(pid, start));
+    assert_eq!(fake::with(|k| k.entries.len()), stored.len() - n, "change");
+    // exit
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if pidfd_errno.is_some() {
+        assert!(pm.get(pid).unwrap().pidfd.is_none());
+        assert!(COUNTERS.snapshot().pidfd_fallbacks > fallbacks);
+        assert_eq!(pm.sweep(), vec![pid], "the liveness sweep finds the exit");
+    } else {
+        assert_eq!(pm.fired(), vec![pid]);
+        assert!(pm.process_exit(pid).is_some());
+    }
+    assert!(pm.process_exit(pid).is_none(), "a second exit is a no-op");
+    let k = fake::uninstall().unwrap();
+    pidfd::fake::force_errno(None);
+    assert!(k.entries.is_empty(), "zero leaks");
+    assert!(pm.registry.is_empty());
+    let batches = k.calls_of(libbpf_sys::BPF_MAP_DELETE_BATCH);
+    if batch != FakeBatch::Supported {
+        assert_eq!(batches, 1, "only the probe: every delete went key by key");
+    }
+}
+
+#[test]
+fn old_kernel_without_lpm_batch_ops() {
+    old_kernel_scenario(FakeBatch::NotSupported, None); // 5.6 - 5.12
+}
+
+#[test]
+fn old_kernel_without_the_batch_command() {
+    old_kernel_scenario(FakeBatch::Unknown, None); // < 5.6
+}
+
+#[test]
+fn old_kernel_without_pidfd_open() {
+    old_kernel_scenario(FakeBatch::Unknown, Some(libc::ENOSYS)); // < 5.3
+}
+
+#[test]
+fn current_kernel_through_the_fake() {
+    old_kernel_scenario(FakeBatch::Supported, None);
+}
+
+/// A child that stays up until killed, once its loader mapped libc.
+fn sleeper() -> std::process::Child {
+    let child = std::process::Command::new("/bin/sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .contains("libc.so")
+    {
+        std::thread::yield_now();
+    }
+    child
+}
+
+/// The budget, the model and the (fake) trie agree.
+fn balanced(pm: &ProcessManager) {
+    let in_trie = fake::with(|k| k.entries.len());
+    assert_eq!(pm.key_count(), in_trie, "the model is the trie");
+    assert_eq!(
+        pm.budget.total() as usize,
+        in_trie,
+        "the budget is the model"
+    );
+    let by_uid: usize = pm
+        .procs
+        .values()
+        .filter(|p| p.uid == 4242)
+        .map(Process::key_count)
+        .sum();
+    assert_eq!(pm.budget.held_by(4242) as usize, by_uid);
+    for p in pm.procs.values() {
+        assert_eq!(p.held as usize, p.key_count(), "running count of {}", p.pid);
+    }
+}
+
+/// `n` mappings of 7 pages at odd page addresses (3 prefix blocks each).
+fn synthetic(n: u64, base: u64) -> Vec<Wanted> {
+    (0..n)
+        .map(|i| {
+            let start = base + i * 0x10000 + 0x1000;
+            Wanted {
+                start,
+                end: start + 0x7000,
+                offset: 0,
+                file_id: 77,
+                dev: 1,
+                ino: 2,
+                deleted: false,
+            }
+        })
+        .collect()
+}
+
+/// A job of `pid` about to diff the model against `want`.
+fn plan(pm: &mut ProcessManager, pid: u32, mut want: Vec<Wanted>) {
+    want.sort_unstable_by_key(|w| w.start);
+    let mut job = Job::fresh();
+    job.phase = Phase::Plan(Box::new(Planning {
+        want,
+        paths: HashMap::from([(77, "/synthetic".to_string())]),
+        pos: 0,
+        cursor: 0,
+    }));
+    pm.jobs.insert(pid, job);
+}
+
+/// Applies `want` to the tracked `pid` as a sync would once its maps
+/// are read; returns the steps it took.
+fn apply_wanted(pm: &mut ProcessManager, pid: u32, want: Vec<Wanted>) -> usize {
+    plan(pm, pid, want);
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        if let Step::Done(out) = pm.step(pid) {
+            assert!(matches!(out, SyncOutcome::Synced { .. }), "{out:?}");
+            return steps;
+        }
+    }
+}
+
+#[test]
+fn budgets_charge_what_landed_and_release_it_all() {
+    fake::install(FakeKernel::new(16, 16, 1 << 20));
+    let mut child = sleeper();
+    let pid = child.id();
+    let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+    // per process: the marker and 7 keys
+    pm.set_limits(Some(budget::Limits::new(1 << 20, Some(8), Some(0))));
+    let before = COUNTERS.snapshot();
+    assert!(matches!(
+        pm.sync(pid),
+        SyncOutcome::Synced { new: true, .. }
+    ));
+    pm.procs.get_mut(&pid).unwrap().uid = 4242; // re-charged below
+    let held = pm.get(pid).unwrap().key_count() as u64;
+    pm.budget.release(0, held);
+    pm.budget.charge(4242, held);
+    balanced(&pm);
+    let p = pm.get(pid).unwrap();
+    assert!(p.marker, "the marker lands first");
+    assert!(p.key_count() <= 8);
+    // the whole process needs more: it was tracked partially, largest first
+    let all = expected(pid).len();
+    assert!(all > 8, "sleep maps more than the budget ({all})");
+    let d = COUNTERS.snapshot().since(&before);
+    assert!(d.keys_over_budget > 0 && d.processes_over_budget >= 1);
+    assert!(p.over_budget);
+    // largest first: a mapping left out while a smaller one was kept
+    // needed more keys than the budget had left when its turn came
+    let (entries, _) = procmaps::parse_maps(&read_maps(pid).unwrap());
+    let size = |s: u64, e: u64| e - s;
+    let mut left_out = 0;
+    for e in entries.iter().filter(|e| e.is_exec_file() || e.is_vdso()) {
+        if p.mappings.contains_key(&e.start) {
+            continue;
+        }
+        left_out += 1;
+        let before: usize = p
+            .mappings
+            .values()
+            .filter(|m| size(m.start, m.end) >= size(e.start, e.end))
+            .map(Mapping::key_count)
+            .sum();
+        if p.mappings
+            .values()
+            .any(|m| size(m.start, m.end) < size(e.start, e.end))
+        {
+            let need = prefix::cover(e.start, e.end).unwrap().len();
+            assert!(
+                need > 8 - 1 - before,
+                "{e:?} fitted ({need} keys, {before} before)"
+            );
+        }
+    }
+    assert!(left_out > 0);
+    // a re-sync with no change adds nothing and keeps the balance
+    assert!(matches!(
+        pm.sync(pid),
+        SyncOutcome::Synced {
+            new: false,
+            added: 0,
+            removed: 0
+        }
+    ));
+    balanced(&pm);
+    // no limit: the rest lands; then mappings go and others come
+    pm.budget = {
+        let mut b = Budget::new(None);
+        b.charge(4242, pm.get(pid).unwrap().key_count() as u64);
+        b
+    };
+    let mut want: Vec<Wanted> = pm
+        .get(pid)
+        .unwrap()
+        .mappings
+        .values()
+        .skip(1)
+        .map(|m| Wanted {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            file_id: m.file_id,
+            dev: 0,
+            ino: 0,
+            deleted: false,
+        })
+        .collect();
+    want.extend(synthetic(3, 0x1000_0000));
+    apply_wanted(&mut pm, pid, want);
+    balanced(&pm);
+    let first = *pm.get(pid).unwrap().mappings.keys().next().unwrap();
+    assert!(pm.unmap(pid, first));
+    balanced(&pm);
+    // exit: everything released, nothing left
+    child.kill().unwrap();
+    child.wait().unwrap();
+    pm.process_exit(pid).unwrap();
+    balanced(&pm);
+    assert_eq!((pm.budget.total(), pm.budget.uids()), (0, 0));
+    let k = fake::uninstall().unwrap();
+    assert!(k.entries.is_empty());
+    assert!(pm.registry.is_empty());
+}
+
+#[test]
+fn a_huge_process_is_synced_in_bounded_steps_and_its_exit_midway_leaves_nothing() {
+    fake::install(FakeKernel::new(16, 16, 1 << 20));
+    let mut child = sleeper();
+    let pid = child.id();
+    let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+    assert!(matches!(pm.sync(pid), SyncOutcome::Synced { .. }));
+    pm.procs.get_mut(&pid).unwrap().uid = 4242;
+    pm.budget.release(0, pm.key_count() as u64);
+    pm.budget.charge(4242, pm.key_count() as u64);
+    let base = fake::with(|k| k.entries.len());
+    let calls = fake::with(|k| k.calls.len());
+    let real: Vec<Wanted> = pm
+        .get(pid)
+        .unwrap()
+        .mappings
+        .values()
+        .map(|m| Wanted {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            file_id: m.file_id,
+            dev: 0,
+            ino: 0,
+            deleted: false,
+        })
+        .collect();
+    // 10 000 more mappings of 3 keys: at least 30 000 / STEP_KEYS steps
+    let mut want = real.clone();
+    want.extend(synthetic(10_000, 0x1_0000_0000));
+    let steps = apply_wanted(&mut pm, pid, want);
+    assert!(steps > 30_000 / STEP_KEYS, "{steps} steps");
+    let sent = fake::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
+    assert!(
+        sent.unwrap() as usize <= STEP_KEYS,
+        "a batch of {sent:?} keys"
+    );
+    // removed mappings (the synthetic ones go) are deleted in steps too
+    assert_eq!(fake::with(|k| k.entries.len()), base + 30_000);
+    let calls = fake::with(|k| k.calls.len());
+    apply_wanted(&mut pm, pid, real);
+    let sent = fake::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
+    assert!(
+        sent.unwrap() as usize <= STEP_KEYS + 128,
+        "a batch of {sent:?} keys"
+    );
+    assert_eq!(fake::with(|k| k.entries.len()), base);
+    balanced(&pm);
+    // again, but the process exits after a few steps: what landed goes
+    plan(&mut pm, pid, synthetic(10_000, 0x1_0000_0000));
+    for _ in 0..20 {
+        assert!(matches!(pm.step(pid), Step::More));
+    }
+    balanced(&pm);
+    let landed = pm.get(pid).unwrap().key_count();
+    assert!(landed > 1000 && landed < 30_000, "midway: {landed} keys");
+    assert!(pm.is_syncing(pid));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    pm.process_exit(pid).unwrap();
+    assert!(!pm.is_syncing(pid));
+    assert_eq!(pm.budget.total(), 0);
+    assert!(fake::uninstall().unwrap().entries.is_empty(), "zero leaks");
+}
