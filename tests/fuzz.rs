@@ -118,6 +118,9 @@ fn command_line() {
         "profile -F 99 --kernel -o out -- ls -l",
         "bench delete --map hash --keys 10 --missing-pct 1.5 --pattern front",
         "audit --repair --json",
+        "run --pid=7 --max-keys-per-uid=0 --delete-strategy=reissue-all",
+        "bench churn --workload=/bin/true --rate 1e3 --wake-every-request",
+        "diff --top=3 a b -- -c",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
