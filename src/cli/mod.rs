@@ -324,7 +324,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cmd, Usage> {
         Ok(Some(lexopt::Arg::Value(v))) => v,
         Ok(Some(lexopt::Arg::Short(c))) => return Err(top(format!("unknown option \"-{c}\""))),
         Ok(Some(lexopt::Arg::Long(l))) => return Err(top(format!("unknown option \"--{l}\""))),
-        Err(e) => return Err(top(lexopt_msg(e, ""))),
+        Err(e) => return Err(top(lexopt_msg(e))),
     };
     match cmd.to_str() {
         Some("help") => {
@@ -383,7 +383,7 @@ fn next_item(
     let arg = match p.next() {
         Ok(None) => return Ok(None),
         Ok(Some(a)) => a,
-        Err(e) => return Err(err(lexopt_msg(e, command))),
+        Err(e) => return Err(err(lexopt_msg(e))),
     };
     let (typed, found) = match arg {
         lexopt::Arg::Value(v) => return Ok(Some(Item::Positional(v))),
@@ -414,7 +414,7 @@ fn next_item(
 }
 
 /// The message of a lexopt error, in our words.
-fn lexopt_msg(e: lexopt::Error, _command: &str) -> String {
+fn lexopt_msg(e: lexopt::Error) -> String {
     match e {
         lexopt::Error::MissingValue { option: Some(o) } => format!("{o} needs a value"),
         lexopt::Error::MissingValue { option: None } => "a value is missing".into(),
