@@ -239,6 +239,9 @@ fn help_texts_name_every_option_the_parser_takes() {
     assert!(flags_seen >= 40, "{flags_seen} flags");
     let run = help(&["run", "--help"]);
     assert!(run.contains("--wake-every-request"), "{run}");
+    for c in ["audit", "diff"] {
+        assert!(help(&[c, "--help"]).contains("Exit status"), "{c}");
+    }
     assert_eq!(
         help(&["--version"]),
         format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
