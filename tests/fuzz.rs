@@ -126,10 +126,13 @@ fn command_line() {
     .map(|s| s.as_bytes().to_vec())
     .collect();
     run("cli", &seeds, 100_000, |d| {
-        let text = String::from_utf8_lossy(d);
-        let argv: Vec<OsString> = std::iter::once("pidmap")
-            .chain(text.split(' '))
-            .map(OsString::from)
+        // raw bytes: words need not be UTF-8
+        use std::os::unix::ffi::OsStringExt;
+        let argv: Vec<OsString> = std::iter::once(OsString::from("pidmap"))
+            .chain(
+                d.split(|b| *b == b' ')
+                    .map(|w| OsString::from_vec(w.to_vec())),
+            )
             .collect();
         let _ = pidmap::cli::parse(argv);
     });
