@@ -2,7 +2,7 @@
 //! outcome to an exit status.
 
 use pidmap::agent::{Agent, AgentConfig};
-use pidmap::cli::{self, Cmd};
+use pidmap::cli::{self, BenchArgs, Cmd};
 use pidmap::error::Result;
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,12 +15,7 @@ fn main() -> ExitCode {
     let cmd = match cli::parse(std::env::args_os().collect()) {
         Ok(c) => c,
         Err(u) => {
-            let see = if u.command.is_empty() {
-                "pidmap --help".to_string()
-            } else {
-                format!("pidmap {} --help", u.command)
-            };
-            eprintln!("pidmap: {}\nSee `{see}`.", u.msg);
+            eprintln!("pidmap: {}\n{}", u.msg, u.see());
             return ExitCode::from(2);
         }
     };
@@ -44,7 +39,7 @@ fn print(text: &str) -> Result<()> {
 fn run(cmd: Cmd) -> Result<u8> {
     match cmd {
         Cmd::Help(text) => {
-            print(text)?;
+            print(&text)?;
             Ok(0)
         }
         Cmd::Version => {
@@ -76,13 +71,13 @@ fn run(cmd: Cmd) -> Result<u8> {
             json,
         } => pidmap::cmd::audit::run(&pin_dir, repair, json),
         Cmd::Bench(b) => {
-            match b.kind.as_str() {
-                "delete" => {
-                    let rows = pidmap::cmd::bench::delete_bench(&b)?;
-                    pidmap::cmd::bench::print_delete(&b, &rows);
+            match b {
+                BenchArgs::Delete(d) => {
+                    let rows = pidmap::cmd::bench::delete_bench(&d)?;
+                    pidmap::cmd::bench::print_delete(&d, &rows);
                 }
-                "insert" => pidmap::cmd::bench::insert_bench(&b)?,
-                _ => pidmap::cmd::churn::run(&b)?,
+                BenchArgs::Insert(i) => pidmap::cmd::bench::insert_bench(&i)?,
+                BenchArgs::Churn(c) => pidmap::cmd::churn::run(&c)?,
             }
             Ok(0)
         }

@@ -6,7 +6,6 @@ mod common;
 use common::{pidmap_bin, Guarded, WAIT};
 use pidmap::abi::{MappingInfo, PidPage};
 use pidmap::sys::bpf::{MapHandle, BPF_ANY};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -178,6 +177,83 @@ fn run_a_command_exits_with_its_status_and_writes_metrics() {
     );
 }
 
+/// The flag tables are the one list: each command's real `--help` (the
+/// binary's) names every flag of its table, and every flag the help names
+/// is in the table and accepted by the parser.
+#[test]
+fn help_texts_name_every_option_the_parser_takes() {
+    let help = |args: &[&str]| {
+        let o = Command::new(pidmap_bin()).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let parses = |argv: &[&str]| {
+        let argv = std::iter::once("pidmap").chain(argv.iter().copied());
+        pidmap::cli::parse(argv.map(Into::into).collect())
+    };
+    let top = help(&["--help"]);
+    let mut flags_seen = 0;
+    for spec in pidmap::cli::COMMANDS {
+        assert!(top.contains(&format!("  {} ", spec.name)), "{}", spec.name);
+        let text = help(&[spec.name, "--help"]);
+        assert_eq!(text, help(&["help", spec.name]));
+        for (si, section) in spec.sections.iter().enumerate() {
+            for f in section.flags {
+                let shown = match (f.short, f.value) {
+                    (Some(c), Some(v)) => format!("-{c}, {} {v}", f.long),
+                    (None, Some(v)) => format!("{} {v}", f.long),
+                    (_, None) => f.long.to_string(),
+                };
+                assert!(text.contains(&shown), "{} --help lacks {shown}", spec.name);
+                let mut argv = spec.argv_prefix(si);
+                argv.extend(f.example_args());
+                assert!(parses(&argv).is_ok(), "{argv:?}: {:?}", parses(&argv));
+                flags_seen += 1;
+            }
+        }
+        for w in pidmap::cli::flag_words(&text) {
+            if w == "-h" || w == "--help" {
+                continue;
+            }
+            let accepted = (0..spec.sections.len()).any(|si| {
+                let f = spec
+                    .flags()
+                    .find(|f| f.long == w || f.short.is_some_and(|c| format!("-{c}") == w));
+                f.is_some_and(|f| {
+                    let mut argv = spec.argv_prefix(si);
+                    argv.extend([w.as_str()]);
+                    argv.extend(f.value.map(|_| f.example));
+                    parses(&argv).is_ok()
+                })
+            });
+            assert!(
+                accepted,
+                "{} --help names {w}, which its parser refuses",
+                spec.name
+            );
+        }
+    }
+    assert!(flags_seen >= 40, "{flags_seen} flags");
+    let run = help(&["run", "--help"]);
+    assert!(run.contains("--wake-every-request"), "{run}");
+    for c in ["audit", "diff"] {
+        assert!(help(&[c, "--help"]).contains("Exit status"), "{c}");
+    }
+    assert_eq!(
+        help(&["--version"]),
+        format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let bad = Command::new(pidmap_bin())
+        .args(["run", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        "pidmap: unknown option \"--bogus\"\nSee `pidmap run --help`.\n"
+    );
+}
+
 #[test]
 fn bench_delete_shows_the_leak_and_its_fix() {
     if !common::bpf_available() {
@@ -265,121 +341,6 @@ fn sighup_resyncs_and_sigterm_stops_cleanly() {
     err.expect("signal 15: shutting down", WAIT);
     assert_eq!(a.wait().unwrap().code(), Some(0));
     assert!(!pins.exists());
-}
-
-/// Flags each command's parser takes, read from the parser's source:
-/// every string pattern of a match arm starting with '-' in `parse_CMD`,
-/// and the commands `parse` dispatches to.
-fn parser_flags() -> BTreeMap<String, Vec<String>> {
-    let src = include_str!("../src/cli.rs");
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in src.lines() {
-        if line.starts_with("fn ") || line.starts_with("pub fn ") || line.starts_with("mod ") {
-            current = line
-                .split("fn ")
-                .nth(1)
-                .and_then(|r| r.split('(').next())
-                .map(|name| match name {
-                    "parse" => String::new(),
-                    n => n.strip_prefix("parse_").unwrap_or("").to_string(),
-                })
-                .filter(|n| n.is_empty() || !n.contains('_'));
-            if line.starts_with("mod ") {
-                current = None;
-            }
-            continue;
-        }
-        let Some(cmd) = &current else { continue };
-        let Some((pattern, _)) = line.trim_start().split_once("=>") else {
-            continue;
-        };
-        let pattern = pattern.trim();
-        if !pattern.starts_with('"') {
-            continue;
-        }
-        for lit in pattern.split('|') {
-            let lit = lit.trim().trim_matches('"');
-            if cmd.is_empty() || lit.starts_with('-') {
-                out.entry(cmd.clone()).or_default().push(lit.to_string());
-            }
-        }
-    }
-    out
-}
-
-/// Whether `text` names `flag` as a word (not a prefix of a longer one).
-fn names(text: &str, flag: &str) -> bool {
-    text.match_indices(flag).any(|(i, _)| {
-        let next = text[i + flag.len()..].chars().next();
-        let prev = text[..i].chars().last();
-        !matches!(next, Some(c) if c.is_ascii_alphanumeric() || c == '-')
-            && !matches!(prev, Some(c) if c.is_ascii_alphanumeric() || c == '-')
-    })
-}
-
-#[test]
-fn help_texts_name_every_option_the_parser_takes() {
-    let help = |args: &[&str]| {
-        let o = Command::new(pidmap_bin()).args(args).output().unwrap();
-        assert!(o.status.success(), "{args:?}");
-        String::from_utf8(o.stdout).unwrap()
-    };
-    let flags = parser_flags();
-    let top = help(&["--help"]);
-    let mut missing = Vec::new();
-    let commands: Vec<&String> = flags[""]
-        .iter()
-        .filter(|c| !c.starts_with('-') && *c != "help")
-        .collect();
-    assert!(
-        commands.len() >= 5,
-        "commands found in the parser: {commands:?}"
-    );
-    for c in &commands {
-        assert!(
-            top.contains(&format!("  {c} ")),
-            "--help lacks the command {c}"
-        );
-        let text = help(&[c, "--help"]);
-        assert_eq!(help(&["help", c]), text, "help {c}");
-        let taken = flags
-            .get(c.as_str())
-            .unwrap_or_else(|| panic!("no parse_{c} in src/cli.rs"));
-        assert!(!taken.is_empty(), "{c}: no flags found");
-        for f in taken {
-            if f == "-h" || f == "--help" {
-                assert_eq!(help(&[c, f]), text, "{c} {f}");
-                continue;
-            }
-            let shown = if f == "--" { "-- CMD" } else { f };
-            if !names(&text, shown) {
-                missing.push(format!("{c} --help lacks {shown}"));
-            }
-        }
-    }
-    for f in flags[""].iter().filter(|f| f.starts_with('-')) {
-        if f == "-h" || f == "--help" {
-            assert_eq!(help(&[f]), top);
-        } else if f != "-V" && f != "--version" {
-            assert!(names(&top, f), "--help lacks {f}:\n{top}");
-        }
-    }
-    assert!(missing.is_empty(), "{missing:#?}");
-    assert!(names(&help(&["audit", "--help"]), "Exit status"));
-    assert_eq!(
-        help(&["--version"]),
-        format!("pidmap {}\n", env!("CARGO_PKG_VERSION"))
-    );
-    let bad = common::output_within(
-        Command::new(pidmap_bin()).args(["run", "--bogus"]),
-        common::RUN,
-    );
-    assert_eq!(bad.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8_lossy(&bad.stderr),
-        "pidmap: unknown option \"--bogus\"\nSee `pidmap run --help`.\n"
-    );
 }
 
 #[test]

@@ -343,15 +343,21 @@ fn command_line() {
         "profile -F 99 --kernel -o out -- ls -l",
         "bench delete --map hash --keys 10 --missing-pct 1.5 --pattern front",
         "audit --repair --json",
+        "run --pid=7 --max-keys-per-uid=0 --delete-strategy=reissue-all",
+        "bench churn --workload=/bin/true --rate 1e3 --wake-every-request",
+        "diff --top=3 a b -- -c",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
     run("cli", &seeds, 100_000, |d| {
-        let text = String::from_utf8_lossy(d);
-        let argv: Vec<OsString> = std::iter::once("pidmap")
-            .chain(text.split(' '))
-            .map(OsString::from)
+        // raw bytes: words need not be UTF-8
+        use std::os::unix::ffi::OsStringExt;
+        let argv: Vec<OsString> = std::iter::once(OsString::from("pidmap"))
+            .chain(
+                d.split(|b| *b == b' ')
+                    .map(|w| OsString::from_vec(w.to_vec())),
+            )
             .collect();
         let _ = pidmap::cli::parse(argv);
     });

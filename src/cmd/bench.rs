@@ -2,7 +2,6 @@
 //! fresh kernel maps, with what is left read back from the kernel.
 
 use crate::abi::{MappingInfo, PidPage};
-use crate::cli::BenchArgs;
 use crate::counters::{self, COUNTERS};
 use crate::error::{Error, Result};
 use crate::maps::engine::{self, BatchMap, DeleteReport, EngineOptions, ResumePolicy};
@@ -18,6 +17,100 @@ pub const DELETE_STRATEGIES: [&str; 5] = [
 ];
 
 pub use crate::rng::Rng;
+
+/// The kind of kernel map a benchmark runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Lpm,
+    Hash,
+}
+
+impl MapKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            MapKind::Lpm => "lpm",
+            MapKind::Hash => "hash",
+        }
+    }
+}
+
+/// Where the absent keys of the delete benchmark sit in the key list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    Random,
+    Front,
+    Middle,
+    Back,
+}
+
+impl Pattern {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Pattern::Random => "random",
+            Pattern::Front => "front",
+            Pattern::Middle => "middle",
+            Pattern::Back => "back",
+        }
+    }
+}
+
+impl std::fmt::Display for MapKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `pidmap bench delete`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeleteOpts {
+    pub map: MapKind,
+    pub keys: usize,
+    pub missing_pct: f64,
+    pub pattern: Pattern,
+    pub reps: usize,
+    pub chunk: usize,
+    pub json: bool,
+}
+
+impl Default for DeleteOpts {
+    fn default() -> DeleteOpts {
+        DeleteOpts {
+            map: MapKind::Lpm,
+            keys: 100_000,
+            missing_pct: 1.0,
+            pattern: Pattern::Random,
+            reps: 5,
+            chunk: EngineOptions::default().chunk,
+            json: false,
+        }
+    }
+}
+
+/// `pidmap bench insert`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InsertOpts {
+    pub map: MapKind,
+    pub keys: usize,
+    pub reps: usize,
+    pub json: bool,
+}
+
+impl Default for InsertOpts {
+    fn default() -> InsertOpts {
+        InsertOpts {
+            map: MapKind::Lpm,
+            keys: 100_000,
+            reps: 5,
+            json: false,
+        }
+    }
+}
 
 /// What one benchmark key costs, estimated high: its key and value and
 /// the bench's copies of them here (about 70 B), and its node in the
@@ -84,18 +177,18 @@ pub fn bench_keys(n: usize) -> Vec<PidPage> {
 }
 
 /// Which indices of `n` are absent: `pct` percent placed by `pattern`.
-pub fn missing_indices(n: usize, pct: f64, pattern: &str, rng: &mut Rng) -> Vec<bool> {
+pub fn missing_indices(n: usize, pct: f64, pattern: Pattern, rng: &mut Rng) -> Vec<bool> {
     let m = ((n as f64) * pct / 100.0).round() as usize;
     let m = m.min(n);
     let mut absent = vec![false; n];
     match pattern {
-        "front" => absent[..m].iter_mut().for_each(|a| *a = true),
-        "back" => absent[n - m..].iter_mut().for_each(|a| *a = true),
-        "middle" => {
+        Pattern::Front => absent[..m].iter_mut().for_each(|a| *a = true),
+        Pattern::Back => absent[n - m..].iter_mut().for_each(|a| *a = true),
+        Pattern::Middle => {
             let s = (n - m) / 2;
             absent[s..s + m].iter_mut().for_each(|a| *a = true);
         }
-        _ => {
+        Pattern::Random => {
             let mut placed = 0;
             while placed < m {
                 let i = rng.below(n as u64) as usize;
@@ -109,12 +202,13 @@ pub fn missing_indices(n: usize, pct: f64, pattern: &str, rng: &mut Rng) -> Vec<
     absent
 }
 
-fn fresh_map(kind: &str, n: usize) -> Result<BatchMap> {
+fn fresh_map(kind: MapKind, n: usize) -> Result<BatchMap> {
     let max = n.max(1) as u32;
-    let map = if kind == "hash" {
-        MapHandle::create(MAP_TYPE_HASH, "bench_hash", 16, 16, max, 0)?
-    } else {
-        MapHandle::create(MAP_TYPE_LPM_TRIE, "bench_lpm", 16, 16, max, F_NO_PREALLOC)?
+    let map = match kind {
+        MapKind::Hash => MapHandle::create(MAP_TYPE_HASH, "bench_hash", 16, 16, max, 0)?,
+        MapKind::Lpm => {
+            MapHandle::create(MAP_TYPE_LPM_TRIE, "bench_lpm", 16, 16, max, F_NO_PREALLOC)?
+        }
     };
     Ok(BatchMap::probe::<PidPage, MappingInfo>(map))
 }
@@ -170,7 +264,7 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn delete_bench(b: &BenchArgs) -> Result<Vec<DeleteRow>> {
+pub fn delete_bench(b: &DeleteOpts) -> Result<Vec<DeleteRow>> {
     check_keys("delete", b.keys)?;
     let keys = bench_keys(b.keys);
     let mut rows = Vec::new();
@@ -178,7 +272,7 @@ pub fn delete_bench(b: &BenchArgs) -> Result<Vec<DeleteRow>> {
     let mut last: Vec<(u64, u64)> = vec![(0, 0); DELETE_STRATEGIES.len()];
     for rep in 0..b.reps {
         let mut rng = Rng::new(0x5eed + rep as u64);
-        let absent = missing_indices(keys.len(), b.missing_pct, &b.pattern, &mut rng);
+        let absent = missing_indices(keys.len(), b.missing_pct, b.pattern, &mut rng);
         let present: Vec<PidPage> = keys
             .iter()
             .zip(&absent)
@@ -192,7 +286,7 @@ pub fn delete_bench(b: &BenchArgs) -> Result<Vec<DeleteRow>> {
             (0..DELETE_STRATEGIES.len()).rev().collect()
         };
         for si in order {
-            let map = fresh_map(&b.map, b.keys)?;
+            let map = fresh_map(b.map, b.keys)?;
             fill(&map, &present)?;
             let t = Instant::now();
             let r = run_strategy(DELETE_STRATEGIES[si], &map, &keys, b.chunk);
@@ -212,7 +306,7 @@ pub fn delete_bench(b: &BenchArgs) -> Result<Vec<DeleteRow>> {
     Ok(rows)
 }
 
-pub fn print_delete(b: &BenchArgs, rows: &[DeleteRow]) {
+pub fn print_delete(b: &DeleteOpts, rows: &[DeleteRow]) {
     if b.json {
         for r in rows {
             println!(
@@ -246,7 +340,7 @@ pub fn print_delete(b: &BenchArgs, rows: &[DeleteRow]) {
     }
 }
 
-pub fn insert_bench(b: &BenchArgs) -> Result<()> {
+pub fn insert_bench(b: &InsertOpts) -> Result<()> {
     check_keys("insert", b.keys)?;
     let keys = bench_keys(b.keys);
     let vals = vec![MappingInfo::new(1, 0).unwrap_or_default(); keys.len()];
@@ -256,7 +350,7 @@ pub fn insert_bench(b: &BenchArgs) -> Result<()> {
     let mut landed = [0usize; 2];
     for _ in 0..b.reps {
         for (si, s) in strategies.iter().enumerate() {
-            let map = fresh_map(&b.map, b.keys)?;
+            let map = fresh_map(b.map, b.keys)?;
             let map = if *s == "single" {
                 BatchMap::with_support(map.map, map.delete, engine::BatchSupport::NotForMapType)
             } else {

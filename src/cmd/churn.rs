@@ -5,15 +5,55 @@
 //! CPU time per process and its peak RSS.
 
 use crate::abi::{PidPage, TRIE_NAME};
-use crate::cli::BenchArgs;
 use crate::error::{Error, Result};
 use crate::proc::status::status_kib;
 use crate::rng::Rng;
 use crate::sys::bpf::MapHandle;
+use crate::tables::DeleteStrategy;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// `pidmap bench churn`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChurnOpts {
+    pub procs: usize,
+    pub rate: f64,
+    pub missing_pct: f64,
+    /// One strategy, or `None`: both side by side.
+    pub strategy: Option<DeleteStrategy>,
+    /// The workload command, split at spaces.
+    pub workload: String,
+    pub ring_pages: usize,
+    pub max_entries: u32,
+    pub wake_every_request: bool,
+    pub json: bool,
+}
+
+impl Default for ChurnOpts {
+    fn default() -> ChurnOpts {
+        ChurnOpts {
+            procs: 2000,
+            rate: 500.0,
+            missing_pct: 1.0,
+            strategy: None,
+            workload: "/bin/sleep 0.02".into(),
+            ring_pages: 8,
+            max_entries: crate::abi::TRIE_MAX_ENTRIES,
+            wake_every_request: false,
+            json: false,
+        }
+    }
+}
+
+/// The name `pidmap run --delete-strategy` takes for `s`.
+pub const fn strategy_name(s: DeleteStrategy) -> &'static str {
+    match s {
+        DeleteStrategy::Resume => "resume",
+        DeleteStrategy::ReissueAll => "reissue-all",
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct ChurnResult {
@@ -81,7 +121,7 @@ impl Drop for AgentProc {
     }
 }
 
-fn start_agent(strategy: &str, pins: &Path, b: &BenchArgs, metrics: &Path) -> Result<AgentProc> {
+fn start_agent(strategy: &str, pins: &Path, b: &ChurnOpts, metrics: &Path) -> Result<AgentProc> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::from(e).context("bench churn: finding this executable"))?;
     let child = Command::new(exe)
@@ -164,7 +204,7 @@ fn metric(path: &Path, name: &str) -> Option<u64> {
     })
 }
 
-pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> Result<ChurnResult> {
+pub fn churn_once(strategy: &'static str, b: &ChurnOpts, workload: &[&str]) -> Result<ChurnResult> {
     let pins = PathBuf::from(format!(
         "/sys/fs/bpf/pidmap-churn-{}-{strategy}",
         std::process::id()
@@ -307,18 +347,16 @@ pub fn churn_once(strategy: &'static str, b: &BenchArgs, workload: &[&str]) -> R
     Ok(res)
 }
 
-pub fn run(b: &BenchArgs) -> Result<()> {
-    let workload: Vec<&str> = match &b.workload {
-        Some(w) => w.split_whitespace().collect(),
-        None => vec!["/bin/sleep", "0.02"],
-    };
+pub fn run(b: &ChurnOpts) -> Result<()> {
+    let workload: Vec<&str> = b.workload.split_whitespace().collect();
     if workload.is_empty() {
         return Err(Error::new("bench churn: --workload is empty"));
     }
-    let strategies: Vec<&'static str> = match b.strategy.as_deref() {
-        Some("resume") => vec!["resume"],
-        Some("reissue-all") => vec!["reissue-all"],
-        _ => vec!["resume", "reissue-all"],
+    let strategies: Vec<&'static str> = match b.strategy {
+        Some(s) => vec![strategy_name(s)],
+        None => [DeleteStrategy::Resume, DeleteStrategy::ReissueAll]
+            .map(strategy_name)
+            .to_vec(),
     };
     let mut results = Vec::new();
     for s in strategies {

@@ -1,0 +1,230 @@
+//! `pidmap profile`: its flag table and parser.
+
+use super::run::set_mode;
+use super::{choice, next_item, num, pid, ring_pages, Choice, CommandSpec, Flag, Item};
+use super::{Cmd, Section, Usage};
+use crate::agent::Mode;
+use crate::budget::Budgets;
+use std::path::PathBuf;
+
+const TARGETS: &[Flag] = &[
+    Flag::value(
+        "--duration",
+        "SECS",
+        "profile for this long (also a limit with --pid)",
+        "2.5",
+    ),
+    Flag::value(
+        "--pid",
+        "PID",
+        "profile PID and its descendants (repeatable)",
+        "1",
+    ),
+    Flag::value(
+        "--",
+        "CMD ARGS...",
+        "start CMD, profile it and every descendant until it exits, then exit \
+         with its status",
+        "/bin/true",
+    ),
+];
+
+const OPTIONS: &[Flag] = &[
+    Flag::value("--freq", "HZ", "samples per second per CPU, 1..9999", "49")
+        .short('F')
+        .default("99"),
+    Flag::switch("--kernel", "also record kernel stacks"),
+    Flag::value(
+        "--output",
+        "FILE",
+        "write the profile there",
+        "/tmp/profile.folded",
+    )
+    .short('o')
+    .default("stdout"),
+    Flag::value(
+        "--format",
+        "folded|pprof|svg",
+        "folded, pprof (gzipped profile.proto, for go tool pprof, Pyroscope, \
+         Parca, Grafana) or svg (a flame graph)",
+        "svg",
+    )
+    .default("folded"),
+    Flag::value(
+        "--top",
+        "N",
+        "rows of the top-functions table on stderr",
+        "3",
+    )
+    .default("15"),
+    Flag::value(
+        "--pin-dir",
+        "DIR",
+        "where the maps are pinned",
+        "/sys/fs/bpf/x",
+    )
+    .default(DEFAULT_PIN_DIR),
+    Flag::switch(
+        "--keep-pins",
+        "keep the pinned maps at exit (for pidmap audit)",
+    ),
+    Flag::value("--ring-pages", "N", "data pages per sample ring", "16").default("64"),
+    Flag::value(
+        "--max-keys-per-process",
+        "N",
+        "trie keys one process may hold, as for `pidmap run`; 0: no limit",
+        "0",
+    )
+    .default("1/16 of the trie"),
+    Flag::value(
+        "--max-keys-per-uid",
+        "N",
+        "trie keys the processes of one non-root uid may hold, as for \
+         `pidmap run`; 0: no limit",
+        "7",
+    )
+    .default("1/4 of the trie"),
+];
+
+const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/pidmap-profile";
+
+pub const SPEC: CommandSpec = CommandSpec {
+    name: "profile",
+    intro: "\
+pidmap profile: sample CPUs, attribute every frame through the trie
+
+Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS]
+",
+    sections: &[
+        Section {
+            title: "Targets (default: the whole system for --duration seconds [default 10]):",
+            flags: TARGETS,
+        },
+        Section {
+            title: "Options:",
+            flags: OPTIONS,
+        },
+    ],
+    outro: "\
+Output: folded stacks, `comm;outer;...;leaf count`, one stack a line (for
+flamegraph.pl, inferno, speedscope). SIGINT ends early and still writes.
+",
+};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileArgs {
+    pub mode: Mode,
+    pub duration: Option<f64>,
+    pub freq: u64,
+    pub kernel: bool,
+    pub output: Option<PathBuf>,
+    pub top: usize,
+    pub pin_dir: PathBuf,
+    pub keep_pins: bool,
+    pub ring_pages: usize,
+    pub format: Format,
+    pub budgets: Budgets,
+}
+
+impl Default for ProfileArgs {
+    fn default() -> ProfileArgs {
+        ProfileArgs {
+            mode: Mode::Serve,
+            duration: None,
+            freq: 99,
+            kernel: false,
+            output: None,
+            top: 15,
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            keep_pins: false,
+            ring_pages: 64,
+            format: Format::Folded,
+            budgets: Budgets::default(),
+        }
+    }
+}
+
+/// Output format of a profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Folded,
+    Pprof,
+    Svg,
+}
+
+impl Choice for Format {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("folded", Format::Folded),
+        ("pprof", Format::Pprof),
+        ("svg", Format::Svg),
+    ];
+}
+
+const CHOOSE: &str = "choose one of --pid and -- CMD";
+
+pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
+    let flags = super::all_flags(&SPEC);
+    let mut r = ProfileArgs::default();
+    let err = |msg: String| Usage {
+        msg,
+        command: SPEC.name,
+    };
+    while let Some(item) = next_item(p, &flags, SPEC.name)? {
+        let (long, typed, value) = match item {
+            Item::Help => return Ok(Cmd::Help(SPEC.help())),
+            Item::Rest(cmd) => {
+                set_mode(&mut r.mode, Mode::Command(cmd), CHOOSE).map_err(err)?;
+                continue;
+            }
+            Item::Positional(v) => {
+                return Err(err(format!(
+                    "unexpected argument {v:?} (a command goes after --)"
+                )))
+            }
+            Item::Flag { long, typed, value } => (long, typed, value),
+        };
+        let t = typed.as_str();
+        match long {
+            "--duration" => num::<f64>(t, value).and_then(|d| {
+                if d > 0.0 && d < 1e7 {
+                    r.duration = Some(d);
+                    Ok(())
+                } else {
+                    Err(format!("{t}: seconds, more than 0"))
+                }
+            }),
+            "--pid" => {
+                pid(t, value).and_then(|p| set_mode(&mut r.mode, Mode::Pids(vec![p]), CHOOSE))
+            }
+            "--freq" => num::<u64>(t, value).and_then(|f| {
+                if (1..=9999).contains(&f) {
+                    r.freq = f;
+                    Ok(())
+                } else {
+                    Err(format!("{t}: {f} is not in 1..9999"))
+                }
+            }),
+            "--kernel" => {
+                r.kernel = true;
+                Ok(())
+            }
+            "--output" => super::take(t, value).map(|v| r.output = Some(v.into())),
+            "--format" => choice(t, value).map(|f| r.format = f),
+            "--top" => num(t, value).map(|n| r.top = n),
+            "--pin-dir" => super::take(t, value).map(|v| r.pin_dir = v.into()),
+            "--keep-pins" => {
+                r.keep_pins = true;
+                Ok(())
+            }
+            "--ring-pages" => ring_pages(t, value).map(|n| r.ring_pages = n),
+            "--max-keys-per-process" => num(t, value).map(|n| r.budgets.per_process = Some(n)),
+            "--max-keys-per-uid" => num(t, value).map(|n| r.budgets.per_uid = Some(n)),
+            other => Err(format!("{other}: in the table but not handled")),
+        }
+        .map_err(err)?;
+    }
+    if r.mode == Mode::Serve && r.duration.is_none() {
+        r.duration = Some(10.0);
+    }
+    Ok(Cmd::Profile(r))
+}
