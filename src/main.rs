@@ -1,7 +1,6 @@
 //! The `pidmap` binary: parses the command line, runs the command, maps the
 //! outcome to an exit status.
 
-use pidmap::agent::{Agent, AgentConfig};
 use pidmap::cli::{self, BenchArgs, Cmd};
 use pidmap::error::Result;
 use std::io::Write;
@@ -46,25 +45,7 @@ fn run(cmd: Cmd) -> Result<u8> {
             print(&format!("pidmap {}\n", env!("CARGO_PKG_VERSION")))?;
             Ok(0)
         }
-        Cmd::Run(r) => {
-            pidmap::sys::process::block_agent_signals()?;
-            let cfg = AgentConfig {
-                mode: r.mode,
-                pin_dir: r.pin_dir,
-                keep_pins: r.keep_pins,
-                metrics_file: r.metrics_file,
-                max_entries: r.max_entries,
-                ring_pages: r.ring_pages,
-                delete_strategy: r.delete_strategy,
-                wake_every_request: r.wake_every_request,
-                budgets: Some(r.budgets),
-                signals: true,
-                ..Default::default()
-            };
-            let (agent, _handle) = Agent::new(cfg)?;
-            let ended = agent.run()?;
-            Ok(ended.exit_code.map_or(0, |c| c.clamp(0, 255) as u8))
-        }
+        Cmd::Run(r) => pidmap::cmd::run::run(r),
         Cmd::Audit {
             pin_dir,
             repair,

@@ -137,7 +137,7 @@ impl Default for ProfileArgs {
             top: 15,
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             keep_pins: false,
-            ring_pages: 64,
+            ring_pages: crate::agent::DEFAULT_SAMPLE_RING_PAGES,
             format: Format::Folded,
             budgets: Budgets::default(),
         }

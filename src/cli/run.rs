@@ -135,7 +135,7 @@ impl Default for RunArgs {
             keep_pins: false,
             metrics_file: None,
             max_entries: crate::abi::TRIE_MAX_ENTRIES,
-            ring_pages: 8,
+            ring_pages: crate::agent::DEFAULT_RING_PAGES,
             delete_strategy: DeleteStrategy::Resume,
             wake_every_request: false,
             budgets: Budgets::default(),

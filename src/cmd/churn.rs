@@ -39,7 +39,7 @@ impl Default for ChurnOpts {
             missing_pct: 1.0,
             strategy: None,
             workload: "/bin/sleep 0.02".into(),
-            ring_pages: 8,
+            ring_pages: crate::agent::DEFAULT_RING_PAGES,
             max_entries: crate::abi::TRIE_MAX_ENTRIES,
             wake_every_request: false,
             json: false,

@@ -5,3 +5,4 @@ pub mod bench;
 pub mod churn;
 pub mod diff;
 pub mod profile;
+pub mod run;

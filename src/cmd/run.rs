@@ -1,0 +1,27 @@
+//! `pidmap run`: the agent itself, with signals taken through its loop,
+//! until a signal, the end of `-- CMD` or (without a mode) forever.
+
+use crate::agent::{Agent, AgentConfig};
+use crate::cli::RunArgs;
+use crate::error::Result;
+
+/// Runs the agent; the exit status is the command's under `-- CMD`.
+pub fn run(r: RunArgs) -> Result<u8> {
+    crate::sys::process::block_agent_signals()?;
+    let cfg = AgentConfig {
+        mode: r.mode,
+        pin_dir: r.pin_dir,
+        keep_pins: r.keep_pins,
+        metrics_file: r.metrics_file,
+        max_entries: r.max_entries,
+        ring_pages: r.ring_pages,
+        delete_strategy: r.delete_strategy,
+        wake_every_request: r.wake_every_request,
+        budgets: Some(r.budgets),
+        signals: true,
+        ..Default::default()
+    };
+    let (agent, _handle) = Agent::new(cfg)?;
+    let ended = agent.run()?;
+    Ok(ended.exit_code.map_or(0, |c| c.clamp(0, 255) as u8))
+}
