@@ -46,7 +46,6 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
 /// loop iteration times then measure the agent's own work, not the share of
 /// a loaded machine the scheduler gives it. Its stderr is collected.
 fn serving_realtime(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
-    use std::io::Read;
     let mut c = Command::new("chrt")
         .args(["--fifo", "1"])
         .arg(common::pidmap_bin())
@@ -54,14 +53,12 @@ fn serving_realtime(args: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("chrt (util-linux)");
-    let mut err = BufReader::new(c.stderr.take().unwrap());
-    let seen = common::read_until(&mut err, "serving:")
-        .unwrap_or_else(|seen| panic!("pidmap ended before serving: {seen}"));
-    let rest = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        seen + &s
-    });
+    let mut err = common::Lines::new(c.stderr.take().unwrap());
+    if let Err(seen) = err.until("serving:", common::WAIT) {
+        let _ = c.kill();
+        panic!("pidmap did not serve: {seen}");
+    }
+    let rest = err.rest();
     (c, rest)
 }
 

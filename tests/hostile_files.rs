@@ -346,42 +346,6 @@ fn victim_is_tracked_then_cleaned(agent: &RunAgent) {
     }
 }
 
-/// `pidmap audit` of a running agent's pins: a leak is a pid reported in
-/// three audits in a row (a process that exits while one runs is cleaned
-/// by the agent a moment later, and other tests churn processes too).
-fn audit_clean(pins: &Path) {
-    let mut persistent: Option<std::collections::BTreeSet<String>> = None;
-    let mut last = String::new();
-    for _ in 0..3 {
-        let o = Command::new(pidmap_bin())
-            .args(["audit", "--pin-dir"])
-            .arg(pins)
-            .output()
-            .unwrap();
-        last = String::from_utf8_lossy(&o.stdout).into_owned();
-        match o.status.code() {
-            Some(0) => return,
-            Some(1) => {}
-            _ => panic!("audit failed: {}", String::from_utf8_lossy(&o.stderr)),
-        }
-        let leaked: std::collections::BTreeSet<String> = last
-            .lines()
-            .filter_map(|l| l.strip_prefix("leaked: pid "))
-            .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_string)
-            .collect();
-        persistent = Some(match persistent {
-            None => leaked,
-            Some(p) => p.intersection(&leaked).cloned().collect(),
-        });
-    }
-    let persistent = persistent.unwrap_or_default();
-    assert!(
-        persistent.is_empty(),
-        "pids {persistent:?} leaked in three audits: {last}"
-    );
-}
-
 /// Maps `lib.so` (PROT_EXEC, through the loader), deletes it and puts a
 /// FIFO at its name: /proc/PID/maps then says `.../lib.so (deleted)`.
 const DELETED_THEN_FIFO: &str = r#"
@@ -483,7 +447,7 @@ fn run_all_never_opens_a_mapped_file_a_user_swapped() {
     // the swapping attacker stops between swaps
     drop(a2.0.stdin.take());
     a2.0.wait().unwrap();
-    audit_clean(&agent.pins);
+    common::audit_clean(&agent.pins, &trie);
     let log = agent.terminate();
     let openers = watch1.finish();
     assert!(
