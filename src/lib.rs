@@ -29,6 +29,7 @@ pub mod rng;
 pub mod sampler;
 pub mod sys;
 pub mod tracker;
+pub mod worker;
 
 // The paths of the flat layout that tests/ and the command-line parser
 // still use; they go once those are updated.

@@ -149,6 +149,7 @@ impl Agent {
         let capacity = tables.capacity();
         let mut pm = ProcessManager::new(tables);
         pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
+        pm.set_waker(waker.clone());
         let mut agent = Agent {
             poll,
             pm,
@@ -515,6 +516,9 @@ impl Agent {
             if let Some(at) = self.files.next_check(now) {
                 deadline = deadline.min(at);
             }
+            if let Some(at) = self.pm.next_read_check(now) {
+                deadline = deadline.min(at);
+            }
             let mut timeout = deadline.saturating_duration_since(now);
             if self.pm.has_work() {
                 timeout = Duration::ZERO;
@@ -565,8 +569,10 @@ impl Agent {
             while let Ok(c) = self.rx.try_recv() {
                 self.handle_command(c);
             }
-            // the waker is shared: file results are drained every turn
+            // the waker is shared: file results and maps reads are drained
+            // every turn
             self.collect_files();
+            self.pm.collect_reads(Instant::now());
             let mut worked = None;
             if self.pm.has_work() {
                 worked = Some(Instant::now());
