@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod rng;
 pub mod sampler;
 pub mod sys;
+pub mod text;
 pub mod tracker;
 
 // The paths of the flat layout that tests/ and the command-line parser
