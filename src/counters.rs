@@ -74,6 +74,7 @@ counters! {
     processes_over_budget: "processes tracked partially because of a budget",
     sync_steps: "steps of chunked syncs (maps read, deletes, inserts)",
     warnings_suppressed: "warning lines suppressed by the rate limit",
+    syncs_unreadable: "process syncs skipped: the maps could not be read (EACCES, EPERM, ESRCH)",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {
