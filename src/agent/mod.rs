@@ -118,6 +118,7 @@ impl Agent {
         }
         let (loaded, mut tables) = loader::load(&cfg.pin_dir, cfg.max_entries, &programs)?;
         tables.set_strategy(cfg.delete_strategy);
+        tables.opts.policy = cfg.delete_policy;
         let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)

@@ -223,6 +223,13 @@ fn one_of(names: &[&str]) -> String {
     }
 }
 
+impl Choice for crate::engine::ResumePolicy {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("batch", crate::engine::ResumePolicy::Batch),
+        ("single", crate::engine::ResumePolicy::Single),
+    ];
+}
+
 impl Choice for crate::tables::DeleteStrategy {
     const NAMES: &'static [(&'static str, Self)] = &[
         ("resume", crate::tables::DeleteStrategy::Resume),
