@@ -275,7 +275,7 @@ impl Agent {
                     Source::pidfd(pid),
                     Interest::READABLE,
                 ) {
-                    log::warn!("epoll_ctl(pidfd of {pid}): {e}");
+                    crate::warn_limited!("epoll_ctl pidfd", "epoll_ctl(pidfd of {pid}): {e}");
                 }
             }
         }
@@ -363,7 +363,7 @@ impl Agent {
     fn drain_requests(&mut self) {
         let _ = self.loaded.clear_latch();
         let pids = self.pm.take_requests().unwrap_or_else(|e| {
-            log::warn!("{e}");
+            crate::warn_limited!("drain requests", "{e}");
             BTreeSet::new()
         });
         for pid in pids {
