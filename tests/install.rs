@@ -252,3 +252,46 @@ fn the_readme_names_the_delete_policy_flag_that_exists() {
         .help();
     assert!(help.contains("--delete-policy batch|single"), "{help}");
 }
+
+/// The number in front of `unit` in the README's Deployment section.
+fn readme_mib(readme: &str, unit: &str) -> f64 {
+    let at = readme
+        .find(unit)
+        .unwrap_or_else(|| panic!("no {unit:?} in the README"));
+    readme[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {unit:?}"))
+}
+
+/// The README's sizes of the static binary, as built and as stripped,
+/// are those of `make static`'s output and of `strip` of it (within
+/// 0.05 MiB: the README rounds to hundredths; update it when the code grows).
+#[test]
+fn the_readme_states_the_static_binary_size_as_built_and_stripped() {
+    let Some(bin) = std::env::var_os("PIDMAP_STATIC_BIN").map(PathBuf::from) else {
+        common::may_skip("PIDMAP_STATIC_BIN unset (`make test` builds and sets it)");
+        return;
+    };
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mib = |p: &Path| std::fs::metadata(p).unwrap().len() as f64 / (1024.0 * 1024.0);
+    let stripped = common::scratch("strip").join("pidmap");
+    let st = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&bin)
+        .status()
+        .expect("strip(1)");
+    assert!(st.success());
+    for (unit, actual) in [
+        (" MiB as built", mib(&bin)),
+        (" MiB stripped", mib(&stripped)),
+    ] {
+        let stated = readme_mib(&readme, unit);
+        assert!(
+            (stated - actual).abs() <= 0.05,
+            "the README says {stated}{unit}; make static gives {actual:.2}"
+        );
+    }
+}
