@@ -257,7 +257,13 @@ fn unreadable_maps_are_counted_not_warned() {
     nix_kill(agent.id(), libc::SIGTERM);
     agent.wait().unwrap();
     let log = log.join().unwrap();
-    assert!(!log.contains("WARN"), "a warning at default level: {log}");
+    // other warnings may come from other processes on a shared host; none
+    // may be about a sync that could not read the maps
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && (l.contains("sync of pid") || l.contains("denied")))
+        .collect();
+    assert!(warned.is_empty(), "unreadable maps warned: {warned:#?}");
     let line = text
         .lines()
         .find(|l| l.starts_with("pidmap_syncs_unreadable_total "))
@@ -478,4 +484,17 @@ fn counts_agree_with_their_nouns() {
     let (code, out, err) = pidmap(&["audit", "--pin-dir", pins.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains(" 1 pid, 1 marker;"), "{out}");
+}
+
+/// A usage error of `audit --json` stays text on stderr (as documented):
+/// the command line was not understood, so nothing is promised on stdout.
+#[test]
+fn a_usage_error_of_audit_json_is_text_on_stderr() {
+    let (code, out, err) = pidmap(&["audit", "--json", "--bogus"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(
+        err,
+        "pidmap: unknown option \"--bogus\"\nSee `pidmap audit --help`.\n"
+    );
 }
