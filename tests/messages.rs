@@ -405,6 +405,35 @@ fn metrics_file_in_a_missing_directory_is_refused_at_start() {
          not exist: create it (systemd: RuntimeDirectory=) or choose another --metrics-file\n"
     );
     assert!(!pins.exists());
+    // a directory that exists but takes no file (bpffs holds no regular
+    // files): refused at start too, not a warning every 5 s
+    use std::os::unix::fs::DirBuilderExt;
+    let nofiles = common::pin_dir("metricsonbpffs");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&nofiles)
+        .unwrap();
+    let m = nofiles.join("m.prom");
+    let (code, _, err) = pidmap(&[
+        "run",
+        "--pin-dir",
+        pins.to_str().unwrap(),
+        "--metrics-file",
+        m.to_str().unwrap(),
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "pidmap: error: --metrics-file {}: cannot create a file in {}: Operation not \
+             permitted (os error 1): choose a writable directory (systemd: RuntimeDirectory=)\n",
+            m.display(),
+            nofiles.display()
+        )
+    );
+    assert!(!pins.exists());
 }
 
 #[test]

@@ -7,7 +7,7 @@ use crate::counters::{self, Snapshot, COUNTERS};
 use crate::error::{Error, Result};
 use crate::sys::fs::{Dir, DirStat};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Gauges of the agent at one moment.
@@ -165,6 +165,33 @@ pub fn check_target(path: &Path) -> Result<()> {
             path.display()
         )));
     }
+    Ok(())
+}
+
+/// The checks of a start: [`check_target`], then a file made and removed in
+/// the directory, so a directory the agent cannot write (read-only, or a
+/// filesystem that holds no regular files) is refused now with exit 2, not
+/// a warning at every write.
+pub fn check_at_start(path: &Path) -> Result<()> {
+    check_target(path)?;
+    let dir = dir_of(path);
+    // O_CREAT|O_EXCL|O_NOFOLLOW: nothing there is followed or reused
+    let probe = dir.join(format!(".pidmap-probe.{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&probe)
+        .map_err(|e| {
+            counters::add(&COUNTERS.unsafe_metrics_dir, 1);
+            Error::new(format!(
+                "--metrics-file {}: cannot create a file in {}: {e}: choose a writable \
+                 directory (systemd: RuntimeDirectory=)",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 

@@ -109,7 +109,7 @@ impl Agent {
 
     fn start(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
         if let Some(path) = &cfg.metrics_file {
-            metrics::check_target(path)?;
+            metrics::check_at_start(path)?;
         }
         sysproc::raise_nofile();
         let mut programs = vec!["pidmap_exec", "pidmap_fork"];
