@@ -302,11 +302,11 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
             .map_or(0, |i| stats[i])
     };
     eprintln!(
-        "pidmap: sampler: {} frames, {} unresolved at sample time, {} samples of unknown processes, {} sync requests ({} suppressed by the rate limit)",
-        stat("frames"),
+        "pidmap: sampler: {}, {} unresolved at sample time, {} of unknown processes, {} ({} suppressed by the rate limit)",
+        crate::text::counted(stat("frames"), "frame", "frames"),
         stat("unresolved_frames"),
-        stat("unknown_process"),
-        stat("requests"),
+        crate::text::counted(stat("unknown_process"), "sample", "samples"),
+        crate::text::counted(stat("requests"), "sync request", "sync requests"),
         stat("requests_suppressed")
     );
     if p.top > 0 && profile.samples() > 0 {
