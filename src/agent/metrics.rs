@@ -7,7 +7,7 @@ use crate::counters::{self, Snapshot, COUNTERS};
 use crate::error::{Error, Result};
 use crate::sys::fs::{Dir, DirStat};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Gauges of the agent at one moment.
@@ -175,24 +175,25 @@ pub fn check_target(path: &Path) -> Result<()> {
 pub fn check_at_start(path: &Path) -> Result<()> {
     check_target(path)?;
     let dir = dir_of(path);
-    // O_CREAT|O_EXCL|O_NOFOLLOW: nothing there is followed or reused
-    let probe = dir.join(format!(".pidmap-probe.{}", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&probe)
+    // a random name made with O_EXCL, as the writes' temporary files: in a
+    // shared sticky directory nobody can block the start by placing a file
+    // at a name known in advance
+    tempfile::Builder::new()
+        .prefix(".pidmap-probe.")
+        .tempfile_in(dir)
+        .map(drop)
         .map_err(|e| {
             counters::add(&COUNTERS.unsafe_metrics_dir, 1);
+            // the errno, without the random name tempfile appends
+            let why = e.to_string();
+            let why = why.split(" at path ").next().unwrap_or(&why);
             Error::new(format!(
-                "--metrics-file {}: cannot create a file in {}: {e}: choose a writable \
+                "--metrics-file {}: cannot create a file in {}: {why}: choose a writable \
                  directory (systemd: RuntimeDirectory=)",
                 path.display(),
                 dir.display()
             ))
-        })?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+        })
 }
 
 /// Writes `text` to `path` atomically: a fresh temporary file beside it
