@@ -28,6 +28,7 @@ pub mod ratelimit;
 pub mod rng;
 pub mod sampler;
 pub mod sys;
+pub mod text;
 pub mod tracker;
 pub mod worker;
 

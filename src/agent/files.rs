@@ -310,7 +310,8 @@ impl FileWorkers {
         // the worker is stuck in `job`: fail it for good, leave the thread
         let p = self.outstanding.remove(&job).expect("checked above");
         add(&COUNTERS.file_jobs_timed_out, 1);
-        log::warn!(
+        crate::warn_limited!(
+            "file job timed out",
             "pid {}: reading {} took more than {:?}: given up, never retried",
             p.mapping.pid,
             p.mapping.path,

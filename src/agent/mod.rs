@@ -37,6 +37,7 @@ use crate::maps::loader::{self, Loaded};
 use crate::sys::perf_ring::{PerfRings, Record};
 use crate::sys::process::{self as sysproc, Gated};
 use crate::sys::signal::AgentSignals;
+use crate::text::counted;
 use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
 use crate::tracker::Reconciled;
 use crossbeam_channel::Receiver;
@@ -71,7 +72,8 @@ pub trait SampleSink {
     fn next_turn(&self) -> Option<Instant> {
         None
     }
-    /// The loop ended; the last samples follow.
+    /// The loop ended, or is ending on a signal (called again at its end:
+    /// a sink acts once); the last samples follow.
     fn ended(&mut self) {}
 }
 
@@ -107,7 +109,7 @@ impl Agent {
 
     fn start(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
         if let Some(path) = &cfg.metrics_file {
-            metrics::check_target(path)?;
+            metrics::check_at_start(path)?;
         }
         sysproc::raise_nofile();
         let mut programs = vec!["pidmap_exec", "pidmap_fork"];
@@ -116,6 +118,7 @@ impl Agent {
         }
         let (loaded, mut tables) = loader::load(&cfg.pin_dir, cfg.max_entries, &programs)?;
         tables.set_strategy(cfg.delete_strategy);
+        tables.opts.policy = cfg.delete_policy;
         let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
@@ -206,10 +209,14 @@ impl Agent {
         }
         let Reconciled { report, live } = self.pm.reconcile_pins()?;
         log::info!(
-            "reconciled pins: {} leaked keys of {} dead or reused pids removed, {} live pids re-synced",
-            report.leaked_keys(),
-            report.leaked.len(),
-            live.len()
+            "reconciled pins: {} of {} removed, {} re-synced",
+            counted(report.leaked_keys(), "leaked key", "leaked keys"),
+            counted(
+                report.leaked.len() as u64,
+                "dead or reused pid",
+                "dead or reused pids"
+            ),
+            counted(live.len() as u64, "live pid", "live pids")
         );
         for pid in live {
             self.sync(pid);
@@ -269,7 +276,7 @@ impl Agent {
                     Source::pidfd(pid),
                     Interest::READABLE,
                 ) {
-                    log::warn!("epoll_ctl(pidfd of {pid}): {e}");
+                    crate::warn_limited!("epoll_ctl pidfd", "epoll_ctl(pidfd of {pid}): {e}");
                 }
             }
         }
@@ -344,7 +351,11 @@ impl Agent {
         let text =
             metrics::render(&COUNTERS.snapshot(), &g) + &metrics::render_loop(&self.loop_hist);
         if let Err(e) = metrics::write_atomic(path, &text) {
-            log::warn!("writing metrics to {}: {e}", path.display());
+            crate::warn_limited!(
+                "metrics write",
+                "writing metrics to {}: {e}",
+                path.display()
+            );
         }
     }
 
@@ -353,7 +364,7 @@ impl Agent {
     fn drain_requests(&mut self) {
         let _ = self.loaded.clear_latch();
         let pids = self.pm.take_requests().unwrap_or_else(|e| {
-            log::warn!("{e}");
+            crate::warn_limited!("drain requests", "{e}");
             BTreeSet::new()
         });
         for pid in pids {
@@ -493,9 +504,9 @@ impl Agent {
         self.work_all();
         self.write_metrics();
         log::info!(
-            "serving: {} processes tracked, {} keys, pins in {}",
-            self.pm.len(),
-            self.pm.key_count(),
+            "serving: {} tracked, {}, pins in {}",
+            counted(self.pm.len() as u64, "process", "processes"),
+            counted(self.pm.key_count() as u64, "key", "keys"),
             self.cfg.pin_dir.display()
         );
         let mut events = Events::with_capacity(256);
@@ -620,6 +631,10 @@ impl Agent {
                 log::info!("SIGHUP: re-syncing everything");
                 self.resync_all = true;
             } else {
+                // a progress line on the terminal ends before the log line
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.ended();
+                }
                 log::info!("signal {sig}: shutting down");
                 self.ended.get_or_insert_with(Ended::default).signal = Some(sig);
             }

@@ -365,8 +365,8 @@ pub fn run(b: &ChurnOpts) -> Result<()> {
     let base = results[0].agent_cpu_s / results[0].procs.max(1) as f64;
     if !b.json {
         println!(
-            "bench churn: {} processes ({}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}{}",
-            b.procs,
+            "bench churn: {} ({}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}{}",
+            crate::text::counted(b.procs as u64, "process", "processes"),
             workload.join(" "),
             b.rate,
             b.missing_pct,

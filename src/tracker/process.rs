@@ -653,6 +653,15 @@ impl ProcessManager {
             match out {
                 SyncOutcome::Synced { .. } => add(&COUNTERS.syncs_ok, 1),
                 SyncOutcome::Gone => add(&COUNTERS.syncs_gone, 1),
+                // maps the kernel does not let us read (pid 1 under some
+                // security modules, a process that became inaccessible) are
+                // normal: counted, said at debug level, never a warning
+                SyncOutcome::Failed(why)
+                    if matches!(why.errno(), Some(libc::EACCES | libc::EPERM | libc::ESRCH)) =>
+                {
+                    add(&COUNTERS.syncs_unreadable, 1);
+                    log::debug!("pid {pid} not tracked, its maps cannot be read: {why}");
+                }
                 SyncOutcome::Failed(why) => {
                     add(&COUNTERS.syncs_failed, 1);
                     warn_limited!("sync failed", "sync of pid {pid} failed: {why}");
