@@ -182,7 +182,26 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         }
     }
 
+    /// Starts the thread now, so a process at its thread limit fails at
+    /// start with the reason instead of failing every job later.
+    pub fn start(&mut self) -> std::io::Result<()> {
+        if self.worker.is_none() {
+            self.worker = Some(self.try_spawn()?);
+        }
+        Ok(())
+    }
+
     fn spawn(&self) -> Option<Worker<J>> {
+        match self.try_spawn() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!("spawning the {} thread: {e}", self.cfg.name);
+                None
+            }
+        }
+    }
+
+    fn try_spawn(&self) -> std::io::Result<Worker<J>> {
         let (tx, rx) = crossbeam_channel::unbounded::<(u64, J)>();
         let running: Arc<Mutex<Option<(u64, Instant)>>> = Arc::default();
         let abandoned = Arc::new(AtomicBool::new(false));
@@ -223,18 +242,12 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
                     }
                 }
             });
-        match spawned {
-            Ok(_) => Some(Worker {
-                tx,
-                running,
-                abandoned,
-                was_stuck,
-            }),
-            Err(e) => {
-                log::warn!("spawning the {} thread: {e}", self.cfg.name);
-                None
-            }
-        }
+        spawned.map(|_| Worker {
+            tx,
+            running,
+            abandoned,
+            was_stuck,
+        })
     }
 
     /// Answers that arrived, and jobs failed because the worker is stuck

@@ -152,7 +152,7 @@ impl Agent {
         let capacity = tables.capacity();
         let mut pm = ProcessManager::new(tables);
         pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
-        pm.set_waker(waker.clone());
+        pm.start_reader(waker.clone())?;
         let mut agent = Agent {
             poll,
             pm,

@@ -300,9 +300,16 @@ impl ProcessManager {
         }
     }
 
-    /// The waker the maps worker pulls when a read is done (the agent's).
-    pub fn set_waker(&mut self, waker: Arc<mio::Waker>) {
+    /// The waker the maps worker pulls when a read is done (the agent's);
+    /// the worker thread starts now.
+    pub fn start_reader(&mut self, waker: Arc<mio::Waker>) -> crate::error::Result<()> {
         self.maps.set_waker(waker);
+        self.maps.start().map_err(|e| {
+            Error::from(e).context(format!(
+                "spawning the maps worker thread ({})",
+                MAPS_POOL.name
+            ))
+        })
     }
 
     /// The maps worker's deadline per read (tests shorten it).
