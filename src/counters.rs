@@ -77,6 +77,7 @@ counters! {
     maps_reads_timed_out: "/proc/PID/maps reads past their deadline on the maps worker (a stall, counted against the process's uid)",
     maps_reads_refused: "/proc/PID/maps reads refused (the uid stalled reads before, or too many stuck maps workers)",
     maps_workers_abandoned: "maps worker threads abandoned while stuck in a read",
+    short_resyncs: "syncs of processes left short (budget, full trie) asked again because keys were freed",
     syncs_unreadable: "process syncs skipped: the maps could not be read (EACCES, EPERM, ESRCH)",
 }
 

@@ -65,6 +65,9 @@ pub struct Mapping {
     pub offset: u64,
     pub file_id: u64,
     landed: u128,
+    /// Keys of its prefix cover: fewer landed leaves it incomplete (a full
+    /// trie), and a later sync tries its keys again.
+    blocks: u8,
 }
 
 impl Mapping {
@@ -89,6 +92,11 @@ impl Mapping {
 
     pub fn key_count(&self) -> usize {
         self.landed.count_ones() as usize
+    }
+
+    /// Every key of its cover landed.
+    fn complete(&self) -> bool {
+        self.landed.count_ones() == u32::from(self.blocks)
     }
 }
 
@@ -247,6 +255,12 @@ pub struct ProcessManager {
     next_ticket: u64,
     /// Maps reads stuck past the deadline, by the owner of the process.
     stalls: HashMap<u32, u32>,
+    /// Tracked processes whose last sync left keys out (budget, full
+    /// trie): synced again when keys are freed, at most every
+    /// `retry_every`.
+    short: std::collections::BTreeSet<u32>,
+    last_retry: Option<Instant>,
+    retry_every: Duration,
 }
 
 /// Maps reads of one user's processes stuck past the deadline before that
@@ -297,6 +311,45 @@ impl ProcessManager {
             reading: HashMap::new(),
             next_ticket: 1,
             stalls: HashMap::new(),
+            short: Default::default(),
+            last_retry: None,
+            retry_every: Duration::from_secs(1),
+        }
+    }
+
+    /// How often processes left short are tried again as keys are freed
+    /// (tests shorten it).
+    pub fn set_retry_every(&mut self, every: Duration) {
+        self.retry_every = every;
+    }
+
+    /// Keys were freed: processes whose last sync left keys out are synced
+    /// again if their budget now lets them land some (at most every
+    /// `retry_every`, so a full trie under churn is not re-read per exit).
+    fn room_freed(&mut self) {
+        if self.short.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if self.last_retry.is_some_and(|t| now < t + self.retry_every) {
+            return;
+        }
+        self.last_retry = Some(now);
+        self.short.retain(|pid| self.procs.contains_key(pid));
+        let again: Vec<u32> = self
+            .short
+            .iter()
+            .copied()
+            .filter(|pid| !self.jobs.contains_key(pid))
+            .filter(|pid| {
+                let p = &self.procs[pid];
+                self.budget.allowance(p.uid, p.held, false) > 0
+            })
+            .collect();
+        for pid in again {
+            self.short.remove(&pid);
+            add(&COUNTERS.short_resyncs, 1);
+            self.request(pid);
         }
     }
 
@@ -541,6 +594,7 @@ impl ProcessManager {
                         outcome: SyncOutcome::Gone,
                     });
                 }
+                self.room_freed();
             } else if let Some(pid) = self.queue.pop_front() {
                 if self.jobs.contains_key(&pid) {
                     match self.step(pid) {
@@ -885,12 +939,12 @@ impl ProcessManager {
         };
         let wend = (pl.pos + STEP_KEYS).min(pl.want.len());
         let mut hi = pl.want.get(wend).map_or(u64::MAX, |w| w.start);
-        let mut olds: Vec<(u64, u64, u64, u64)> = p
+        let mut olds: Vec<(u64, u64, u64, u64, bool)> = p
             .mappings
             .range(pl.cursor..)
             .take_while(|(s, _)| **s < hi)
             .take(STEP_KEYS + 1)
-            .map(|(s, m)| (*s, m.end, m.offset, m.file_id))
+            .map(|(s, m)| (*s, m.end, m.offset, m.file_id, m.complete()))
             .collect();
         if olds.len() > STEP_KEYS {
             hi = olds[STEP_KEYS].0;
@@ -903,7 +957,7 @@ impl ProcessManager {
                 gone.push(o.0);
             }
             match olds.next_if(|o| o.0 == w.start) {
-                Some(o) if (o.1, o.2, o.3) == (w.end, w.offset, w.file_id) => {}
+                Some(o) if (o.1, o.2, o.3, o.4) == (w.end, w.offset, w.file_id, true) => {}
                 Some(o) => {
                     gone.push(o.0);
                     p.todo.push(BySize(*w));
@@ -1018,6 +1072,7 @@ impl ProcessManager {
             refused += 1; // the marker itself did not fit
         }
         if refused > 0 {
+            self.short.insert(pid);
             add(&COUNTERS.keys_over_budget, refused);
             if !p.over_budget {
                 p.over_budget = true;
@@ -1040,6 +1095,7 @@ impl ProcessManager {
         }
         let report = self.tables.insert(&keys, &vals);
         if report.full() {
+            self.short.insert(pid);
             warn_limited!(
                 "trie full",
                 "pid {pid}: trie full, {} keys refused",
@@ -1077,6 +1133,7 @@ impl ProcessManager {
                     offset: w.offset,
                     file_id: w.file_id,
                     landed: bits,
+                    blocks: (end - first) as u8,
                 },
             );
         }
@@ -1125,7 +1182,11 @@ impl ProcessManager {
     /// A second call is a no-op.
     pub fn process_exit(&mut self, pid: u32) -> Option<Exited> {
         self.drop_job(pid);
-        self.exit_inner(pid)
+        let exited = self.exit_inner(pid);
+        if exited.is_some() {
+            self.room_freed();
+        }
+        exited
     }
 
     /// Process exit for the event loop: the process leaves the model now,
@@ -1189,6 +1250,7 @@ impl ProcessManager {
 
     /// Removes every tracked process (shutdown without kept pins).
     pub fn forget_all(&mut self) -> Vec<Exited> {
+        self.short.clear();
         for pid in self.jobs.keys().copied().collect::<Vec<_>>() {
             self.drop_job(pid);
         }

@@ -482,3 +482,44 @@ fn a_stalled_maps_read_fails_its_sync_and_that_users_processes_are_then_refused(
     assert!(pm.process_exit(root).is_some());
     fake::uninstall();
 }
+
+#[test]
+fn a_process_left_short_by_a_full_trie_gets_its_keys_when_room_frees() {
+    let mut first = sleeper();
+    let mut second = sleeper();
+    let (a, b) = (first.id(), second.id());
+    let need = expected(a).len();
+    // room for the first process and a few keys of the second
+    fake::install(FakeKernel::new(16, 16, need + 4));
+    let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+    pm.set_retry_every(Duration::ZERO);
+    let before = COUNTERS.snapshot();
+    assert!(matches!(pm.sync(a), SyncOutcome::Synced { new: true, .. }));
+    assert!(matches!(pm.sync(b), SyncOutcome::Synced { new: true, .. }));
+    let held = |pm: &ProcessManager| pm.get(b).map_or(0, Process::key_count);
+    assert!(
+        held(&pm) < expected(b).len(),
+        "the trie had room for {} keys of the second process",
+        held(&pm)
+    );
+    // the first exits: its keys go, and the second is synced again
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(pm.exit_later(a));
+    let end = Instant::now() + Duration::from_secs(10);
+    while pm.has_work() || pm.reads_outstanding() > 0 {
+        assert!(Instant::now() < end, "waited 10 s for the re-sync");
+        pm.work_all();
+    }
+    let stored: Vec<Vec<u8>> = fake::with(|k| k.entries.keys().cloned().collect());
+    assert_eq!(
+        stored,
+        expected(b),
+        "every key of the second process landed"
+    );
+    assert!(COUNTERS.snapshot().since(&before).short_resyncs >= 1);
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(pm.process_exit(b).is_some());
+    assert!(fake::uninstall().unwrap().entries.is_empty());
+}
