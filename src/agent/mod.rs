@@ -33,7 +33,7 @@ use crate::agent::files::FileWorkers;
 use crate::agent::metrics::{Gauges, Histogram};
 use crate::counters::{add, COUNTERS};
 use crate::error::{Error, Result};
-use crate::maps::loader::{self, Loaded};
+use crate::maps::loader::{self, Loaded, PinLock};
 use crate::sys::perf_ring::{PerfRings, Record};
 use crate::sys::process::{self as sysproc, Gated};
 use crate::sys::signal::AgentSignals;
@@ -92,20 +92,36 @@ pub struct Agent {
     files: FileWorkers,
     resync_all: bool,
     loop_hist: Histogram,
+    /// The pin directory's lock, held for the agent's life.
+    _pin_lock: Option<PinLock>,
 }
 
 impl Agent {
     /// Loads the BPF side, reconciles pins left by an earlier run and
     /// prepares the loop. Nothing is served until [`Agent::run`].
+    /// Refused when another agent holds the pin directory's lock.
     pub fn new(cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
+        let lock = loader::lock_pin_dir(
+            &cfg.pin_dir,
+            true,
+            "stop that agent first, or choose another --pin-dir",
+        )?;
         // a start that fails removes what it created, and only that: pins
-        // an earlier run left stay for the next start or the audit
-        let before = loader::existing(&cfg.pin_dir);
+        // an earlier run left stay for the next start or the audit; the
+        // lock is held until that is done
+        let before = loader::existing(&lock, &cfg.pin_dir);
         let pin_dir = cfg.pin_dir.clone();
-        Agent::start(cfg).inspect_err(|_| loader::remove_created(&pin_dir, before))
+        let mut lock = Some(lock);
+        let started = Agent::start(cfg, &mut lock);
+        if started.is_err() {
+            loader::remove_created(&pin_dir, before);
+        }
+        drop(lock);
+        started
     }
 
-    fn start(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
+    /// Starts on the locked pin directory; the agent takes the lock.
+    fn start(mut cfg: AgentConfig, lock: &mut Option<PinLock>) -> Result<(Agent, AgentHandle)> {
         if let Some(path) = &cfg.metrics_file {
             metrics::check_target(path)?;
         }
@@ -114,7 +130,10 @@ impl Agent {
         if cfg.sampling.is_some() {
             programs.push("pidmap_sample");
         }
-        let (loaded, mut tables) = loader::load(&cfg.pin_dir, cfg.max_entries, &programs)?;
+        let Some(held) = lock.as_ref() else {
+            return Err(Error::new("the pin directory's lock was not taken"));
+        };
+        let (loaded, mut tables) = loader::load(held, &cfg.pin_dir, cfg.max_entries, &programs)?;
         tables.set_strategy(cfg.delete_strategy);
         let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
         let waker = Arc::new(
@@ -171,12 +190,14 @@ impl Agent {
             ),
             resync_all: false,
             loop_hist: Histogram::default(),
+            _pin_lock: None,
             cfg: AgentConfig {
                 mode: std::mem::replace(&mut cfg.mode, Mode::Serve),
                 ..cfg
             },
         };
         agent.reconcile()?;
+        agent._pin_lock = lock.take();
         Ok((agent, AgentHandle { tx, waker }))
     }
 

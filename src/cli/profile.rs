@@ -60,13 +60,15 @@ const OPTIONS: &[Flag] = &[
     Flag::value(
         "--pin-dir",
         "DIR",
-        "where the maps are pinned",
+        "where the maps are pinned: the same default as run and audit; one \
+         agent per directory, so a profile beside a `pidmap run` on the \
+         default directory needs another one",
         "/sys/fs/bpf/x",
     )
-    .default(DEFAULT_PIN_DIR),
+    .default(crate::loader::DEFAULT_PIN_DIR),
     Flag::switch(
         "--keep-pins",
-        "keep the pinned maps at exit (for pidmap audit)",
+        "keep the pinned maps at exit (`pidmap audit` reads them there)",
     ),
     Flag::value("--ring-pages", "N", "data pages per sample ring", "16").default("64"),
     Flag::value(
@@ -85,8 +87,6 @@ const OPTIONS: &[Flag] = &[
     )
     .default("1/4 of the trie"),
 ];
-
-const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/pidmap-profile";
 
 pub const SPEC: CommandSpec = CommandSpec {
     name: "profile",
@@ -135,7 +135,7 @@ impl Default for ProfileArgs {
             kernel: false,
             output: None,
             top: 15,
-            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            pin_dir: PathBuf::from(crate::loader::DEFAULT_PIN_DIR),
             keep_pins: false,
             ring_pages: crate::agent::DEFAULT_SAMPLE_RING_PAGES,
             format: Format::Folded,

@@ -31,7 +31,9 @@ const OPTIONS: &[Flag] = &[
         "--pin-dir",
         "DIR",
         "where the maps are pinned; made 0700 if missing (not its parents); \
-         refused when another user owns it or others may access it",
+         refused when another user owns it or others may access it; one agent \
+         per directory (it is locked: a second run or profile on it is refused, \
+         naming the first's pid)",
         "/sys/fs/bpf/pidmap",
     )
     .default(crate::loader::DEFAULT_PIN_DIR),
