@@ -15,6 +15,7 @@
 //! is in `config`, the control API in `control`, the event sources in
 //! `rings`, the test-only waits in `hooks`.
 
+mod child;
 mod config;
 mod control;
 pub mod files;
@@ -22,11 +23,12 @@ mod hooks;
 pub(crate) mod metrics;
 mod rings;
 
+use child::ChildCommand;
 pub use config::{
     AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES, WORK_SLICE,
 };
 pub use control::{spawn, AgentHandle, Command, Status};
-use rings::{open_rings, Source, RING_BASE, SAMPLE_RING_BASE, SIGNALS, WAKER};
+use rings::{open_rings, Source, COMMAND, RING_BASE, SAMPLE_RING_BASE, SIGNALS, WAKER};
 
 use crate::abi::{Config, Sample};
 use crate::agent::files::FileWorkers;
@@ -35,7 +37,7 @@ use crate::counters::{add, COUNTERS};
 use crate::error::{Error, Result};
 use crate::maps::loader::{self, Loaded, PinLock};
 use crate::sys::perf_ring::{PerfRings, Record};
-use crate::sys::process::{self as sysproc, Gated};
+use crate::sys::process as sysproc;
 use crate::sys::signal::AgentSignals;
 use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
 use crate::tracker::Reconciled;
@@ -50,9 +52,13 @@ use std::time::{Duration, Instant};
 /// How the loop ended.
 #[derive(Debug, Default)]
 pub struct Ended {
-    /// The exit status of `-- CMD`.
+    /// The exit status of `-- CMD` (as a shell's: 128 + signal when a
+    /// signal ended it, 126 when it could not be executed, 127 when it
+    /// was not found).
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// `-- CMD` could not be executed: why (`exit_code` is 126 or 127).
+    pub not_started: Option<String>,
 }
 
 /// Receives every decoded sample, with the process model to resolve files
@@ -86,7 +92,8 @@ pub struct Agent {
     rx: Receiver<Command>,
     _waker: Arc<Waker>,
     hooks: hooks::Waiters,
-    child: Option<u32>,
+    /// The command of `-- CMD` while it runs (and until reaped).
+    child: Option<ChildCommand>,
     ended: Option<Ended>,
     sink: Option<Box<dyn SampleSink>>,
     files: FileWorkers,
@@ -327,9 +334,8 @@ impl Agent {
             return;
         }
         self.hooks.gone(pid);
-        if self.child == Some(pid) {
-            if let Some(code) = sysproc::try_wait(pid) {
-                self.child = None;
+        if let Some(c) = self.child.as_mut().filter(|c| c.pid() == pid) {
+            if let Some(code) = c.reap() {
                 self.ended.get_or_insert_with(Ended::default).exit_code = Some(code);
             }
         }
@@ -485,6 +491,43 @@ impl Agent {
         }
     }
 
+    /// Starts `-- CMD`: forked at its gate, tracked, then released to
+    /// exec. `Ok(false)` when it could not be executed: the run ends at
+    /// once, with a shell's status (127 not found, else 126) and the cause.
+    fn start_command(&mut self, argv: &[std::ffi::OsString]) -> Result<bool> {
+        let gated = sysproc::spawn_gated(argv)?;
+        let pid = gated.pid;
+        let fd = crate::sys::pidfd::pidfd_open(pid)?;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd.as_raw_fd()), COMMAND, Interest::READABLE)
+            .map_err(|e| Error::from(e).context("epoll_ctl(pidfd of the command)"))?;
+        self.sync(pid);
+        let e = match gated.release() {
+            Ok(_) => {
+                self.child = Some(ChildCommand::new(pid, fd));
+                return Ok(true);
+            }
+            Err(e) => e,
+        };
+        // it has exited and is reaped: its keys go now
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        self.exit(pid);
+        self.bury_all();
+        let (code, what) = match e.errno() {
+            libc::ENOENT if !e.object.contains('/') => (127, "was not found in PATH"),
+            libc::ENOENT => (127, "was not found"),
+            _ => (126, "cannot be executed"),
+        };
+        let ended = self.ended.get_or_insert_with(Ended::default);
+        ended.exit_code = Some(code);
+        ended.not_started = Some(format!("the command {} {what}: {e}", e.object));
+        Ok(false)
+    }
+
     fn serve(&mut self) -> Result<()> {
         let started = Instant::now();
         match self.cfg.mode.clone() {
@@ -500,12 +543,9 @@ impl Agent {
                 }
             }
             Mode::Command(argv) => {
-                let gated: Gated = sysproc::spawn_gated(&argv)?;
-                self.child = Some(gated.pid);
-                self.sync(gated.pid);
-                gated.release().map_err(|e| {
-                    Error::from(e).context("starting the command (is it in PATH and executable?)")
-                })?;
+                if !self.start_command(&argv)? {
+                    return Ok(());
+                }
             }
         }
         self.start_sampling()?;
@@ -527,11 +567,16 @@ impl Agent {
             if let Some(at) = self.sink.as_ref().and_then(|s| s.next_turn()) {
                 deadline = deadline.min(at);
             }
-            if self.pm.has_without_pidfd() || self.child.is_some() {
+            if self.pm.has_without_pidfd() {
                 deadline = deadline.min(next_sweep);
             }
             if let Some(d) = self.cfg.duration {
-                deadline = deadline.min(started + d);
+                if !self.child.as_ref().is_some_and(|c| c.ending()) {
+                    deadline = deadline.min(started + d);
+                }
+            }
+            if let Some(at) = self.child.as_ref().and_then(|c| c.deadline()) {
+                deadline = deadline.min(at);
             }
             if let Some(at) = self.files.next_check(now) {
                 deadline = deadline.min(at);
@@ -554,6 +599,12 @@ impl Agent {
                     Source::Signals => self.read_signals(),
                     Source::Waker | Source::Unknown => {}
                     Source::Exit(pid) => exited.push(pid),
+                    Source::Command => {
+                        // once its keys are gone (at once when untracked)
+                        if let Some(pid) = self.child.as_ref().map(|c| c.pid()) {
+                            self.notify_gone(pid);
+                        }
+                    }
                     Source::Samples(cpu) => self.read_samples(cpu),
                     Source::Requests(cpu) => {
                         self.read_rings(cpu);
@@ -599,18 +650,27 @@ impl Agent {
                 for pid in self.pm.sweep() {
                     self.notify_gone(pid);
                 }
-                if let Some(c) = self.child {
-                    if !self.pm.is_tracked(c) {
-                        self.notify_gone(c);
-                    }
-                }
             }
             if now >= next_metrics {
                 next_metrics = now + self.cfg.metrics_interval;
                 self.write_metrics();
             }
             if self.cfg.duration.is_some_and(|d| now >= started + d) {
-                self.ended.get_or_insert_with(Ended::default);
+                match self.child.as_mut() {
+                    // the command is ended, and the run with it
+                    Some(c) if !c.ending() => {
+                        log::info!("--duration reached: ending the command with SIGTERM");
+                        c.forward(libc::SIGTERM, now);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.ended.get_or_insert_with(Ended::default);
+                    }
+                }
+            }
+            if self.child.as_mut().is_some_and(|c| c.on_time(now)) {
+                let ended = self.ended.get_or_insert_with(Ended::default);
+                ended.exit_code.get_or_insert(128 + libc::SIGKILL);
             }
             let took = woke.elapsed();
             self.loop_hist.observe(took);
@@ -631,7 +691,10 @@ impl Agent {
             return;
         };
         while let Some(sig) = sfd.pending_signal() {
-            if sig == libc::SIGHUP {
+            if let Some(c) = self.child.as_mut() {
+                // the command's to answer; the run ends with it
+                c.forward(sig, Instant::now());
+            } else if sig == libc::SIGHUP {
                 log::info!("SIGHUP: re-syncing everything");
                 self.resync_all = true;
             } else {

@@ -11,7 +11,9 @@ const TARGETS: &[Flag] = &[
     Flag::value(
         "--duration",
         "SECS",
-        "profile for this long (also a limit with --pid)",
+        "profile for this long; also a limit with --pid, and with -- CMD: at \
+         its end CMD's process group gets SIGTERM (SIGKILL 5 s later) and the \
+         exit status is CMD's (143 when that SIGTERM ended it)",
         "2.5",
     ),
     Flag::value(
@@ -23,8 +25,9 @@ const TARGETS: &[Flag] = &[
     Flag::value(
         "--",
         "CMD ARGS...",
-        "start CMD, profile it and every descendant until it exits, then exit \
-         with its status",
+        "start CMD in a process group of its own, profile it and every \
+         descendant until it exits, then exit with its status (126: it cannot \
+         be executed, 127: not found)",
         "/bin/true",
     ),
 ];
@@ -108,6 +111,10 @@ Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS
     outro: "\
 Output: folded stacks, `comm;outer;...;leaf count`, one stack a line (for
 flamegraph.pl, inferno, speedscope). SIGINT ends early and still writes.
+With -- CMD, SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group
+(a terminal's Ctrl-C reaches pidmap only); pidmap waits for CMD, SIGKILLs
+its group if it still runs 5 s later, writes the profile and exits with
+CMD's status (128 + N when signal N ended it: 130 after a Ctrl-C).
 ",
 };
 

@@ -21,7 +21,9 @@ const MODES: &[Flag] = &[
     Flag::value(
         "--",
         "CMD ARGS...",
-        "start CMD, track it and its descendants, and exit with its exit status when it ends",
+        "start CMD in a process group of its own, track it and its descendants, \
+         and exit with its exit status when it ends (126: it cannot be executed, \
+         127: not found)",
         "/bin/true",
     ),
 ];
@@ -113,6 +115,10 @@ a process seen for the first time never the last 1/32 (kept for re-syncs of
 tracked processes). A process is charged to its real uid.
 
 SIGINT/SIGTERM stop cleanly; SIGHUP re-syncs every tracked process.
+With -- CMD, SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group
+instead (a terminal's Ctrl-C reaches pidmap only); pidmap waits for CMD,
+SIGKILLs its group if it still runs 5 s later, and exits with CMD's status
+(128 + N when signal N ended it). CMD dies with pidmap, even by SIGKILL.
 ",
 };
 
