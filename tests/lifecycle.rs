@@ -499,3 +499,71 @@ fn one_agent_per_pin_dir() {
     assert_eq!(code, 0, "{err}");
     pidmap::loader::remove_pins(&pins);
 }
+
+/// The pids whose command line holds `arg` in one of its arguments (a
+/// unique string marks the processes of one test).
+fn pids_with_arg(arg: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(arg.len()).any(|w| w == arg.as_bytes()))
+        })
+        .collect()
+}
+
+/// An agent that fails after its command started (here the sampler's
+/// perf events, out of descriptors under RLIMIT_NOFILE) ends the command
+/// before it exits with its error: nothing it started survives it.
+#[test]
+fn an_error_after_the_command_started_leaves_no_orphan() {
+    if !common::bpf_available() {
+        return;
+    }
+    let pins = common::pin_dir("errpath");
+    // a unique argument tells this test's sleeps from any other
+    let secs = format!("1000.{}", std::process::id());
+    let mut failed_after_start = None;
+    for n in 8..=1024u32 {
+        let o = common::output_within(
+            Command::new("prlimit")
+                .arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(pidmap_bin())
+                .args([
+                    "profile",
+                    "--pin-dir",
+                    pins.to_str().unwrap(),
+                    "-o",
+                    "/dev/null",
+                ])
+                // its own descriptors closed: an orphan would hold no
+                // pipe of this test open
+                .args(["--", "/bin/sh", "-c"])
+                .arg(format!("exec /bin/sleep {secs} >/dev/null 2>&1")),
+            common::RUN,
+        );
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        match o.status.code() {
+            Some(2) if err.contains("perf_event_open on CPU_CLOCK") => {
+                failed_after_start = Some(err);
+                break;
+            }
+            Some(2) => continue,
+            other => panic!("nofile {n}: status {other:?} before the sampler failed: {err}"),
+        }
+    }
+    let err = failed_after_start.expect("no RLIMIT_NOFILE made the sampler fail");
+    let left = pids_with_arg(&secs);
+    for pid in &left {
+        signal(*pid, libc::SIGKILL);
+    }
+    assert!(
+        left.is_empty(),
+        "the command outlived pidmap's error (pids {left:?}): {err}"
+    );
+    assert!(!pins.exists(), "{err}");
+}
