@@ -6,10 +6,15 @@
 //! Whatever ends the agent first, dropping this ends the command: no path
 //! leaves it running (and `PR_SET_PDEATHSIG` covers a SIGKILL of pidmap).
 
+use super::rings::COMMAND;
+use super::{Agent, Ended};
+use crate::error::{Error, Result};
 use crate::sys::pidfd;
 use crate::sys::process as sysproc;
 use crate::sys::signal::signal_group;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use mio::unix::SourceFd;
+use mio::Interest;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// How long the command has to end after a forwarded signal (or the end
@@ -117,9 +122,42 @@ impl ChildCommand {
     }
 }
 
-impl AsRawFd for ChildCommand {
-    fn as_raw_fd(&self) -> RawFd {
-        self.pidfd.as_raw_fd()
+impl Agent {
+    /// Starts `-- CMD`: forked at its gate, tracked, then released to
+    /// exec. `Ok(false)` when it could not be executed: the run ends at
+    /// once, with a shell's status (127 not found, else 126) and the cause.
+    pub(super) fn start_command(&mut self, argv: &[std::ffi::OsString]) -> Result<bool> {
+        let gated = sysproc::spawn_gated(argv)?;
+        let pid = gated.pid;
+        let fd = crate::sys::pidfd::pidfd_open(pid)?;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd.as_raw_fd()), COMMAND, Interest::READABLE)
+            .map_err(|e| Error::from(e).context("epoll_ctl(pidfd of the command)"))?;
+        self.sync(pid);
+        let e = match gated.release() {
+            Ok(_) => {
+                self.child = Some(ChildCommand::new(pid, fd));
+                return Ok(true);
+            }
+            Err(e) => e,
+        };
+        // it has exited and is reaped: its keys go now
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        self.exit(pid);
+        self.bury_all();
+        let (code, what) = match e.errno() {
+            libc::ENOENT if !e.object.contains('/') => (127, "was not found in PATH"),
+            libc::ENOENT => (127, "was not found"),
+            _ => (126, "cannot be executed"),
+        };
+        let ended = self.ended.get_or_insert_with(Ended::default);
+        ended.exit_code = Some(code);
+        ended.not_started = Some(format!("the command {} {what}: {e}", e.object));
+        Ok(false)
     }
 }
 

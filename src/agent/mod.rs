@@ -10,10 +10,11 @@
 //! The loop never opens a path a user controls (DESIGN §9): whatever needs
 //! a file's contents is a job for the file worker (`files`).
 //!
-//! This file is the loop and the state it owns (a little over 600 lines,
-//! kept whole so the loop reads top to bottom); what it is configured with
+//! This file is the loop and the state it owns (about 700 lines, kept
+//! whole so the loop reads top to bottom); what it is configured with
 //! is in `config`, the control API in `control`, the event sources in
-//! `rings`, the test-only waits in `hooks`.
+//! `rings`, the test-only waits in `hooks`, the command of `-- CMD` in
+//! `child`.
 
 mod child;
 mod config;
@@ -28,7 +29,7 @@ pub use config::{
     AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES, WORK_SLICE,
 };
 pub use control::{spawn, AgentHandle, Command, Status};
-use rings::{open_rings, Source, COMMAND, RING_BASE, SAMPLE_RING_BASE, SIGNALS, WAKER};
+use rings::{open_rings, Source, RING_BASE, SAMPLE_RING_BASE, SIGNALS, WAKER};
 
 use crate::abi::{Config, Sample};
 use crate::agent::files::FileWorkers;
@@ -489,43 +490,6 @@ impl Agent {
                 Err(e)
             }
         }
-    }
-
-    /// Starts `-- CMD`: forked at its gate, tracked, then released to
-    /// exec. `Ok(false)` when it could not be executed: the run ends at
-    /// once, with a shell's status (127 not found, else 126) and the cause.
-    fn start_command(&mut self, argv: &[std::ffi::OsString]) -> Result<bool> {
-        let gated = sysproc::spawn_gated(argv)?;
-        let pid = gated.pid;
-        let fd = crate::sys::pidfd::pidfd_open(pid)?;
-        self.poll
-            .registry()
-            .register(&mut SourceFd(&fd.as_raw_fd()), COMMAND, Interest::READABLE)
-            .map_err(|e| Error::from(e).context("epoll_ctl(pidfd of the command)"))?;
-        self.sync(pid);
-        let e = match gated.release() {
-            Ok(_) => {
-                self.child = Some(ChildCommand::new(pid, fd));
-                return Ok(true);
-            }
-            Err(e) => e,
-        };
-        // it has exited and is reaped: its keys go now
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&fd.as_raw_fd()));
-        self.exit(pid);
-        self.bury_all();
-        let (code, what) = match e.errno() {
-            libc::ENOENT if !e.object.contains('/') => (127, "was not found in PATH"),
-            libc::ENOENT => (127, "was not found"),
-            _ => (126, "cannot be executed"),
-        };
-        let ended = self.ended.get_or_insert_with(Ended::default);
-        ended.exit_code = Some(code);
-        ended.not_started = Some(format!("the command {} {what}: {e}", e.object));
-        Ok(false)
     }
 
     fn serve(&mut self) -> Result<()> {
