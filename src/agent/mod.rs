@@ -10,11 +10,13 @@
 //! The loop never opens a path a user controls (DESIGN §9): whatever needs
 //! a file's contents is a job for the file worker (`files`).
 //!
-//! This file is the loop and the state it owns (a little over 600 lines,
-//! kept whole so the loop reads top to bottom); what it is configured with
+//! This file is the loop and the state it owns (about 700 lines, kept
+//! whole so the loop reads top to bottom); what it is configured with
 //! is in `config`, the control API in `control`, the event sources in
-//! `rings`, the test-only waits in `hooks`.
+//! `rings`, the test-only waits in `hooks`, the command of `-- CMD` in
+//! `child`.
 
+mod child;
 mod config;
 mod control;
 pub mod files;
@@ -22,6 +24,7 @@ mod hooks;
 pub(crate) mod metrics;
 mod rings;
 
+use child::ChildCommand;
 pub use config::{
     AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES, WORK_SLICE,
 };
@@ -33,9 +36,9 @@ use crate::agent::files::FileWorkers;
 use crate::agent::metrics::{Gauges, Histogram};
 use crate::counters::{add, COUNTERS};
 use crate::error::{Error, Result};
-use crate::maps::loader::{self, Loaded};
+use crate::maps::loader::{self, Loaded, PinLock};
 use crate::sys::perf_ring::{PerfRings, Record};
-use crate::sys::process::{self as sysproc, Gated};
+use crate::sys::process as sysproc;
 use crate::sys::signal::AgentSignals;
 use crate::text::counted;
 use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
@@ -51,9 +54,13 @@ use std::time::{Duration, Instant};
 /// How the loop ended.
 #[derive(Debug, Default)]
 pub struct Ended {
-    /// The exit status of `-- CMD`.
+    /// The exit status of `-- CMD` (as a shell's: 128 + signal when a
+    /// signal ended it, 126 when it could not be executed, 127 when it
+    /// was not found).
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
+    /// `-- CMD` could not be executed: why (`exit_code` is 126 or 127).
+    pub not_started: Option<String>,
 }
 
 /// Receives every decoded sample, with the process model to resolve files
@@ -88,26 +95,43 @@ pub struct Agent {
     rx: Receiver<Command>,
     _waker: Arc<Waker>,
     hooks: hooks::Waiters,
-    child: Option<u32>,
+    /// The command of `-- CMD` while it runs (and until reaped).
+    child: Option<ChildCommand>,
     ended: Option<Ended>,
     sink: Option<Box<dyn SampleSink>>,
     files: FileWorkers,
     resync_all: bool,
     loop_hist: Histogram,
+    /// The pin directory's lock, held for the agent's life.
+    _pin_lock: Option<PinLock>,
 }
 
 impl Agent {
     /// Loads the BPF side, reconciles pins left by an earlier run and
     /// prepares the loop. Nothing is served until [`Agent::run`].
+    /// Refused when another agent holds the pin directory's lock.
     pub fn new(cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
+        let lock = loader::lock_pin_dir(
+            &cfg.pin_dir,
+            true,
+            "stop that agent first, or choose another --pin-dir",
+        )?;
         // a start that fails removes what it created, and only that: pins
-        // an earlier run left stay for the next start or the audit
-        let before = loader::existing(&cfg.pin_dir);
+        // an earlier run left stay for the next start or the audit; the
+        // lock is held until that is done
+        let before = loader::existing(&lock, &cfg.pin_dir);
         let pin_dir = cfg.pin_dir.clone();
-        Agent::start(cfg).inspect_err(|_| loader::remove_created(&pin_dir, before))
+        let mut lock = Some(lock);
+        let started = Agent::start(cfg, &mut lock);
+        if started.is_err() {
+            loader::remove_created(&pin_dir, before);
+        }
+        drop(lock);
+        started
     }
 
-    fn start(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
+    /// Starts on the locked pin directory; the agent takes the lock.
+    fn start(mut cfg: AgentConfig, lock: &mut Option<PinLock>) -> Result<(Agent, AgentHandle)> {
         if let Some(path) = &cfg.metrics_file {
             metrics::check_at_start(path)?;
         }
@@ -116,7 +140,10 @@ impl Agent {
         if cfg.sampling.is_some() {
             programs.push("pidmap_sample");
         }
-        let (loaded, mut tables) = loader::load(&cfg.pin_dir, cfg.max_entries, &programs)?;
+        let Some(held) = lock.as_ref() else {
+            return Err(Error::new("the pin directory's lock was not taken"));
+        };
+        let (loaded, mut tables) = loader::load(held, &cfg.pin_dir, cfg.max_entries, &programs)?;
         tables.set_strategy(cfg.delete_strategy);
         tables.opts.policy = cfg.delete_policy;
         let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
@@ -175,12 +202,14 @@ impl Agent {
             ),
             resync_all: false,
             loop_hist: Histogram::default(),
+            _pin_lock: None,
             cfg: AgentConfig {
                 mode: std::mem::replace(&mut cfg.mode, Mode::Serve),
                 ..cfg
             },
         };
         agent.reconcile()?;
+        agent._pin_lock = lock.take();
         Ok((agent, AgentHandle { tx, waker }))
     }
 
@@ -314,9 +343,8 @@ impl Agent {
             return;
         }
         self.hooks.gone(pid);
-        if self.child == Some(pid) {
-            if let Some(code) = sysproc::try_wait(pid) {
-                self.child = None;
+        if let Some(c) = self.child.as_mut().filter(|c| c.pid() == pid) {
+            if let Some(code) = c.reap() {
                 self.ended.get_or_insert_with(Ended::default).exit_code = Some(code);
             }
         }
@@ -491,12 +519,9 @@ impl Agent {
                 }
             }
             Mode::Command(argv) => {
-                let gated: Gated = sysproc::spawn_gated(&argv)?;
-                self.child = Some(gated.pid);
-                self.sync(gated.pid);
-                gated.release().map_err(|e| {
-                    Error::from(e).context("starting the command (is it in PATH and executable?)")
-                })?;
+                if !self.start_command(&argv)? {
+                    return Ok(());
+                }
             }
         }
         self.start_sampling()?;
@@ -518,11 +543,16 @@ impl Agent {
             if let Some(at) = self.sink.as_ref().and_then(|s| s.next_turn()) {
                 deadline = deadline.min(at);
             }
-            if self.pm.has_without_pidfd() || self.child.is_some() {
+            if self.pm.has_without_pidfd() {
                 deadline = deadline.min(next_sweep);
             }
             if let Some(d) = self.cfg.duration {
-                deadline = deadline.min(started + d);
+                if !self.child.as_ref().is_some_and(|c| c.ending()) {
+                    deadline = deadline.min(started + d);
+                }
+            }
+            if let Some(at) = self.child.as_ref().and_then(|c| c.deadline()) {
+                deadline = deadline.min(at);
             }
             if let Some(at) = self.files.next_check(now) {
                 deadline = deadline.min(at);
@@ -548,6 +578,12 @@ impl Agent {
                     Source::Signals => self.read_signals(),
                     Source::Waker | Source::Unknown => {}
                     Source::Exit(pid) => exited.push(pid),
+                    Source::Command => {
+                        // once its keys are gone (at once when untracked)
+                        if let Some(pid) = self.child.as_ref().map(|c| c.pid()) {
+                            self.notify_gone(pid);
+                        }
+                    }
                     Source::Samples(cpu) => self.read_samples(cpu),
                     Source::Requests(cpu) => {
                         self.read_rings(cpu);
@@ -595,18 +631,27 @@ impl Agent {
                 for pid in self.pm.sweep() {
                     self.notify_gone(pid);
                 }
-                if let Some(c) = self.child {
-                    if !self.pm.is_tracked(c) {
-                        self.notify_gone(c);
-                    }
-                }
             }
             if now >= next_metrics {
                 next_metrics = now + self.cfg.metrics_interval;
                 self.write_metrics();
             }
             if self.cfg.duration.is_some_and(|d| now >= started + d) {
-                self.ended.get_or_insert_with(Ended::default);
+                match self.child.as_mut() {
+                    // the command is ended, and the run with it
+                    Some(c) if !c.ending() => {
+                        log::info!("--duration reached: ending the command with SIGTERM");
+                        c.forward(libc::SIGTERM, now);
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.ended.get_or_insert_with(Ended::default);
+                    }
+                }
+            }
+            if self.child.as_mut().is_some_and(|c| c.on_time(now)) {
+                let ended = self.ended.get_or_insert_with(Ended::default);
+                ended.exit_code.get_or_insert(128 + libc::SIGKILL);
             }
             let took = woke.elapsed();
             self.loop_hist.observe(took);
@@ -627,7 +672,10 @@ impl Agent {
             return;
         };
         while let Some(sig) = sfd.pending_signal() {
-            if sig == libc::SIGHUP {
+            if let Some(c) = self.child.as_mut() {
+                // the command's to answer; the run ends with it
+                c.forward(sig, Instant::now());
+            } else if sig == libc::SIGHUP {
                 log::info!("SIGHUP: re-syncing everything");
                 self.resync_all = true;
             } else {

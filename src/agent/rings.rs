@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 pub(super) const SIGNALS: Token = Token(0);
 pub(super) const WAKER: Token = Token(1);
+pub(super) const COMMAND: Token = Token(2);
 pub(super) const RING_BASE: usize = 1 << 16;
 pub(super) const SAMPLE_RING_BASE: usize = 1 << 20;
 const PIDFD_BASE: usize = 1 << 32;
@@ -26,6 +27,8 @@ pub(super) enum Source {
     Samples(u32),
     /// The pidfd of a tracked process: it exited.
     Exit(u32),
+    /// The pidfd of the command of `-- CMD`: it exited.
+    Command,
     Unknown,
 }
 
@@ -34,6 +37,7 @@ impl Source {
         match t {
             SIGNALS => Source::Signals,
             WAKER => Source::Waker,
+            COMMAND => Source::Command,
             Token(n) if n >= PIDFD_BASE => Source::Exit((n - PIDFD_BASE) as u32),
             Token(n) if n >= SAMPLE_RING_BASE => Source::Samples((n - SAMPLE_RING_BASE) as u32),
             Token(n) if n >= RING_BASE => Source::Requests((n - RING_BASE) as u32),

@@ -7,13 +7,14 @@ const OPTIONS: &[Flag] = &[
     Flag::value(
         "--pin-dir",
         "DIR",
-        "where the agent pinned its maps",
+        "where the agent pinned its maps (run and profile share this default)",
         "/sys/fs/bpf/pidmap",
     )
     .default(crate::loader::DEFAULT_PIN_DIR),
     Flag::switch(
         "--repair",
-        "delete the leaked entries and report what was done",
+        "delete the leaked entries and report what was done; refused while an \
+         agent runs on the directory (it holds the directory's lock)",
     ),
     Flag::switch("--json", "one JSON object instead of text"),
 ];

@@ -11,7 +11,9 @@ const TARGETS: &[Flag] = &[
     Flag::value(
         "--duration",
         "SECS",
-        "profile for this long (also a limit with --pid)",
+        "profile for this long; also a limit with --pid, and with -- CMD: at \
+         its end CMD's process group gets SIGTERM (SIGKILL 5 s later) and the \
+         exit status is CMD's (143 when that SIGTERM ended it)",
         "2.5",
     ),
     Flag::value(
@@ -23,8 +25,9 @@ const TARGETS: &[Flag] = &[
     Flag::value(
         "--",
         "CMD ARGS...",
-        "start CMD, profile it and every descendant until it exits, then exit \
-         with its status",
+        "start CMD in a process group of its own, profile it and every \
+         descendant until it exits, then exit with its status (126: it cannot \
+         be executed, 127: not found)",
         "/bin/true",
     ),
 ];
@@ -60,13 +63,15 @@ const OPTIONS: &[Flag] = &[
     Flag::value(
         "--pin-dir",
         "DIR",
-        "where the maps are pinned",
+        "where the maps are pinned: the same default as run and audit; one \
+         agent per directory, so a profile beside a `pidmap run` on the \
+         default directory needs another one",
         "/sys/fs/bpf/x",
     )
-    .default(DEFAULT_PIN_DIR),
+    .default(crate::loader::DEFAULT_PIN_DIR),
     Flag::switch(
         "--keep-pins",
-        "keep the pinned maps at exit (for pidmap audit)",
+        "keep the pinned maps at exit (`pidmap audit` reads them there)",
     ),
     Flag::value("--ring-pages", "N", "data pages per sample ring", "16").default("64"),
     Flag::value(
@@ -85,8 +90,6 @@ const OPTIONS: &[Flag] = &[
     )
     .default("1/4 of the trie"),
 ];
-
-const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/pidmap-profile";
 
 pub const SPEC: CommandSpec = CommandSpec {
     name: "profile",
@@ -108,6 +111,10 @@ Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS
     outro: "\
 Output: folded stacks, `comm;outer;...;leaf count`, one stack a line (for
 flamegraph.pl, inferno, speedscope). SIGINT ends early and still writes.
+With -- CMD, SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group
+(a terminal's Ctrl-C reaches pidmap only); pidmap waits for CMD, SIGKILLs
+its group if it still runs 5 s later, writes the profile and exits with
+CMD's status (128 + N when signal N ended it: 130 after a Ctrl-C).
 ",
 };
 
@@ -135,7 +142,7 @@ impl Default for ProfileArgs {
             kernel: false,
             output: None,
             top: 15,
-            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            pin_dir: PathBuf::from(crate::loader::DEFAULT_PIN_DIR),
             keep_pins: false,
             ring_pages: crate::agent::DEFAULT_SAMPLE_RING_PAGES,
             format: Format::Folded,

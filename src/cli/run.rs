@@ -22,7 +22,9 @@ const MODES: &[Flag] = &[
     Flag::value(
         "--",
         "CMD ARGS...",
-        "start CMD, track it and its descendants, and exit with its exit status when it ends",
+        "start CMD in a process group of its own, track it and its descendants, \
+         and exit with its exit status when it ends (126: it cannot be executed, \
+         127: not found)",
         "/bin/true",
     ),
 ];
@@ -32,7 +34,9 @@ const OPTIONS: &[Flag] = &[
         "--pin-dir",
         "DIR",
         "where the maps are pinned; made 0700 if missing (not its parents); \
-         refused when another user owns it or others may access it",
+         refused when another user owns it or others may access it; one agent \
+         per directory (it is locked: a second run or profile on it is refused, \
+         naming the first's pid)",
         "/sys/fs/bpf/pidmap",
     )
     .default(crate::loader::DEFAULT_PIN_DIR),
@@ -120,6 +124,10 @@ a process seen for the first time never the last 1/32 (kept for re-syncs of
 tracked processes). A process is charged to its real uid.
 
 SIGINT/SIGTERM stop cleanly; SIGHUP re-syncs every tracked process.
+With -- CMD, SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group
+instead (a terminal's Ctrl-C reaches pidmap only); pidmap waits for CMD,
+SIGKILLs its group if it still runs 5 s later, and exits with CMD's status
+(128 + N when signal N ended it). CMD dies with pidmap, even by SIGKILL.
 ",
 };
 

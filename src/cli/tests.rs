@@ -473,3 +473,30 @@ fn random_arguments_never_panic() {
         let _ = parse(v);
     }
 }
+
+/// `profile --keep-pins` then `audit` look in one place: every command
+/// that pins or reads pins has the same default directory, and says so.
+#[test]
+fn every_command_that_reads_pins_has_one_default_pin_dir() {
+    let Ok(Cmd::Run(r)) = p("run") else { panic!() };
+    let Ok(Cmd::Profile(pr)) = p("profile") else {
+        panic!()
+    };
+    let Ok(Cmd::Audit { pin_dir, .. }) = p("audit") else {
+        panic!()
+    };
+    let default = PathBuf::from(crate::loader::DEFAULT_PIN_DIR);
+    assert_eq!(r.pin_dir, default);
+    assert_eq!(pr.pin_dir, default, "profile pins where audit looks");
+    assert_eq!(pin_dir, default);
+    for cmd in ["run", "profile", "audit"] {
+        let help = help_of(cmd)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            help.contains(&format!("[default: {}]", default.display())),
+            "{cmd}: {help}"
+        );
+    }
+}

@@ -4,7 +4,7 @@ use crate::abi::{EVENTS_NAME, TRIE_NAME};
 use crate::error::{Error, Result};
 use crate::maps::audit;
 use crate::maps::engine::BatchMap;
-use crate::maps::loader::{open_pin, open_pin_dir};
+use crate::maps::loader::{lock_pin_dir, open_pin, open_pin_dir};
 use crate::sys::bpf::MapHandle;
 use crate::sys::fs::Dir;
 use std::path::Path;
@@ -31,10 +31,27 @@ fn open(dir: &Dir, pin_dir: &Path, name: &str) -> Result<MapHandle> {
 }
 
 /// Exit status: 0 clean or repaired, 1 leaks found; errors are 2 (main).
+/// A plain audit reads a running agent's pins; `--repair` takes the pin
+/// directory's lock, as an agent does, so it is refused while an agent
+/// runs (both deleting keys would race) and no agent starts meanwhile.
 pub fn run(pin_dir: &Path, repair: bool, json: bool) -> Result<u8> {
-    let dir = open_dir(pin_dir)?;
-    let trie = open(&dir, pin_dir, TRIE_NAME)?;
-    let events = open(&dir, pin_dir, EVENTS_NAME)?;
+    let unlocked = open_dir(pin_dir)?;
+    let lock = if repair {
+        Some(
+            lock_pin_dir(
+                pin_dir,
+                false,
+                "a running agent keeps its own pins clean (a plain audit reads them); \
+                 stop it first to repair",
+            )
+            .map_err(|e| e.context("audit --repair"))?,
+        )
+    } else {
+        None
+    };
+    let dir = lock.as_ref().map_or(&unlocked, |l| l.dir());
+    let trie = open(dir, pin_dir, TRIE_NAME)?;
+    let events = open(dir, pin_dir, EVENTS_NAME)?;
     let mut report = audit::audit(&trie, &events, &crate::proc::stat::start_time)?;
     let leaked = !report.clean();
     if repair && leaked {

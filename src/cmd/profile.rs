@@ -248,6 +248,11 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     }));
     let started = std::time::Instant::now();
     let ended = agent.run()?;
+    if let Some(why) = &ended.not_started {
+        // nothing ran: no profile to write
+        eprintln!("pidmap: error: {why}");
+        return Ok(ended.exit_code.map_or(2, |c| c.clamp(0, 255) as u8));
+    }
     profile.borrow_mut().finish();
     let profile = profile.borrow();
     let elapsed = started.elapsed();

@@ -5,7 +5,8 @@ use crate::agent::{Agent, AgentConfig};
 use crate::cli::RunArgs;
 use crate::error::Result;
 
-/// Runs the agent; the exit status is the command's under `-- CMD`.
+/// Runs the agent; the exit status is the command's under `-- CMD` (126 or
+/// 127 when it could not be executed, as a shell's).
 pub fn run(r: RunArgs) -> Result<u8> {
     crate::sys::process::block_agent_signals()?;
     let cfg = AgentConfig {
@@ -24,5 +25,8 @@ pub fn run(r: RunArgs) -> Result<u8> {
     };
     let (agent, _handle) = Agent::new(cfg)?;
     let ended = agent.run()?;
+    if let Some(why) = &ended.not_started {
+        eprintln!("pidmap: error: {why}");
+    }
     Ok(ended.exit_code.map_or(0, |c| c.clamp(0, 255) as u8))
 }

@@ -1,12 +1,13 @@
 //! Loads the embedded BPF object, reusing or creating the pinned maps, and
-//! removes the pins on a clean shutdown.
+//! removes the pins on a clean shutdown. One agent per pin directory: the
+//! directory is locked ([`lock_pin_dir`]) for the agent's life.
 
 use crate::abi::{Config, EVENTS_NAME, TRIE_NAME};
 use crate::counters::{self, COUNTERS};
 use crate::error::{Error, Result};
 use crate::maps::tables::Tables;
 use crate::sys::bpf::{MapHandle, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
-use crate::sys::fs::{self, Dir, DirStat, EntryKind};
+use crate::sys::fs::{self, Dir, DirStat, EntryKind, FileId};
 use crate::sys::object::{kernel_release, BpfObject};
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -119,7 +120,14 @@ pub fn open_pin_dir(pin_dir: &Path, create: bool) -> Result<(Dir, bool)> {
             }
         }
     }
-    let dir = Dir::open_nofollow(pin_dir).map_err(|e| match e.errno() {
+    // a directory made here goes again when it cannot be opened
+    let undo = |e: Error| {
+        if created {
+            let _ = std::fs::remove_dir(pin_dir);
+        }
+        e
+    };
+    let dir = Dir::open_nofollow(pin_dir).map_err(|e| undo(match e.errno() {
         libc::ELOOP => refused(format!(
             "pin directory {p} is a symbolic link: refused; the pin directory must be a real \
              directory owned by this user with mode 0700 (remove the link or choose another --pin-dir)"
@@ -145,14 +153,94 @@ pub fn open_pin_dir(pin_dir: &Path, create: bool) -> Result<(Dir, bool)> {
             Error::new(format!("{e}: {why}"))
         }
         _ => Error::new(e.to_string()),
-    })?;
+    }))?;
     let st = dir
         .stat()
-        .map_err(|e| Error::new(format!("{e} of pin directory {p}")))?;
+        .map_err(|e| undo(Error::new(format!("{e} of pin directory {p}"))))?;
     if let Some(why) = pin_dir_problem(pin_dir, st, fs::euid()) {
         return Err(refused(why));
     }
     Ok((dir, created))
+}
+
+/// The pin directory, open and locked: `flock(LOCK_EX)` on the directory
+/// itself (bpffs holds no regular file for a lock file). One agent, or one
+/// `audit --repair`, per directory; the kernel drops the lock when its
+/// holder ends, however it ends, so a restart after SIGKILL takes it again.
+pub struct PinLock {
+    dir: Dir,
+    created: bool,
+}
+
+impl PinLock {
+    /// The open, locked directory.
+    pub fn dir(&self) -> &Dir {
+        &self.dir
+    }
+
+    /// Whether the directory was made by this lock's opening.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+/// Opens the pin directory as [`open_pin_dir`] does (with `create`, makes
+/// it, bpffs mounted first when needed) and takes its lock. Refused, naming
+/// the holder's pid, when another process holds it; `instead` says what
+/// to do then. A directory this call made is removed again when it fails.
+pub fn lock_pin_dir(pin_dir: &Path, create: bool, instead: &str) -> Result<PinLock> {
+    if create {
+        ensure_bpffs(pin_dir)?;
+    }
+    let p = pin_dir.display();
+    // a directory removed (by an agent that stopped) between the open and
+    // the lock is locked in vain: nobody else finds it; open it again
+    for _ in 0..8 {
+        let (dir, created) = open_pin_dir(pin_dir, create)?;
+        let undo = |e: Error| {
+            if created {
+                let _ = std::fs::remove_dir(pin_dir);
+            }
+            e
+        };
+        let locked = dir
+            .try_lock_exclusive()
+            .map_err(|e| undo(Error::from(e).context(format!("locking pin directory {p}"))))?;
+        let id = dir
+            .id()
+            .map_err(|e| undo(Error::from(e).context(format!("pin directory {p}"))))?;
+        if !locked {
+            return Err(held(pin_dir, id, instead));
+        }
+        if fs::lstat_id(pin_dir).is_ok_and(|now| now == id) {
+            return Ok(PinLock { dir, created });
+        }
+    }
+    Err(Error::new(format!(
+        "pin directory {p} was removed each time it was locked (8 times): another \
+         pidmap is starting and stopping on it; {instead}"
+    )))
+}
+
+/// The refusal of a pin directory another process holds locked.
+fn held(pin_dir: &Path, id: FileId, instead: &str) -> Error {
+    let holders = crate::proc::locks::holders(id.major(), id.minor(), id.ino);
+    let who = match holders.as_slice() {
+        [] => "another process (/proc/locks does not name it)".to_string(),
+        [pid] => format!("pid {pid}"),
+        pids => format!(
+            "pids {}",
+            pids.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Error::new(format!(
+        "pin directory {} is in use: {who} holds its lock (a running pidmap agent, or an \
+         audit --repair): refused; {instead}",
+        pin_dir.display()
+    ))
 }
 
 /// Opens the pin `name` of an opened pin directory, if there is one: the
@@ -203,18 +291,18 @@ pub fn check_layout(map: &MapHandle, path: &Path, ty: u32, key: u32, value: u32)
     Ok(())
 }
 
-/// Opens and loads the object with the given programs; pins the maps.
-pub fn load(pin_dir: &Path, max_entries: u32, programs: &[&str]) -> Result<(Loaded, Tables)> {
-    ensure_bpffs(pin_dir)?;
+/// Opens and loads the object with the given programs; pins the maps in
+/// the locked directory `lock` (at `pin_dir`).
+pub fn load(
+    lock: &PinLock,
+    pin_dir: &Path,
+    max_entries: u32,
+    programs: &[&str],
+) -> Result<(Loaded, Tables)> {
     let mut pinned = Vec::new();
-    {
-        // closed before the load: it would take one descriptor more at
-        // the load's peak
-        let (dir, _) = open_pin_dir(pin_dir, true)?;
-        for (name, ..) in PINNED {
-            if let Some(map) = open_pin(&dir, pin_dir, name)? {
-                pinned.push((name, map));
-            }
+    for (name, ..) in PINNED {
+        if let Some(map) = open_pin(lock.dir(), pin_dir, name)? {
+            pinned.push((name, map));
         }
     }
     let mut object = BpfObject::open(OBJECT, "pidmap")?;
@@ -309,12 +397,12 @@ impl Loaded {
     }
 }
 
-/// What of a pin directory exists (seen with lstat), to know after a
-/// failed start what the start made.
-pub fn existing(pin_dir: &Path) -> (bool, [bool; 2]) {
+/// What of a locked pin directory exists (the pins seen with lstat), to
+/// know after a failed start what the start made.
+pub fn existing(lock: &PinLock, pin_dir: &Path) -> (bool, [bool; 2]) {
     let there = |p: &Path| std::fs::symlink_metadata(p).is_ok();
     (
-        there(pin_dir),
+        !lock.created(),
         PINNED.map(|(name, ..)| there(&pin_dir.join(name))),
     )
 }
@@ -387,6 +475,38 @@ mod tests {
             1000
         )
         .is_some());
+    }
+
+    #[test]
+    fn a_locked_pin_dir_is_refused_naming_its_holder() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("pins");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let first = lock_pin_dir(&dir, false, "do this").unwrap();
+        assert!(!first.created());
+        let e = lock_pin_dir(&dir, false, "do this")
+            .err()
+            .expect("a second lock is refused")
+            .to_string();
+        let want = format!(
+            "pin directory {} is in use: pid {} holds its lock",
+            dir.display(),
+            std::process::id()
+        );
+        assert!(e.starts_with(&want), "{e}");
+        assert!(e.ends_with("refused; do this"), "{e}");
+        drop(first);
+        let again = lock_pin_dir(&dir, false, "do this").expect("released with its holder");
+        // a directory removed under a lock is not the directory any more:
+        // the next lock takes the one made at the path since
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let new = lock_pin_dir(&dir, false, "do this").expect("a new directory, unlocked");
+        assert_ne!(again.dir().id().unwrap(), new.dir().id().unwrap());
     }
 
     #[test]

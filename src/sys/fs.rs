@@ -2,7 +2,9 @@
 //! metrics file's directory): opened without following a symbolic link,
 //! inspected through the open descriptor, entries looked at with
 //! `fstatat(AT_SYMLINK_NOFOLLOW)` and removed with `unlinkat`, so a name
-//! swapped by someone else is never followed (DESIGN §9).
+//! swapped by someone else is never followed (DESIGN §9). The pin
+//! directory's lock is `flock` on that same open descriptor (bpffs holds
+//! no regular files, so there is no lock file).
 
 use super::SysError;
 use nix::fcntl::AtFlags;
@@ -22,6 +24,25 @@ pub struct DirStat {
     pub uid: u32,
     /// The permission bits, sticky bit included (`st_mode & 0o7777`).
     pub mode: u32,
+}
+
+/// Which file an open descriptor or a path is: device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The device's major number, as /proc/locks prints it.
+    pub fn major(&self) -> u64 {
+        nix::sys::stat::major(self.dev)
+    }
+
+    /// The device's minor number, as /proc/locks prints it.
+    pub fn minor(&self) -> u64 {
+        nix::sys::stat::minor(self.dev)
+    }
 }
 
 /// A directory opened with `open(O_RDONLY|O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC)`.
@@ -69,6 +90,39 @@ impl Dir {
             uid: m.uid(),
             mode: m.mode() & 0o7777,
         })
+    }
+
+    /// `fstat` of the open directory: which file it is.
+    pub fn id(&self) -> Result<FileId, SysError> {
+        let m = self
+            .file
+            .metadata()
+            .map_err(|e| SysError::new("fstat", "directory", errno_of(&e)))?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    /// `flock(fd, LOCK_EX|LOCK_NB)` on the open directory: `Ok(true)` when
+    /// this descriptor now holds the exclusive lock, `Ok(false)` when
+    /// another open of the directory holds a lock (EWOULDBLOCK). The lock
+    /// belongs to this open file description (CLOEXEC, so no command
+    /// inherits it) and goes when it is closed or the process dies,
+    /// SIGKILL included.
+    pub fn try_lock_exclusive(&self) -> Result<bool, SysError> {
+        loop {
+            // SAFETY: flock on a descriptor this Dir owns; no memory passed.
+            let r = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(true);
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EWOULDBLOCK) => return Ok(false),
+                _ => return Err(SysError::last("flock(LOCK_EX|LOCK_NB)", "directory")),
+            }
+        }
     }
 
     /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry's file type, or
@@ -136,6 +190,16 @@ pub fn lstat(path: &Path) -> Result<DirStat, SysError> {
         .map_err(|e| SysError::new("lstat", path.display().to_string(), errno_of(&e)))
 }
 
+/// `lstat(path)`: which file the entry itself is.
+pub fn lstat_id(path: &Path) -> Result<FileId, SysError> {
+    std::fs::symlink_metadata(path)
+        .map(|m| FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+        .map_err(|e| SysError::new("lstat", path.display().to_string(), errno_of(&e)))
+}
+
 /// The effective uid of this process (`geteuid`).
 pub fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
@@ -166,4 +230,27 @@ pub fn mount_bpffs(root: &Path) -> Result<(), SysError> {
 pub fn mkfifo(path: &Path, mode: u32) -> Result<(), SysError> {
     nix::unistd::mkfifo(path, Mode::from_bits_truncate(mode))
         .map_err(|e| SysError::new("mkfifo", path.display().to_string(), e as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_open_of_a_directory_holds_its_lock_until_closed() {
+        let base = tempfile::tempdir().unwrap();
+        let a = Dir::open_nofollow(base.path()).unwrap();
+        let b = Dir::open_nofollow(base.path()).unwrap();
+        assert!(a.try_lock_exclusive().unwrap());
+        assert!(
+            a.try_lock_exclusive().unwrap(),
+            "the holder may take it again"
+        );
+        // another open file description, even in this process, is refused
+        assert!(!b.try_lock_exclusive().unwrap());
+        assert_eq!(a.id().unwrap(), b.id().unwrap());
+        assert_eq!(a.id().unwrap(), lstat_id(base.path()).unwrap());
+        drop(a);
+        assert!(b.try_lock_exclusive().unwrap(), "closing releases it");
+    }
 }

@@ -28,6 +28,16 @@ pub fn exited(fd: BorrowedFd<'_>) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
+/// Whether a pidfd turns readable (its process exits) within `timeout`:
+/// `poll(fd, POLLIN, timeout)`, at most a minute; false on EINTR.
+pub fn exited_within(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let timeout = timeout.min(std::time::Duration::from_secs(60));
+    let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::ZERO);
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, t), Ok(n) if n > 0)
+}
+
 #[cfg(test)]
 pub mod fake {
     use std::cell::Cell;

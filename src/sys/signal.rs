@@ -71,3 +71,21 @@ pub fn terminate(pid: u32) -> Result<(), SysError> {
     nix::sys::signal::kill(p, SIGTERM)
         .map_err(|e| SysError::new("kill", format!("pid {pid} (SIGTERM)"), e as i32))
 }
+
+/// `kill(-pgid, sig)`: `sig` to every process of the group `pgid`; when
+/// the group is gone (ESRCH: its members left it) to `pgid` itself.
+pub fn signal_group(pgid: u32, sig: i32) -> Result<(), SysError> {
+    // SAFETY: kill takes two integers.
+    if unsafe { libc::kill(-(pgid as libc::pid_t), sig) } == 0 {
+        return Ok(());
+    }
+    let group = SysError::last("kill", format!("process group {pgid} (signal {sig})"));
+    if group.errno() != libc::ESRCH {
+        return Err(group);
+    }
+    // SAFETY: kill takes two integers.
+    if unsafe { libc::kill(pgid as libc::pid_t, sig) } == 0 {
+        return Ok(());
+    }
+    Err(SysError::last("kill", format!("pid {pgid} (signal {sig})")))
+}
