@@ -93,7 +93,8 @@ pub struct Config {
     pub track_all: u32,
     pub track_children: u32,
     pub kernel_stacks: u32,
-    /// Tests: wake user space for every request (no latch).
+    /// No effect any more: every request sends its own record (kept so
+    /// the layout and the `--wake-every-request` flag stay).
     pub wake_every_request: u32,
     pub request_interval_ns: u64,
 }
@@ -106,12 +107,27 @@ pub const SAMPLE_KTHREAD: u32 = 1 << 4;
 pub const MAX_USER_FRAMES: usize = 127;
 pub const MAX_KERNEL_FRAMES: usize = 127;
 
-/// `struct report_event`: the wake-up record on report_events.
+/// `struct report_event`: a sync request on report_events.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReportEvent {
     pub pid: u32,
     pub tid: u32,
+}
+
+impl ReportEvent {
+    /// The record's raw bytes (the BPF side's `struct report_event`);
+    /// `None` when it is shorter.
+    pub fn parse(raw: &[u8]) -> Option<ReportEvent> {
+        let pid = u32::from_ne_bytes(raw.get(0..4)?.try_into().ok()?);
+        let tid = u32::from_ne_bytes(raw.get(4..8)?.try_into().ok()?);
+        Some(ReportEvent { pid, tid })
+    }
+
+    /// Its key in pid_events: pid << 32 | tid.
+    pub fn key(&self) -> u64 {
+        (u64::from(self.pid) << 32) | u64::from(self.tid)
+    }
 }
 
 /// `struct sample_header`.
@@ -491,5 +507,15 @@ mod tests {
         let mut bad = raw.clone();
         bad[12] = 200; // user_frames beyond the limit
         assert_eq!(Sample::parse(&bad), None);
+    }
+
+    #[test]
+    fn report_events_parse_to_their_pid_events_key() {
+        let mut raw = 7u32.to_ne_bytes().to_vec();
+        raw.extend(9u32.to_ne_bytes());
+        let ev = ReportEvent::parse(&raw).unwrap();
+        assert_eq!(ev, ReportEvent { pid: 7, tid: 9 });
+        assert_eq!(ev.key(), 7 << 32 | 9);
+        assert_eq!(ReportEvent::parse(&raw[..7]), None);
     }
 }

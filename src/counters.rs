@@ -74,6 +74,8 @@ counters! {
     processes_over_budget: "processes tracked partially because of a budget",
     sync_steps: "steps of chunked syncs (maps read, deletes, inserts)",
     warnings_suppressed: "warning lines suppressed by the rate limit",
+    requests_recorded: "sync requests served from their record on the request ring",
+    request_drains: "scans of pid_events (latch raised, records lost, periodic request sweep)",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

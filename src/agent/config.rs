@@ -16,6 +16,10 @@ pub const DEFAULT_RING_PAGES: usize = 8;
 /// --ring-pages`).
 pub const DEFAULT_SAMPLE_RING_PAGES: usize = 64;
 
+/// How often the agent drains pid_events whatever the request records say
+/// (requests written there by other programs are served within this).
+pub const REQUEST_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Time an iteration spends on queued sync steps (each step is bounded
 /// too: a few thousand keys or 64 KiB of maps).
 pub const WORK_SLICE: Duration = Duration::from_millis(2);
@@ -53,6 +57,10 @@ pub struct AgentConfig {
     pub ring_pages: usize,
     pub delete_strategy: DeleteStrategy,
     pub sweep_interval: Duration,
+    /// How often pid_events is drained whatever the records say: the
+    /// longest a request written there without a record (another program,
+    /// or one whose record and latch both failed) waits.
+    pub request_sweep_interval: Duration,
     /// Take SIGINT/SIGTERM/SIGHUP through a signalfd (the caller blocked them).
     pub signals: bool,
     /// Stop after this long (profile --duration).
@@ -83,6 +91,7 @@ impl Default for AgentConfig {
             ring_pages: DEFAULT_RING_PAGES,
             delete_strategy: DeleteStrategy::Resume,
             sweep_interval: Duration::from_secs(10),
+            request_sweep_interval: REQUEST_SWEEP_INTERVAL,
             signals: false,
             duration: None,
             sampling: None,

@@ -23,12 +23,13 @@ pub(crate) mod metrics;
 mod rings;
 
 pub use config::{
-    AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES, WORK_SLICE,
+    AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES,
+    REQUEST_SWEEP_INTERVAL, WORK_SLICE,
 };
 pub use control::{spawn, AgentHandle, Command, Status};
 use rings::{open_rings, Source, RING_BASE, SAMPLE_RING_BASE, SIGNALS, WAKER};
 
-use crate::abi::{Config, Sample};
+use crate::abi::{Config, ReportEvent, Sample};
 use crate::agent::files::FileWorkers;
 use crate::agent::metrics::{Gauges, Histogram};
 use crate::counters::{add, COUNTERS};
@@ -91,6 +92,9 @@ pub struct Agent {
     sink: Option<Box<dyn SampleSink>>,
     files: FileWorkers,
     resync_all: bool,
+    /// pid_events keys of the requests read from the request rings this
+    /// turn (a buffer kept across turns).
+    records: Vec<u64>,
     loop_hist: Histogram,
 }
 
@@ -170,6 +174,7 @@ impl Agent {
                 Some(waker.clone()),
             ),
             resync_all: false,
+            records: Vec::new(),
             loop_hist: Histogram::default(),
             cfg: AgentConfig {
                 mode: std::mem::replace(&mut cfg.mode, Mode::Serve),
@@ -347,8 +352,39 @@ impl Agent {
         }
     }
 
-    /// Drains pid_events (clearing the wake-up latch first, so a request
-    /// arriving meanwhile wakes us again) and syncs what was asked.
+    /// Serves the requests read from the rings this turn: their keys leave
+    /// pid_events (one batch) and their pids are queued. Then, if the BPF
+    /// side raised the latch (a request no record carries), drains
+    /// pid_events. The cost grows with the records, not with the map.
+    fn serve_records(&mut self) {
+        if !self.records.is_empty() {
+            let mut keys = std::mem::take(&mut self.records);
+            keys.sort_unstable();
+            keys.dedup();
+            if let Err(e) = self.pm.delete_requests(&keys) {
+                log::warn!("{e} (left to the request sweep)");
+            }
+            add(&COUNTERS.requests_recorded, keys.len() as u64);
+            for k in &keys {
+                self.request((k >> 32) as u32);
+            }
+            keys.clear();
+            self.records = keys;
+        }
+        match self.loaded.latch_raised() {
+            Ok(false) => {}
+            Ok(true) => self.drain_requests(),
+            Err(e) => {
+                log::warn!("{e}");
+                self.drain_requests();
+            }
+        }
+    }
+
+    /// Drains pid_events (clearing the latch first, so a request that
+    /// misses its record meanwhile raises it again) and syncs what was
+    /// asked: on start, after lost records, when the latch is raised and
+    /// on the request sweep.
     fn drain_requests(&mut self) {
         let _ = self.loaded.clear_latch();
         let pids = self.pm.take_requests().unwrap_or_else(|e| {
@@ -384,17 +420,24 @@ impl Agent {
     }
 
     fn read_rings(&mut self, cpu: u32) {
-        let mut lost = 0u64;
+        let (mut lost, mut malformed) = (0u64, 0u64);
+        let records = &mut self.records;
         if let Some(ring) = self.rings.get_mut(cpu) {
-            ring.read(|rec| {
-                if let Record::Lost(n) = rec {
-                    lost += n;
-                }
+            ring.read(|rec| match rec {
+                Record::Sample(raw) => match ReportEvent::parse(raw) {
+                    Some(ev) => records.push(ev.key()),
+                    None => malformed += 1,
+                },
+                Record::Lost(n) => lost += n,
+                Record::Other(_) => {}
             });
         }
-        if lost > 0 {
-            add(&COUNTERS.lost_records, lost);
-            log::info!("{lost} perf records lost: re-syncing everything");
+        if lost > 0 || malformed > 0 {
+            add(&COUNTERS.lost_records, lost + malformed);
+            log::info!(
+                "{} perf records lost ({malformed} malformed): re-syncing everything",
+                lost + malformed
+            );
             self.resync_all = true;
         }
     }
@@ -500,9 +543,10 @@ impl Agent {
         let mut events = Events::with_capacity(256);
         let mut next_metrics = Instant::now() + self.cfg.metrics_interval;
         let mut next_sweep = Instant::now() + self.cfg.sweep_interval;
+        let mut next_request_sweep = Instant::now() + self.cfg.request_sweep_interval;
         while self.ended.is_none() {
             let now = Instant::now();
-            let mut deadline = next_metrics;
+            let mut deadline = next_metrics.min(next_request_sweep);
             if let Some(at) = self.sink.as_ref().and_then(|s| s.next_turn()) {
                 deadline = deadline.min(at);
             }
@@ -551,8 +595,9 @@ impl Agent {
             if self.resync_all {
                 self.resync_all = false;
                 self.resync_everything();
-            } else if requests {
-                self.drain_requests();
+            }
+            if requests {
+                self.serve_records();
             }
             for pid in exited {
                 self.exit(pid);
@@ -573,6 +618,11 @@ impl Agent {
                 self.work(woke + WORK_SLICE);
             }
             let now = Instant::now();
+            if now >= next_request_sweep {
+                // requests other writers put in pid_events without a record
+                next_request_sweep = now + self.cfg.request_sweep_interval;
+                self.drain_requests();
+            }
             if now >= next_sweep {
                 next_sweep = now + self.cfg.sweep_interval;
                 for pid in self.pm.sweep() {

@@ -16,6 +16,21 @@ pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
+/// User and kernel CPU time of a process in clock ticks: fields 14
+/// (utime) and 15 (stime) of /proc/PID/stat.
+pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat)
+}
+
+/// Fields 14 and 15 of the text of /proc/PID/stat.
+pub fn parse_cpu_ticks(stat: &[u8]) -> Option<(u64, u64)> {
+    let close = stat.iter().rposition(|&c| c == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let mut f = rest.split_ascii_whitespace().skip(11);
+    Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -26,6 +41,8 @@ mod tests {
             b"1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 ".to_vec();
         stat.extend_from_slice(b"987654 10000000 200 18446744073709551615\n");
         assert_eq!(parse_start_time(&stat), Some(987654));
+        assert_eq!(parse_cpu_ticks(&stat), Some((1, 2)));
+        assert_eq!(parse_cpu_ticks(b"1 (x) S 1 1 1 0 -1 0 0 0 0 0 7"), None);
         assert_eq!(parse_start_time(b"garbage"), None);
         assert_eq!(parse_start_time(b"1 (x) S 1"), None);
         let me = start_time(std::process::id()).expect("own start time");
