@@ -763,6 +763,11 @@ impl ProcessManager {
                     self.retire(pid);
                 }
             }
+            // tracked with a pidfd that has not fired: the same process,
+            // whose start time is known (no /proc/PID/stat to read)
+            if let Some(p) = self.procs.get(&pid).filter(|p| p.pidfd.is_some()) {
+                break (false, None, p.start_time);
+            }
             let new = !self.procs.contains_key(&pid);
             let fresh_fd = if new {
                 match pidfd::pidfd_open(pid) {
