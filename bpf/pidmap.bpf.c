@@ -176,6 +176,11 @@ int BPF_PROG(pidmap_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (!cfg || child->pid != child->tgid)
 		return 0; /* a new thread shares its process's mappings */
+	/* A child sharing its parent's address space (vfork, posix_spawn)
+	 * has no mappings of its own until it execs, and its exec asks for
+	 * the sync: a request now would sync the parent's maps for nothing. */
+	if (child->mm == parent->mm)
+		return 0;
 	if (cfg->track_all || (cfg->track_children && is_known(parent->tgid)))
 		request_sync(ctx, child->tgid, child->pid);
 	return 0;

@@ -258,3 +258,66 @@ fn requests_whose_records_were_lost_are_all_served() {
     drop(f);
     a.stop();
 }
+
+/// A python3 parent that, on a line on its stdin, starts `n` children the
+/// way posix_spawn does (sharing its address space, vfork) whose exec
+/// fails, then forks one child that waits on a pipe, and prints that
+/// child's pid; the next line lets it go.
+const SPAWNER: &str = r#"
+import os, sys
+n = int(sys.argv[1])
+r, w = os.pipe()
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(n):
+    try:
+        os.posix_spawn("/nonexistent/pidmap-test", ["x"], {})
+    except OSError:
+        pass
+p = os.fork()
+if p == 0:
+    os.close(w)
+    os.read(r, 1)
+    os._exit(0)
+print(p, flush=True)
+sys.stdin.readline()
+os.close(w)
+os.waitpid(p, 0)
+print("done", flush=True)
+sys.stdin.readline()
+"#;
+
+#[test]
+fn a_child_sharing_its_parents_address_space_asks_for_no_sync_before_exec() {
+    if !common::bpf_available() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = common::spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", SPAWNER, "20"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let stdin = child.stdin.take().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut f = Forker { child, stdin, out };
+    assert_eq!(f.line(), "ready");
+    let a = start("vfork", |c| c.mode = Mode::Pids(vec![f.pid()]));
+    assert!(a.handle.when_tracked(f.pid(), WAIT));
+    // held: what the BPF side requests stays in pid_events
+    let pause = a.handle.pause();
+    let kid: u32 = f.fork()[0];
+    let keys = pending(&a.events());
+    drop(pause);
+    assert_eq!(
+        keys,
+        vec![(u64::from(kid) << 32) | u64::from(kid)],
+        "only the forked child asked (the 20 vfork children never exec'd)"
+    );
+    assert!(a.handle.when_tracked(kid, WAIT));
+    f.release();
+    assert!(a.handle.when_gone(kid, WAIT));
+    drop(f);
+    a.stop();
+}

@@ -804,7 +804,11 @@ impl ProcessManager {
         };
         let uid = match self.procs.get(&pid) {
             Some(p) => p.uid,
-            None => match crate::proc::status::real_uid(pid) {
+            None => match fresh_fd
+                .as_ref()
+                .and_then(|fd| pidfd::real_uid(fd.as_fd()))
+                .or_else(|| crate::proc::status::real_uid(pid))
+            {
                 Some(u) => u,
                 None => return Err(SyncOutcome::Gone),
             },
