@@ -289,10 +289,8 @@ impl Agent {
     }
 
     fn exit(&mut self, pid: u32) {
-        if let Some(fd) = self.pm.pidfd(pid) {
-            let raw = fd.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-        }
+        // no epoll_ctl(DEL): the process leaves the model now and its
+        // pidfd, closed with it, leaves the epoll set by itself
         // the keys go in steps; waiters hear of it once they are gone
         if !self.pm.exit_later(pid) {
             self.notify_gone(pid);
