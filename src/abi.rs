@@ -113,15 +113,24 @@ pub const MAX_KERNEL_FRAMES: usize = 127;
 pub struct ReportEvent {
     pub pid: u32,
     pub tid: u32,
+    /// The process's start_boottime (ns) at the request.
+    pub start_ns: u64,
+    /// The inode of its struct pid in pidfs (0 before Linux 6.9).
+    pub pid_ino: u64,
 }
 
 impl ReportEvent {
     /// The record's raw bytes (the BPF side's `struct report_event`);
     /// `None` when it is shorter.
     pub fn parse(raw: &[u8]) -> Option<ReportEvent> {
-        let pid = u32::from_ne_bytes(raw.get(0..4)?.try_into().ok()?);
-        let tid = u32::from_ne_bytes(raw.get(4..8)?.try_into().ok()?);
-        Some(ReportEvent { pid, tid })
+        let u32_at = |o: usize| Some(u32::from_ne_bytes(raw.get(o..o + 4)?.try_into().ok()?));
+        let u64_at = |o: usize| Some(u64::from_ne_bytes(raw.get(o..o + 8)?.try_into().ok()?));
+        Some(ReportEvent {
+            pid: u32_at(0)?,
+            tid: u32_at(4)?,
+            start_ns: u64_at(8)?,
+            pid_ino: u64_at(16)?,
+        })
     }
 
     /// Its key in pid_events: pid << 32 | tid.
@@ -329,6 +338,8 @@ mod tests {
             ),
             f!("report_event", "pid", ReportEvent, pid),
             f!("report_event", "tid", ReportEvent, tid),
+            f!("report_event", "start_ns", ReportEvent, start_ns),
+            f!("report_event", "pid_ino", ReportEvent, pid_ino),
             f!("request_state", "last_ns", RequestState, last_ns),
             f!("request_state", "gap_ns", RequestState, gap_ns),
             f!("request_state", "count", RequestState, count),
@@ -513,9 +524,17 @@ mod tests {
     fn report_events_parse_to_their_pid_events_key() {
         let mut raw = 7u32.to_ne_bytes().to_vec();
         raw.extend(9u32.to_ne_bytes());
+        raw.extend(11u64.to_ne_bytes());
+        raw.extend(13u64.to_ne_bytes());
         let ev = ReportEvent::parse(&raw).unwrap();
-        assert_eq!(ev, ReportEvent { pid: 7, tid: 9 });
+        let want = ReportEvent {
+            pid: 7,
+            tid: 9,
+            start_ns: 11,
+            pid_ino: 13,
+        };
+        assert_eq!(ev, want);
         assert_eq!(ev.key(), 7 << 32 | 9);
-        assert_eq!(ReportEvent::parse(&raw[..7]), None);
+        assert_eq!(ReportEvent::parse(&raw[..23]), None);
     }
 }

@@ -8,6 +8,7 @@
 mod common;
 
 use common::{Guarded, WAIT};
+use pidmap::abi::{MappingInfo, PidPage};
 use pidmap::agent::{self, AgentConfig, AgentHandle, Mode};
 use pidmap::sys::bpf::{MapHandle, BPF_NOEXIST};
 use std::io::{BufRead, BufReader, Write};
@@ -191,6 +192,19 @@ fn requests_of_the_bpf_programs_are_served_without_scanning_pid_events() {
     for p in &kids {
         assert!(a.handle.when_tracked(*p, WAIT), "child {p} not tracked");
     }
+    // each marker holds its process's start time as /proc tells it (the
+    // sync took it from the record, the pidfd being the requester's)
+    let trie = MapHandle::from_pin(&a.pins.join(pidmap::abi::TRIE_NAME)).unwrap();
+    for p in &kids {
+        let marker: Option<MappingInfo> = trie.lookup(&PidPage::marker(*p)).unwrap();
+        assert_eq!(
+            marker.map(|m| m.bias()),
+            pidmap::process::start_time(*p),
+            "the marker of child {p}"
+        );
+    }
+    let report = a.handle.audit().unwrap().unwrap();
+    assert!(report.clean(), "{}", report.to_text());
     f.release();
     for p in &kids {
         assert!(a.handle.when_gone(*p, WAIT), "child {p} still tracked");

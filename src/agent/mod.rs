@@ -92,9 +92,9 @@ pub struct Agent {
     sink: Option<Box<dyn SampleSink>>,
     files: FileWorkers,
     resync_all: bool,
-    /// pid_events keys of the requests read from the request rings this
-    /// turn (a buffer kept across turns).
-    records: Vec<u64>,
+    /// The requests read from the request rings this turn (a buffer kept
+    /// across turns).
+    records: Vec<ReportEvent>,
     loop_hist: Histogram,
 }
 
@@ -356,18 +356,23 @@ impl Agent {
     /// pid_events. The cost grows with the records, not with the map.
     fn serve_records(&mut self) {
         if !self.records.is_empty() {
-            let mut keys = std::mem::take(&mut self.records);
-            keys.sort_unstable();
-            keys.dedup();
+            let mut records = std::mem::take(&mut self.records);
+            records.sort_unstable_by_key(|r| r.key());
+            records.dedup_by_key(|r| r.key());
+            let keys: Vec<u64> = records.iter().map(|r| r.key()).collect();
             if let Err(e) = self.pm.delete_requests(&keys) {
                 log::warn!("{e} (left to the request sweep)");
             }
             add(&COUNTERS.requests_recorded, keys.len() as u64);
-            for k in &keys {
-                self.request((k >> 32) as u32);
+            let ns_per_tick = 1_000_000_000 / sysproc::clock_ticks();
+            for r in &records {
+                // what the BPF side saw of the process: its start time in
+                // the clock ticks of /proc/PID/stat, and its pidfs inode
+                let seen = (r.pid_ino != 0).then_some((r.start_ns / ns_per_tick, r.pid_ino));
+                self.pm.request_seen(r.pid, seen);
             }
-            keys.clear();
-            self.records = keys;
+            records.clear();
+            self.records = records;
         }
         match self.loaded.latch_raised() {
             Ok(false) => {}
@@ -423,7 +428,7 @@ impl Agent {
         if let Some(ring) = self.rings.get_mut(cpu) {
             ring.read(|rec| match rec {
                 Record::Sample(raw) => match ReportEvent::parse(raw) {
-                    Some(ev) => records.push(ev.key()),
+                    Some(ev) => records.push(ev),
                     None => malformed += 1,
                 },
                 Record::Lost(n) => lost += n,

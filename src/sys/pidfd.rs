@@ -68,6 +68,21 @@ pub fn real_uid(fd: BorrowedFd<'_>) -> Option<u32> {
     (r == 0 && info.mask & PIDFD_INFO_CREDS != 0).then_some(info.ruid)
 }
 
+/// The inode of a pidfd: on pidfs (Linux 6.9) the inode of its process's
+/// struct pid, unique for the boot (a reused pid number has another).
+pub fn inode(fd: BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a whole struct stat into the live local on
+    // success, and only then is it read.
+    unsafe {
+        if libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        Some(st.assume_init().st_ino)
+    }
+}
+
 /// Whether a pidfd is readable now (its process has exited):
 /// `poll(fd, POLLIN, 0)`.
 pub fn exited(fd: BorrowedFd<'_>) -> bool {

@@ -194,6 +194,8 @@ struct Job {
     /// pidfd and start time of a process not yet tracked.
     fresh_fd: Option<OwnedFd>,
     start_time: u64,
+    /// Start time and pidfs inode the BPF side saw with the request.
+    seen: Option<(u64, u64)>,
     uid: u32,
     added: usize,
     removed: usize,
@@ -207,6 +209,7 @@ impl Job {
             new: false,
             fresh_fd: None,
             start_time: 0,
+            seen: None,
             uid: 0,
             added: 0,
             removed: 0,
@@ -548,6 +551,18 @@ impl ProcessManager {
         }
     }
 
+    /// [`ProcessManager::request`] with what the BPF side saw of the
+    /// process (start time, pidfs inode): a sync of a new process whose
+    /// pidfd has that inode takes that start time instead of reading it.
+    pub fn request_seen(&mut self, pid: u32, seen: Option<(u64, u64)>) {
+        self.request(pid);
+        if let Some(j) = self.jobs.get_mut(&pid) {
+            if matches!(j.phase, Phase::Start) {
+                j.seen = seen.or(j.seen);
+            }
+        }
+    }
+
     /// Whether syncs or deletions of exited processes are queued.
     pub fn has_work(&self) -> bool {
         !self.queue.is_empty() || !self.dying.is_empty()
@@ -783,7 +798,12 @@ impl ProcessManager {
             } else {
                 None
             };
-            let Some(start) = start_time(pid) else {
+            // the process the request came from, if the pidfd is its own
+            let seen = fresh_fd.as_ref().and_then(|fd| {
+                let (start, ino) = self.jobs.get(&pid)?.seen?;
+                (pidfd::inode(fd.as_fd()) == Some(ino)).then_some(start)
+            });
+            let Some(start) = seen.or_else(|| start_time(pid)) else {
                 if !new {
                     self.retire(pid);
                 }
