@@ -7,7 +7,15 @@ BIN := $(TARGET_DIR)/release/pidmap
 TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := $(TARGET_DIR)/$(TARGET)/release/pidmap
 
-.PHONY: setup setup-test build static run test bench lint
+# `make install`: where the binary and the unit go (DESTDIR for staging).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+UNITDIR ?= /etc/systemd/system
+DESTDIR ?=
+# the binary installed: the static one (built by `make static` when missing)
+INSTALL_BIN ?= $(STATIC_BIN)
+
+.PHONY: setup setup-test build static run test bench lint install
 
 # What building needs; the tests need more (scripts/setup test).
 setup:
@@ -40,3 +48,16 @@ bench: setup-test build static
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+
+$(STATIC_BIN):
+	$(MAKE) static
+
+# The static binary to $(BINDIR), the unit to $(UNITDIR) with ExecStart
+# pointing at the installed binary; then `systemctl daemon-reload` and
+# `systemctl enable --now pidmap`.
+install: $(INSTALL_BIN)
+	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/pidmap
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|^ExecStart=/usr/local/bin/pidmap |ExecStart=$(BINDIR)/pidmap |' scripts/systemd/pidmap.service > $(DESTDIR)$(UNITDIR)/pidmap.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/pidmap.service.tmp
+	mv $(DESTDIR)$(UNITDIR)/pidmap.service.tmp $(DESTDIR)$(UNITDIR)/pidmap.service

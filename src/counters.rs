@@ -72,8 +72,12 @@ counters! {
     inputs_refused: "command inputs refused (diff: over --max-input or the line cap, not a file or pipe; bench --keys over memory)",
     keys_over_budget: "keys not inserted because their process or uid was over its budget",
     processes_over_budget: "processes tracked partially because of a budget",
-    sync_steps: "steps of chunked syncs (maps read, deletes, inserts)",
+    sync_steps: "steps of chunked syncs (start, plan, deletes, inserts)",
     warnings_suppressed: "warning lines suppressed by the rate limit",
+    maps_reads_timed_out: "/proc/PID/maps reads past their deadline on the maps worker (a stall, counted against the process's uid)",
+    maps_reads_refused: "/proc/PID/maps reads refused (the uid stalled reads before, or too many stuck maps workers)",
+    maps_workers_abandoned: "maps worker threads abandoned while stuck in a read",
+    syncs_unreadable: "process syncs skipped: the maps could not be read (EACCES, EPERM, ESRCH)",
     requests_recorded: "sync requests served from their record on the request ring",
     request_drains: "scans of pid_events (latch raised, records lost, periodic request sweep)",
 }

@@ -53,13 +53,21 @@ impl fmt::Display for Error {
         match self {
             Error::Msg(m) => f.write_str(m),
             Error::Sys(e) => {
-                let hint = match e.errno() {
-                    libc::EPERM | libc::EACCES => {
-                        " (run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE)"
+                write!(f, "{e}")?;
+                if matches!(e.errno(), libc::EPERM | libc::EACCES) {
+                    // only when privileges can be the cause: as root, a
+                    // refusal has another reason and the hint would mislead
+                    let missing = crate::sys::caps::missing();
+                    if !missing.is_empty() {
+                        write!(
+                            f,
+                            " (run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE; \
+                             this process lacks {})",
+                            missing.join(", ")
+                        )?;
                     }
-                    _ => "",
-                };
-                write!(f, "{e}{hint}")
+                }
+                Ok(())
             }
             Error::Io(e) => write!(f, "{e}"),
             Error::Context { what, source } => write!(f, "{what}: {source}"),
@@ -106,7 +114,12 @@ mod tests {
             text.starts_with("loading the BPF object: bpf(MAP_CREATE) on trie: "),
             "{text}"
         );
-        assert!(text.contains("run as root"), "{text}");
+        // the hint is there exactly when a capability is missing
+        assert_eq!(
+            text.contains("run as root"),
+            !crate::sys::caps::missing().is_empty(),
+            "{text}"
+        );
         assert_eq!(e.errno(), Some(libc::EPERM));
         let sys = e.source().and_then(|s| s.source()).expect("the SysError");
         assert!(sys.downcast_ref::<SysError>().is_some());

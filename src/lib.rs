@@ -28,7 +28,9 @@ pub mod ratelimit;
 pub mod rng;
 pub mod sampler;
 pub mod sys;
+pub mod text;
 pub mod tracker;
+pub mod worker;
 
 // The paths of the flat layout that tests/ and the command-line parser
 // still use; they go once those are updated.

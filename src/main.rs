@@ -18,10 +18,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // `audit --json`: an error is also a JSON object on stdout, so a
+    // consumer that parses stdout always gets JSON
+    let json = matches!(cmd, Cmd::Audit { json: true, .. });
     match run(cmd) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("pidmap: error: {e}");
+            if json {
+                let _ = print(&format!(
+                    "{{\"error\":\"{}\"}}\n",
+                    pidmap::text::json_escape(&e.to_string())
+                ));
+            }
             ExitCode::from(2)
         }
     }

@@ -322,7 +322,7 @@ fn sighup_resyncs_and_sigterm_stops_cleanly() {
             .stderr(Stdio::piped()),
     );
     let mut err = common::Lines::new(a.stderr.take().unwrap());
-    err.expect("serving: 1 processes tracked", WAIT);
+    err.expect("serving: 1 process tracked", WAIT);
     let trie = MapHandle::from_pin(&pins.join(pidmap::abi::TRIE_NAME)).unwrap();
     assert!(common::keys_match(&trie, pid));
     // a library mapped while the agent is not looking: no event says so

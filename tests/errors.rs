@@ -189,10 +189,15 @@ fn missing_privileges_say_which_capabilities() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("Operation not permitted"), "{err}");
+    // root without capabilities: privileges are the cause, and said first
     assert!(
-        err.contains("CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"),
+        err.contains(
+            "needs root, or the capabilities CAP_BPF and CAP_PERFMON, which this process \
+             (uid 0) lacks"
+        ),
         "{err}"
     );
+    assert!(!err.contains("BTF"), "{err}");
     let _ = std::fs::remove_dir(&pins);
 }
 
@@ -461,8 +466,9 @@ fn failed_forks_and_threads_are_named() {
     }
     let cg = PidsCgroup::new("forks");
     let pins = common::pin_dir("forks");
+    // the agent and its maps worker thread: the command's fork fails
     let (_, code, err) = cg.run(
-        1,
+        2,
         &[
             "run",
             "--pin-dir",
@@ -477,13 +483,15 @@ fn failed_forks_and_threads_are_named() {
         "{err}"
     );
     assert!(!pins.exists(), "{err}");
-    // tasks in the cgroup: the bench, the agent, the log drain thread,
-    // the reaper thread, then the first workload process
+    // tasks in the cgroup: the bench, the agent, the agent's maps worker
+    // thread (started before it serves), the log drain thread, the reaper
+    // thread, then the first workload process
     for (max, what) in [
         (1, "bench churn: starting the agent (pidmap run): Resource temporarily unavailable"),
-        (2, "bench churn: spawning the log drain thread: Resource temporarily unavailable"),
-        (3, "bench churn: spawning the reaper thread: Resource temporarily unavailable"),
-        (4, "bench churn: starting workload process 1 (/bin/sleep): Resource temporarily unavailable"),
+        (2, "spawning the maps worker thread (pidmap-maps): Resource temporarily unavailable"),
+        (3, "bench churn: spawning the log drain thread: Resource temporarily unavailable"),
+        (4, "bench churn: spawning the reaper thread: Resource temporarily unavailable"),
+        (5, "bench churn: starting workload process 1 (/bin/sleep): Resource temporarily unavailable"),
     ] {
         let (pid, code, err) = cg.run(
             max,

@@ -75,7 +75,7 @@ fn the_agent_serves_with_only_the_units_capabilities() {
     let st = agent.wait().unwrap();
     let seen = serving.unwrap_or_else(|seen| panic!("no serving line: {seen}"));
     let line = seen.lines().last().unwrap();
-    assert!(line.contains("serving: 1 processes tracked"), "{line}");
+    assert!(line.contains("serving: 1 process tracked"), "{line}");
     assert!(!line.contains(" 0 keys"), "{line}");
     assert_eq!(st.code(), Some(0), "{seen}");
     assert!(!pins.exists());

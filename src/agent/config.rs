@@ -2,6 +2,7 @@
 //! budgets and the loop's intervals.
 
 use super::files::{self, FilesConfig};
+use crate::maps::engine::ResumePolicy;
 use crate::maps::loader;
 use crate::maps::tables::DeleteStrategy;
 use crate::tracker::budget::Budgets;
@@ -56,6 +57,8 @@ pub struct AgentConfig {
     /// Data pages per report ring (a power of two).
     pub ring_pages: usize,
     pub delete_strategy: DeleteStrategy,
+    /// What the engine does with the rest of a chunk after a stop.
+    pub delete_policy: ResumePolicy,
     pub sweep_interval: Duration,
     /// How often pid_events is drained whatever the records say: the
     /// longest a request written there without a record (another program,
@@ -90,6 +93,7 @@ impl Default for AgentConfig {
             max_entries: crate::abi::TRIE_MAX_ENTRIES,
             ring_pages: DEFAULT_RING_PAGES,
             delete_strategy: DeleteStrategy::Resume,
+            delete_policy: ResumePolicy::Batch,
             sweep_interval: Duration::from_secs(10),
             request_sweep_interval: REQUEST_SWEEP_INTERVAL,
             signals: false,

@@ -2,18 +2,14 @@
 //! mapped file's contents, so nothing a user does to a file can stall the
 //! event loop (DESIGN §5, §9).
 //!
-//! The loop submits jobs (a mapping: pid, range, device, inode, path) over
-//! a crossbeam channel; results come back over another, and the worker
-//! wakes the loop through the agent's `mio::Waker` (mio allows one per
-//! Poll: control commands and file results share it, and the loop drains
-//! both). The loop never waits for the worker.
-//!
-//! Each job has a deadline, counted from the moment the worker starts it.
-//! A job past it is failed, and its (device, inode) is never tried again.
-//! The worker stuck in it (an open or read blocked on a hostile FUSE
-//! mount, say) is abandoned: the thread is left detached, whatever it
-//! answers later is dropped, and a fresh worker takes the jobs that were
-//! queued behind. After a few abandoned workers, file jobs are refused.
+//! The thread is a [`crate::worker::Pool`]: the loop submits jobs (a
+//! mapping: pid, range, device, inode, path) and never waits; answers wake
+//! it through the agent's `mio::Waker`. Each job has a deadline, counted
+//! from the moment the worker starts it. A job past it is failed, and its
+//! (device, inode) is never tried again; the thread stuck in it (an open
+//! or read blocked on a hostile FUSE mount, say) is abandoned, and a fresh
+//! one takes the jobs queued behind. While a few abandoned threads are
+//! stuck, file jobs are refused.
 //!
 //! The worker opens files only through `sys::safe_open` (map_files first,
 //! regular files with the maps line's identity only, never a FIFO or a
@@ -22,11 +18,10 @@
 use crate::counters::{add, COUNTERS};
 use crate::sampler::symbolize::ElfSymbols;
 use crate::sys::safe_open::{self, MappedFile, OpenOutcome};
-use crossbeam_channel::{Receiver, Sender};
+use crate::worker::{Event, Pool, PoolConfig, Work};
 use mio::Waker;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The worker's settings.
@@ -107,64 +102,31 @@ pub enum Submitted {
     Refused,
 }
 
-struct Finished {
-    job: u64,
-    symbols: Option<ElfSymbols>,
-}
-
-struct Job {
-    id: u64,
-    mapping: MappedFile,
-}
-
-/// What the worker is doing: the job it started, and when.
-type Running = Arc<Mutex<Option<(u64, Instant)>>>;
-
-struct Worker {
-    tx: Sender<Job>,
-    running: Running,
-    abandoned: Arc<AtomicBool>,
-}
-
-struct Pending {
-    file_id: u64,
-    mapping: MappedFile,
-}
-
-/// The loop's side of the file worker (see the module doc).
+/// The loop's side of the file worker (see the module doc): a [`Pool`]
+/// of one thread, the files that failed, the counters.
 pub struct FileWorkers {
-    cfg: FilesConfig,
-    reader: Reader,
-    waker: Option<Arc<Waker>>,
-    results_tx: Sender<Finished>,
-    results_rx: Receiver<Finished>,
-    worker: Option<Worker>,
-    abandoned: usize,
+    pool: Pool<MappedFile, Option<ElfSymbols>>,
     next_job: u64,
-    outstanding: BTreeMap<u64, Pending>,
+    /// The file id and mapping of each outstanding job.
+    outstanding: BTreeMap<u64, (u64, MappedFile)>,
     /// (device, inode) of files whose job timed out: never retried.
     failed: HashSet<(u64, u64)>,
-    /// A worker thread could not be created (e.g. a pids cgroup at its
-    /// limit): no more attempts.
-    spawn_failed: bool,
 }
 
 impl FileWorkers {
     /// No thread starts until the first job.
     pub fn new(cfg: FilesConfig, reader: Reader, waker: Option<Arc<Waker>>) -> FileWorkers {
-        let (results_tx, results_rx) = crossbeam_channel::unbounded();
+        let pool_cfg = PoolConfig {
+            name: "pidmap-files",
+            deadline: cfg.deadline,
+            max_abandoned: cfg.max_abandoned,
+        };
+        let work: Work<MappedFile, Option<ElfSymbols>> = Arc::new(move |m| reader(&m));
         FileWorkers {
-            cfg,
-            reader,
-            waker,
-            results_tx,
-            results_rx,
-            worker: None,
-            abandoned: 0,
+            pool: Pool::new(pool_cfg, work, waker),
             next_job: 1,
             outstanding: BTreeMap::new(),
             failed: HashSet::new(),
-            spawn_failed: false,
         }
     }
 
@@ -175,183 +137,70 @@ impl FileWorkers {
 
     /// Worker threads abandoned so far.
     pub fn abandoned(&self) -> usize {
-        self.abandoned
+        self.pool.abandoned()
     }
 
     /// Asks for the symbols of one mapping's file.
     pub fn submit(&mut self, file_id: u64, mapping: MappedFile) -> Submitted {
+        let id = self.next_job;
+        self.next_job += 1;
         if self.failed.contains(&(mapping.dev, mapping.ino))
-            || self.abandoned >= self.cfg.max_abandoned
+            || !self.pool.submit(id, mapping.clone())
         {
             add(&COUNTERS.file_jobs_refused, 1);
             return Submitted::Refused;
         }
-        let id = self.next_job;
-        self.next_job += 1;
-        if !self.send(id, mapping.clone()) {
-            add(&COUNTERS.file_jobs_refused, 1);
-            return Submitted::Refused;
-        }
-        self.outstanding.insert(id, Pending { file_id, mapping });
+        self.outstanding.insert(id, (file_id, mapping));
         Submitted::Queued
-    }
-
-    fn send(&mut self, id: u64, mapping: MappedFile) -> bool {
-        if self.worker.is_none() {
-            if self.spawn_failed {
-                return false;
-            }
-            self.worker = self.spawn();
-            // said once: files are not read from now on
-            self.spawn_failed = self.worker.is_none();
-        }
-        match &self.worker {
-            Some(w) => w.tx.send(Job { id, mapping }).is_ok(),
-            None => false,
-        }
-    }
-
-    fn spawn(&self) -> Option<Worker> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let running: Running = Arc::default();
-        let abandoned = Arc::new(AtomicBool::new(false));
-        let (r, a) = (running.clone(), abandoned.clone());
-        let results = self.results_tx.clone();
-        let waker = self.waker.clone();
-        let reader = self.reader.clone();
-        let spawned = std::thread::Builder::new()
-            .name("pidmap-files".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    if a.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if let Ok(mut g) = r.lock() {
-                        *g = Some((job.id, Instant::now()));
-                    }
-                    // a parser bug must not take the worker down
-                    let symbols = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        reader(&job.mapping)
-                    }))
-                    .ok()
-                    .flatten();
-                    if let Ok(mut g) = r.lock() {
-                        *g = None;
-                    }
-                    if a.load(Ordering::Acquire) {
-                        return; // the loop has given up on this thread
-                    }
-                    if results
-                        .send(Finished {
-                            job: job.id,
-                            symbols,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if let Some(w) = &waker {
-                        let _ = w.wake();
-                    }
-                }
-            });
-        match spawned {
-            Ok(_) => Some(Worker {
-                tx,
-                running,
-                abandoned,
-            }),
-            Err(e) => {
-                log::warn!("spawning the file worker thread: {e}: files are not read");
-                None
-            }
-        }
     }
 
     /// Finished jobs, and jobs failed because the worker is stuck past the
     /// deadline (that worker is abandoned). Never blocks.
     pub fn collect(&mut self, now: Instant) -> Vec<Done> {
+        let events = self.pool.collect(now);
+        self.take(events)
+    }
+
+    fn take(&mut self, events: Vec<Event<Option<ElfSymbols>>>) -> Vec<Done> {
         let mut out = Vec::new();
-        while let Ok(f) = self.results_rx.try_recv() {
-            if let Some(p) = self.outstanding.remove(&f.job) {
-                out.push(Done {
-                    file_id: p.file_id,
-                    symbols: f.symbols,
-                });
+        for ev in events {
+            let (id, symbols) = match ev {
+                Event::Done(id, symbols) => (id, symbols),
+                Event::TimedOut(id) => {
+                    add(&COUNTERS.file_jobs_timed_out, 1);
+                    add(&COUNTERS.file_workers_abandoned, 1);
+                    if let Some((_, m)) = self.outstanding.get(&id) {
+                        crate::warn_limited!(
+                            "file job timed out",
+                            "pid {}: reading {} took more than {:?}: given up, never retried",
+                            m.pid,
+                            m.path,
+                            self.pool.config().deadline
+                        );
+                        self.failed.insert((m.dev, m.ino));
+                    }
+                    (id, None)
+                }
+                Event::Refused(id) => {
+                    add(&COUNTERS.file_jobs_refused, 1);
+                    (id, None)
+                }
+                Event::Panicked(id) => {
+                    add(&COUNTERS.files_failed, 1);
+                    (id, None)
+                }
+            };
+            if let Some((file_id, _)) = self.outstanding.remove(&id) {
+                out.push(Done { file_id, symbols });
             }
         }
-        self.check_stuck(now, &mut out);
         out
     }
 
     /// When the loop must look again (a running job's deadline), if any job
     /// is outstanding.
     pub fn next_check(&self, now: Instant) -> Option<Instant> {
-        if self.outstanding.is_empty() {
-            return None;
-        }
-        let started = self
-            .worker
-            .as_ref()
-            .and_then(|w| w.running.try_lock().ok().and_then(|g| *g))
-            .map(|(_, t)| t);
-        // the next job may start any moment: look again one deadline from now
-        Some(started.unwrap_or(now) + self.cfg.deadline)
-    }
-
-    fn check_stuck(&mut self, now: Instant, out: &mut Vec<Done>) {
-        let Some(w) = &self.worker else { return };
-        let Some((job, started)) = w.running.try_lock().ok().and_then(|g| *g) else {
-            return;
-        };
-        if now < started + self.cfg.deadline || !self.outstanding.contains_key(&job) {
-            return;
-        }
-        // the worker is stuck in `job`: fail it for good, leave the thread
-        let p = self.outstanding.remove(&job).expect("checked above");
-        add(&COUNTERS.file_jobs_timed_out, 1);
-        log::warn!(
-            "pid {}: reading {} took more than {:?}: given up, never retried",
-            p.mapping.pid,
-            p.mapping.path,
-            self.cfg.deadline
-        );
-        self.failed.insert((p.mapping.dev, p.mapping.ino));
-        out.push(Done {
-            file_id: p.file_id,
-            symbols: None,
-        });
-        if let Some(w) = self.worker.take() {
-            w.abandoned.store(true, Ordering::Release);
-        }
-        self.abandoned += 1;
-        add(&COUNTERS.file_workers_abandoned, 1);
-        // the jobs queued behind go to a fresh worker, or are refused
-        let rest: Vec<(u64, MappedFile)> = self
-            .outstanding
-            .iter()
-            .map(|(id, p)| (*id, p.mapping.clone()))
-            .collect();
-        for (id, mapping) in rest {
-            let refused = self.failed.contains(&(mapping.dev, mapping.ino))
-                || self.abandoned >= self.cfg.max_abandoned
-                || !self.send(id, mapping);
-            if refused {
-                if let Some(p) = self.outstanding.remove(&id) {
-                    add(&COUNTERS.file_jobs_refused, 1);
-                    out.push(Done {
-                        file_id: p.file_id,
-                        symbols: None,
-                    });
-                }
-            }
-        }
-        if self.abandoned >= self.cfg.max_abandoned {
-            log::warn!(
-                "{} file worker threads stuck: no more files are read",
-                self.abandoned
-            );
-        }
+        self.pool.next_check(now)
     }
 
     /// Waits for the outstanding jobs, each at most to its deadline, and
@@ -359,29 +208,15 @@ impl FileWorkers {
     pub fn finish(&mut self, bound: Duration) -> Vec<Done> {
         let end = Instant::now() + bound;
         let mut out = Vec::new();
-        loop {
-            let now = Instant::now();
-            out.extend(self.collect(now));
-            if self.outstanding.is_empty() || now >= end {
-                break;
-            }
-            let until = self.next_check(now).unwrap_or(end).min(end);
-            if let Ok(f) = self
-                .results_rx
-                .recv_timeout(until.saturating_duration_since(now))
-            {
-                if let Some(p) = self.outstanding.remove(&f.job) {
-                    out.push(Done {
-                        file_id: p.file_id,
-                        symbols: f.symbols,
-                    });
-                }
-            }
+        while !self.outstanding.is_empty() && Instant::now() < end {
+            let events = self.pool.wait(end);
+            out.extend(self.take(events));
         }
-        for (_, p) in std::mem::take(&mut self.outstanding) {
+        for (id, (file_id, _)) in std::mem::take(&mut self.outstanding) {
+            self.pool.cancel(id);
             add(&COUNTERS.file_jobs_timed_out, 1);
             out.push(Done {
-                file_id: p.file_id,
+                file_id,
                 symbols: None,
             });
         }
@@ -389,19 +224,13 @@ impl FileWorkers {
     }
 }
 
-impl Drop for FileWorkers {
-    fn drop(&mut self) {
-        if let Some(w) = &self.worker {
-            w.abandoned.store(true, Ordering::Release);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossbeam_channel::Receiver;
     use mio::{Events, Poll, Token};
     use std::collections::HashMap;
+    use std::sync::Mutex;
 
     fn mapping(ino: u64) -> MappedFile {
         MappedFile {

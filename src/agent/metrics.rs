@@ -168,6 +168,34 @@ pub fn check_target(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The checks of a start: [`check_target`], then a file made and removed in
+/// the directory, so a directory the agent cannot write (read-only, or a
+/// filesystem that holds no regular files) is refused now with exit 2, not
+/// a warning at every write.
+pub fn check_at_start(path: &Path) -> Result<()> {
+    check_target(path)?;
+    let dir = dir_of(path);
+    // a random name made with O_EXCL, as the writes' temporary files: in a
+    // shared sticky directory nobody can block the start by placing a file
+    // at a name known in advance
+    tempfile::Builder::new()
+        .prefix(".pidmap-probe.")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            counters::add(&COUNTERS.unsafe_metrics_dir, 1);
+            // the errno, without the random name tempfile appends
+            let why = e.to_string();
+            let why = why.split(" at path ").next().unwrap_or(&why);
+            Error::new(format!(
+                "--metrics-file {}: cannot create a file in {}: {why}: choose a writable \
+                 directory (systemd: RuntimeDirectory=)",
+                path.display(),
+                dir.display()
+            ))
+        })
+}
+
 /// Writes `text` to `path` atomically: a fresh temporary file beside it
 /// (O_CREAT|O_EXCL with a random name, so nothing there is followed or
 /// reused), written and fsynced, then renamed over `path` (rename replaces

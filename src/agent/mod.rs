@@ -38,6 +38,7 @@ use crate::maps::loader::{self, Loaded};
 use crate::sys::perf_ring::{PerfRings, Record};
 use crate::sys::process::{self as sysproc, Gated};
 use crate::sys::signal::AgentSignals;
+use crate::text::counted;
 use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
 use crate::tracker::Reconciled;
 use crossbeam_channel::Receiver;
@@ -72,7 +73,8 @@ pub trait SampleSink {
     fn next_turn(&self) -> Option<Instant> {
         None
     }
-    /// The loop ended; the last samples follow.
+    /// The loop ended, or is ending on a signal (called again at its end:
+    /// a sink acts once); the last samples follow.
     fn ended(&mut self) {}
 }
 
@@ -111,7 +113,7 @@ impl Agent {
 
     fn start(mut cfg: AgentConfig) -> Result<(Agent, AgentHandle)> {
         if let Some(path) = &cfg.metrics_file {
-            metrics::check_target(path)?;
+            metrics::check_at_start(path)?;
         }
         sysproc::raise_nofile();
         let mut programs = vec!["pidmap_exec", "pidmap_fork"];
@@ -120,6 +122,7 @@ impl Agent {
         }
         let (loaded, mut tables) = loader::load(&cfg.pin_dir, cfg.max_entries, &programs)?;
         tables.set_strategy(cfg.delete_strategy);
+        tables.opts.policy = cfg.delete_policy;
         let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
@@ -153,6 +156,7 @@ impl Agent {
         let capacity = tables.capacity();
         let mut pm = ProcessManager::new(tables);
         pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
+        pm.start_reader(waker.clone())?;
         let mut agent = Agent {
             poll,
             pm,
@@ -210,10 +214,14 @@ impl Agent {
         }
         let Reconciled { report, live } = self.pm.reconcile_pins()?;
         log::info!(
-            "reconciled pins: {} leaked keys of {} dead or reused pids removed, {} live pids re-synced",
-            report.leaked_keys(),
-            report.leaked.len(),
-            live.len()
+            "reconciled pins: {} of {} removed, {} re-synced",
+            counted(report.leaked_keys(), "leaked key", "leaked keys"),
+            counted(
+                report.leaked.len() as u64,
+                "dead or reused pid",
+                "dead or reused pids"
+            ),
+            counted(live.len() as u64, "live pid", "live pids")
         );
         for pid in live {
             self.sync(pid);
@@ -273,7 +281,7 @@ impl Agent {
                     Source::pidfd(pid),
                     Interest::READABLE,
                 ) {
-                    log::warn!("epoll_ctl(pidfd of {pid}): {e}");
+                    crate::warn_limited!("epoll_ctl pidfd", "epoll_ctl(pidfd of {pid}): {e}");
                 }
             }
         }
@@ -346,7 +354,11 @@ impl Agent {
         let text =
             metrics::render(&COUNTERS.snapshot(), &g) + &metrics::render_loop(&self.loop_hist);
         if let Err(e) = metrics::write_atomic(path, &text) {
-            log::warn!("writing metrics to {}: {e}", path.display());
+            crate::warn_limited!(
+                "metrics write",
+                "writing metrics to {}: {e}",
+                path.display()
+            );
         }
     }
 
@@ -391,7 +403,7 @@ impl Agent {
     fn drain_requests(&mut self) {
         let _ = self.loaded.clear_latch();
         let pids = self.pm.take_requests().unwrap_or_else(|e| {
-            log::warn!("{e}");
+            crate::warn_limited!("drain requests", "{e}");
             BTreeSet::new()
         });
         for pid in pids {
@@ -538,9 +550,9 @@ impl Agent {
         self.work_all();
         self.write_metrics();
         log::info!(
-            "serving: {} processes tracked, {} keys, pins in {}",
-            self.pm.len(),
-            self.pm.key_count(),
+            "serving: {} tracked, {}, pins in {}",
+            counted(self.pm.len() as u64, "process", "processes"),
+            counted(self.pm.key_count() as u64, "key", "keys"),
             self.cfg.pin_dir.display()
         );
         let mut events = Events::with_capacity(256);
@@ -560,6 +572,9 @@ impl Agent {
                 deadline = deadline.min(started + d);
             }
             if let Some(at) = self.files.next_check(now) {
+                deadline = deadline.min(at);
+            }
+            if let Some(at) = self.pm.next_read_check(now) {
                 deadline = deadline.min(at);
             }
             let mut timeout = deadline.saturating_duration_since(now);
@@ -613,8 +628,10 @@ impl Agent {
             while let Ok(c) = self.rx.try_recv() {
                 self.handle_command(c);
             }
-            // the waker is shared: file results are drained every turn
+            // the waker is shared: file results and maps reads are drained
+            // every turn
             self.collect_files();
+            self.pm.collect_reads(Instant::now());
             let mut worked = None;
             if self.pm.has_work() {
                 worked = Some(Instant::now());
@@ -667,6 +684,10 @@ impl Agent {
                 log::info!("SIGHUP: re-syncing everything");
                 self.resync_all = true;
             } else {
+                // a progress line on the terminal ends before the log line
+                if let Some(sink) = self.sink.as_mut() {
+                    sink.ended();
+                }
                 log::info!("signal {sig}: shutting down");
                 self.ended.get_or_insert_with(Ended::default).signal = Some(sig);
             }

@@ -223,6 +223,13 @@ fn one_of(names: &[&str]) -> String {
     }
 }
 
+impl Choice for crate::engine::ResumePolicy {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("batch", crate::engine::ResumePolicy::Batch),
+        ("single", crate::engine::ResumePolicy::Single),
+    ];
+}
+
 impl Choice for crate::tables::DeleteStrategy {
     const NAMES: &'static [(&'static str, Self)] = &[
         ("resume", crate::tables::DeleteStrategy::Resume),
@@ -314,7 +321,8 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cmd, Usage> {
     let mut p = lexopt::Parser::from_iter(argv);
     let top = |msg: String| Usage { msg, command: "" };
     let cmd = match p.next() {
-        Ok(None) => return Ok(Cmd::Help(HELP.into())),
+        // no command is a usage error: the help goes to stderr, exit 2
+        Ok(None) => return Err(top(format!("a command is needed\n\n{}", HELP.trim_end()))),
         Ok(Some(lexopt::Arg::Short('h') | lexopt::Arg::Long("help"))) => {
             return Ok(Cmd::Help(HELP.into()))
         }
@@ -332,8 +340,19 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cmd, Usage> {
                 lexopt::Arg::Value(v) => v.into_string().ok(),
                 _ => None,
             });
-            let spec = COMMANDS.iter().find(|c| Some(c.name) == which.as_deref());
-            Ok(Cmd::Help(spec.map_or_else(|| HELP.into(), |c| c.help())))
+            let Some(which) = which else {
+                return Ok(Cmd::Help(HELP.into()));
+            };
+            match COMMANDS.iter().find(|c| c.name == which) {
+                Some(c) => Ok(Cmd::Help(c.help())),
+                None => {
+                    let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+                    Err(top(format!(
+                        "help: unknown command {which:?}; the commands are {}",
+                        names.join(", ")
+                    )))
+                }
+            }
         }
         Some("run") => run::parse(&mut p),
         Some("profile") => profile::parse(&mut p),

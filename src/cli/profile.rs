@@ -160,6 +160,10 @@ impl Choice for Format {
     ];
 }
 
+/// The longest `--duration`, in seconds (a bound so the deadline cannot
+/// overflow; 10^7 s is about 115 days).
+pub const MAX_DURATION: f64 = 1e7;
+
 const CHOOSE: &str = "choose one of --pid and -- CMD";
 
 pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
@@ -186,11 +190,14 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
         let t = typed.as_str();
         match long {
             "--duration" => num::<f64>(t, value).and_then(|d| {
-                if d > 0.0 && d < 1e7 {
+                if d > 0.0 && d <= MAX_DURATION {
                     r.duration = Some(d);
                     Ok(())
                 } else {
-                    Err(format!("{t}: seconds, more than 0"))
+                    Err(format!(
+                        "{t}: {d} s is out of range: more than 0 and at most \
+                         {MAX_DURATION:.0} s (about 115 days)"
+                    ))
                 }
             }),
             "--pid" => {

@@ -4,6 +4,7 @@ use super::{choice, max_entries, next_item, num, pid, ring_pages, CommandSpec, F
 use super::{Cmd, Section, Usage};
 use crate::agent::Mode;
 use crate::budget::Budgets;
+use crate::engine::ResumePolicy;
 use crate::tables::DeleteStrategy;
 use std::path::PathBuf;
 
@@ -63,6 +64,14 @@ const OPTIONS: &[Flag] = &[
         "reissue-all",
     )
     .default("resume"),
+    Flag::value(
+        "--delete-policy",
+        "batch|single",
+        "after the kernel stops a batch delete at a key: send the rest of the \
+         chunk as the next batch, or delete it one key per syscall",
+        "single",
+    )
+    .default("batch"),
     Flag::switch(
         "--wake-every-request",
         "no effect, kept for scripts: every sync request has its own record \
@@ -122,6 +131,7 @@ pub struct RunArgs {
     pub max_entries: u32,
     pub ring_pages: usize,
     pub delete_strategy: DeleteStrategy,
+    pub delete_policy: ResumePolicy,
     pub wake_every_request: bool,
     pub budgets: Budgets,
 }
@@ -136,6 +146,7 @@ impl Default for RunArgs {
             max_entries: crate::abi::TRIE_MAX_ENTRIES,
             ring_pages: crate::agent::DEFAULT_RING_PAGES,
             delete_strategy: DeleteStrategy::Resume,
+            delete_policy: ResumePolicy::Batch,
             wake_every_request: false,
             budgets: Budgets::default(),
         }
@@ -196,6 +207,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
             "--max-keys-per-process" => num(t, value).map(|n| r.budgets.per_process = Some(n)),
             "--max-keys-per-uid" => num(t, value).map(|n| r.budgets.per_uid = Some(n)),
             "--delete-strategy" => choice(t, value).map(|s| r.delete_strategy = s),
+            "--delete-policy" => choice(t, value).map(|s| r.delete_policy = s),
             other => Err(format!("{other}: in the table but not handled")),
         }
         .map_err(err)?;

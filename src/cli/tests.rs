@@ -84,7 +84,13 @@ fn modes_and_options() {
     ));
     assert_eq!(p("run --help").unwrap(), Cmd::Help(run::SPEC.help()));
     assert_eq!(p("help run").unwrap(), Cmd::Help(run::SPEC.help()));
-    assert_eq!(p("").unwrap(), Cmd::Help(HELP.into()));
+    let none = p("").unwrap_err();
+    assert!(none.msg.starts_with("a command is needed\n\n"), "{none:?}");
+    assert!(none.msg.contains("Usage: pidmap <COMMAND>"), "{none:?}");
+    assert_eq!(
+        p("help nosuch").unwrap_err().msg,
+        "help: unknown command \"nosuch\"; the commands are run, profile, audit, bench, diff"
+    );
     assert_eq!(p("--version").unwrap(), Cmd::Version);
     let Cmd::Diff {
         base,

@@ -378,8 +378,8 @@ pub fn run(b: &ChurnOpts) -> Result<()> {
             1000 / crate::sys::process::clock_ticks().max(1)
         );
         println!(
-            "bench churn: {} processes ({}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}{}",
-            b.procs,
+            "bench churn: {} ({}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}{}",
+            crate::text::counted(b.procs as u64, "process", "processes"),
             workload.join(" "),
             b.rate,
             b.missing_pct,

@@ -107,8 +107,8 @@ impl Progress {
             .map(|d| format!(" / {:.0} s", d.as_secs_f64()))
             .unwrap_or_default();
         eprint!(
-            "\rpidmap: {elapsed:.0} s{of}, {} samples ",
-            COUNTERS.snapshot().samples_read
+            "\rpidmap: {elapsed:.0} s{of}, {} ",
+            crate::text::counted(COUNTERS.snapshot().samples_read, "sample", "samples")
         );
     }
 }
@@ -138,9 +138,20 @@ impl SampleSink for ProfileSink {
     }
 
     fn ended(&mut self) {
-        if self.progress.is_some() {
+        // the progress line ends once, whoever ends the run first (a
+        // signal's log line must not be appended to it)
+        if self.progress.take().is_some() {
             eprintln!();
         }
+    }
+}
+
+/// What an output of this format is, as the summary line names it.
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Folded => "folded stacks",
+        Format::Pprof => "pprof profile",
+        Format::Svg => "SVG flame graph",
     }
 }
 
@@ -185,6 +196,12 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         Mode::Pids(pids) => format!("pids {pids:?}"),
         _ => format!("the whole system for {} s", p.duration.unwrap_or(10.0)),
     };
+    if p.output.is_none() && p.format == Format::Pprof && crate::sys::caps::stdout_is_terminal() {
+        return Err(Error::new(
+            "--format pprof writes gzip-compressed binary data: refused to write it to a \
+             terminal; give -o FILE (or redirect standard output)",
+        ));
+    }
     // fail before profiling, not after, when the output cannot be written
     let output = match &p.output {
         Some(path) => Some(
@@ -257,13 +274,13 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     }
     let c = COUNTERS.snapshot();
     eprintln!(
-        "pidmap: {} samples ({} lost, {} malformed){}",
-        profile.samples(),
+        "pidmap: {} ({} lost, {} malformed){}",
+        crate::text::counted(profile.samples(), "sample", "samples"),
         c.samples_lost,
         c.samples_malformed,
         p.output
             .as_ref()
-            .map(|o| format!(", folded stacks in {}", o.display()))
+            .map(|o| format!(", {} in {}", format_name(p.format), o.display()))
             .unwrap_or_default()
     );
     eprintln!(
@@ -285,11 +302,11 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
             .map_or(0, |i| stats[i])
     };
     eprintln!(
-        "pidmap: sampler: {} frames, {} unresolved at sample time, {} samples of unknown processes, {} sync requests ({} suppressed by the rate limit)",
-        stat("frames"),
+        "pidmap: sampler: {}, {} unresolved at sample time, {} of unknown processes, {} ({} suppressed by the rate limit)",
+        crate::text::counted(stat("frames"), "frame", "frames"),
         stat("unresolved_frames"),
-        stat("unknown_process"),
-        stat("requests"),
+        crate::text::counted(stat("unknown_process"), "sample", "samples"),
+        crate::text::counted(stat("requests"), "sync request", "sync requests"),
         stat("requests_suppressed")
     );
     if p.top > 0 && profile.samples() > 0 {

@@ -16,6 +16,7 @@ pub fn run(r: RunArgs) -> Result<u8> {
         max_entries: r.max_entries,
         ring_pages: r.ring_pages,
         delete_strategy: r.delete_strategy,
+        delete_policy: r.delete_policy,
         wake_every_request: r.wake_every_request,
         budgets: Some(r.budgets),
         signals: true,

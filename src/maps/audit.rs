@@ -6,6 +6,7 @@ use crate::abi::{MappingInfo, PidPage};
 use crate::error::Result;
 use crate::maps::engine::{delete_keys, BatchMap, EngineOptions};
 use crate::sys::bpf::MapHandle;
+use crate::text::counted;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,8 +48,11 @@ impl AuditReport {
 
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "trie: {} keys, {} pids, {} markers; pid_events: {} pending\n",
-            self.keys, self.pids, self.markers, self.events_pending
+            "trie: {}, {}, {}; pid_events: {} pending\n",
+            counted(self.keys, "key", "keys"),
+            counted(self.pids, "pid", "pids"),
+            counted(self.markers, "marker", "markers"),
+            self.events_pending
         );
         for l in &self.leaked {
             let why = match &l.reason {
@@ -58,7 +62,11 @@ impl AuditReport {
                 }
                 LeakReason::NoMarker => "keys without a marker".to_string(),
             };
-            s += &format!("leaked: pid {} {} keys: {why}\n", l.pid, l.keys.len());
+            s += &format!(
+                "leaked: pid {} {}: {why}\n",
+                l.pid,
+                counted(l.keys.len() as u64, "key", "keys")
+            );
         }
         s += &format!("leaked keys: {}\n", self.leaked_keys());
         if let Some((d, a, f)) = self.repaired {
@@ -357,7 +365,7 @@ mod tests {
         assert_eq!(r.events_pending, 3);
         assert!(r
             .to_text()
-            .starts_with("trie: 2 keys, 1 pids, 1 markers; pid_events: 3 pending\n"));
+            .starts_with("trie: 2 keys, 1 pid, 1 marker; pid_events: 3 pending\n"));
         assert!(r.to_json().contains("\"events_pending\":3"));
     }
 

@@ -214,7 +214,7 @@ fn delete_single<K: Plain>(
                     continue;
                 }
                 errno => {
-                    log::warn!("{e} (key #{index})");
+                    crate::warn_limited!("delete failed", "{e} (key #{index})");
                     report.failed.push((index, errno));
                 }
             },
@@ -291,7 +291,7 @@ fn delete_chunk<K: Plain>(
                 return;
             }
             errno => {
-                log::warn!("{err} (key #{index})");
+                crate::warn_limited!("delete failed", "{err} (key #{index})");
                 report.failed.push((index, errno));
                 i += 1;
             }

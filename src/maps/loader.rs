@@ -231,8 +231,17 @@ pub fn load(pin_dir: &Path, max_entries: u32, programs: &[&str]) -> Result<(Load
         object.set_autoload(prog, programs.contains(&prog))?;
     }
     object.load().map_err(|e| {
+        let errno = e.source.raw_os_error();
+        if matches!(errno, Some(libc::EPERM | libc::EACCES)) && !crate::sys::caps::bpf_capable() {
+            // privileges, not the kernel: say so first, and only that
+            return Error::new(format!(
+                "loading BPF programs needs root, or the capabilities CAP_BPF and CAP_PERFMON, \
+                 which this process (uid {}) lacks: {e}",
+                fs::euid()
+            ));
+        }
         // out of file descriptors or memory is not a kernel that is too old
-        let hint = match e.source.raw_os_error() {
+        let hint = match errno {
             Some(libc::EMFILE | libc::ENFILE) => "too few file descriptors: raise RLIMIT_NOFILE",
             Some(libc::ENOMEM) => "out of memory (or RLIMIT_MEMLOCK on kernels before 5.11)",
             _ => "needs BTF, Linux >= 5.5 for tp_btf",

@@ -40,6 +40,24 @@ pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
+/// Start time, and whether some thread of the process still runs (not a
+/// zombie leader whose threads are all gone): fields 3, 20 and 22.
+pub fn liveness(pid: u32) -> Option<(u64, bool)> {
+    let mut buf = [0u8; 4096];
+    parse_liveness(read_small(&format!("/proc/{pid}/stat"), &mut buf)?)
+}
+
+pub fn parse_liveness(stat: &[u8]) -> Option<(u64, bool)> {
+    let close = stat.iter().rposition(|&c| c == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let f: Vec<&str> = rest.split_ascii_whitespace().take(20).collect();
+    let state = *f.first()?;
+    let threads: u64 = f.get(17)?.parse().ok()?;
+    let start = f.get(19)?.parse().ok()?;
+    let running = !matches!(state, "Z" | "X" | "x") || threads > 1;
+    Some((start, running))
+}
+
 /// User and kernel CPU time of a process in clock ticks: fields 14
 /// (utime) and 15 (stime) of /proc/PID/stat.
 pub fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
@@ -76,5 +94,18 @@ mod tests {
         assert_eq!(read_small("/proc/nonexistent", &mut small), None);
         let me = start_time(std::process::id()).expect("own start time");
         assert!(me > 0);
+    }
+
+    #[test]
+    fn a_zombie_leader_is_running_while_a_thread_is() {
+        let line = |state: &str, threads: u32| {
+            format!(
+                "42 (a) b) {state} 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 {threads} 0 777 0 0"
+            )
+        };
+        assert_eq!(parse_liveness(line("S", 1).as_bytes()), Some((777, true)));
+        assert_eq!(parse_liveness(line("Z", 3).as_bytes()), Some((777, true)));
+        assert_eq!(parse_liveness(line("Z", 1).as_bytes()), Some((777, false)));
+        assert_eq!(parse_liveness(b"42 (a"), None);
     }
 }

@@ -69,6 +69,12 @@ pub fn load_capped(path: &Path, max_input: u64) -> Result<Vec<(Vec<String>, u64)
         .take(4096)
         .read_to_end(&mut head)
         .map_err(|e| Error::from(e).context(format!("reading {}", path.display())))?;
+    if head.is_empty() {
+        return Err(Error::new(format!(
+            "{} is empty, not a folded or pprof profile: nothing to compare",
+            path.display()
+        )));
+    }
     let text = match std::str::from_utf8(&head) {
         Ok(t) => Some(t),
         Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok(),
@@ -76,6 +82,13 @@ pub fn load_capped(path: &Path, max_input: u64) -> Result<Vec<(Vec<String>, u64)
     };
     let folded = !head.starts_with(&[0x1f, 0x8b])
         && text.is_some_and(|t| !t.chars().any(|c| c.is_control() && !"\t\r\n".contains(c)));
+    if text.is_some_and(looks_like_svg) {
+        return Err(Error::new(format!(
+            "{} is an SVG, not a folded or pprof profile: give diff the output of \
+             `pidmap profile --format folded` or `--format pprof`",
+            path.display()
+        )));
+    }
     let input = std::io::Cursor::new(head).chain(f);
     let r = if folded {
         crate::sampler::profile::parse_folded_from(
@@ -91,6 +104,12 @@ pub fn load_capped(path: &Path, max_input: u64) -> Result<Vec<(Vec<String>, u64)
         }
         Error::new(format!("{}: {e}", path.display()))
     })
+}
+
+/// Whether the start of a text input is an SVG (or other XML) document.
+fn looks_like_svg(head: &str) -> bool {
+    let t = head.trim_start_matches('\u{feff}').trim_start();
+    t.starts_with("<?xml") || t.starts_with("<svg") || t.starts_with("<!DOCTYPE svg")
 }
 
 /// Self share of each function (the leaf of each stack), in 0..1.

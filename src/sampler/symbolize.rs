@@ -192,13 +192,15 @@ fn parse_file(file: &File, name: &str) -> Option<Parsed> {
     });
     let refused = reader.refusals();
     if let Some((offset, size)) = refused.over_cap {
-        log::warn!(
+        crate::warn_limited!(
+            "section over cap",
             "{name}: not reading {size} bytes at offset {offset:#x} (more than the {} MiB cap of one ELF section): its symbols may be missing",
             MAX_SECTION >> 20
         );
     }
     if refused.over_budget > 0 {
-        log::warn!(
+        crate::warn_limited!(
+            "file over budget",
             "{name}: {} reads refused after {} MiB read from it (the per-file budget): its symbols may be missing",
             refused.over_budget,
             FILE_BUDGET >> 20

@@ -5,6 +5,7 @@
 //! fake in `fake.rs`. Errors name the call and the object and keep the errno.
 
 pub mod bpf;
+pub mod caps;
 #[cfg(test)]
 pub mod fake;
 pub(crate) mod fs;

@@ -21,6 +21,51 @@ fn errno_now() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
+extern "C" {
+    /// vsnprintf(3), bound here with libbpf-sys's `va_list` so the list a
+    /// print callback receives is passed on as it came.
+    fn vsnprintf(
+        buf: *mut std::ffi::c_char,
+        len: usize,
+        fmt: *const std::ffi::c_char,
+        ap: *mut sys::__va_list_tag,
+    ) -> std::ffi::c_int;
+}
+
+/// libbpf's own messages, formatted and logged at debug level (with a
+/// `libbpf:` prefix): what went wrong reaches the user as our error, not
+/// as raw lines of the library on stderr.
+unsafe extern "C" fn libbpf_print(
+    _level: sys::libbpf_print_level,
+    fmt: *const std::ffi::c_char,
+    ap: *mut sys::__va_list_tag,
+) -> std::ffi::c_int {
+    if !log::log_enabled!(log::Level::Debug) || fmt.is_null() {
+        return 0;
+    }
+    let mut buf = [0u8; 1024];
+    // SAFETY: buf is writable for its length; fmt and ap come from libbpf
+    // as a matching format and argument list, consumed once here.
+    let n = unsafe { vsnprintf(buf.as_mut_ptr().cast(), buf.len(), fmt, ap) };
+    if n > 0 {
+        let end = (n as usize).min(buf.len() - 1);
+        let text = String::from_utf8_lossy(&buf[..end]);
+        log::debug!("libbpf: {}", text.trim_end());
+    }
+    0
+}
+
+/// Routes libbpf's prints through [`libbpf_print`]; done once, before the
+/// first object is opened.
+pub fn route_libbpf_prints() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: libbpf_set_print only stores the pointer; libbpf_print is a
+    // valid callback of the signature libbpf expects, for the program's life.
+    ONCE.call_once(|| unsafe {
+        sys::libbpf_set_print(Some(libbpf_print));
+    });
+}
+
 fn cname(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
@@ -28,6 +73,7 @@ fn cname(s: &str) -> CString {
 impl BpfObject {
     /// bpf_object__open_mem on an embedded object.
     pub fn open(bytes: &'static [u8], name: &str) -> Result<BpfObject, SysError> {
+        route_libbpf_prints();
         let cn = cname(name);
         // SAFETY: opts is a plain C struct; zero then set its size as libbpf
         // requires. The object bytes are 'static; libbpf copies what it keeps.

@@ -4,6 +4,7 @@
 
 mod api;
 pub mod budget;
+pub mod maps_read;
 pub(crate) mod prefix;
 pub mod process;
 pub(crate) mod registry;

@@ -4,9 +4,11 @@
 //! re-sync) goes through the batch engine.
 //!
 //! A sync is a job done in bounded steps, so a process with tens of
-//! thousands of mappings never holds the event loop: a step reads at most
-//! [`STEP_READ`] bytes of its maps, or deletes or inserts at most
-//! [`STEP_KEYS`] keys. The agent runs steps between loop iterations
+//! thousands of mappings never holds the event loop: its maps are read
+//! and parsed on the maps worker thread (`maps_read`: the read waits on
+//! the process's mmap lock, which the process controls), and a step
+//! plans a window of them, or deletes or inserts at most [`STEP_KEYS`]
+//! keys. The agent runs steps between loop iterations
 //! ([`ProcessManager::work`]); [`ProcessManager::sync`] runs a job to its
 //! end. Each process lands keys within its budget ([`crate::tracker::budget`]): the
 //! marker first, then its largest mappings; the rest is counted.
@@ -24,27 +26,34 @@ use crate::counters::{add, COUNTERS};
 use crate::error::Error;
 use crate::maps::engine::InsertOutcome;
 use crate::maps::tables::Tables;
-use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath};
 // the path tests/ use
+use crate::proc::stat::liveness;
 pub use crate::proc::stat::start_time;
 use crate::sys::pidfd;
 use crate::tracker::budget::{self, Budget};
+use crate::tracker::maps_read::{self, MapsRead, Wanted};
 use crate::tracker::prefix;
-use crate::tracker::registry::{self, Registry, VDSO_FILE_ID};
+use crate::tracker::registry::Registry;
 use crate::warn_limited;
+use crate::worker::{Event, Pool, PoolConfig};
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
-use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Keys one step deletes or inserts (DESIGN §3: a few thousand keys take
 /// ~2 ms; a step stays well under that). A delete step may exceed it by the
 /// keys of one mapping (at most 128).
 pub const STEP_KEYS: usize = 1024;
-/// Bytes of /proc/PID/maps one step reads (~180 lines).
-pub const STEP_READ: usize = 16 << 10;
+/// The maps worker: a read may take this long before the sync fails and
+/// the read counts as a stall against the process's owner (a fork of a
+/// process with 30 000 mappings holds its mmap lock for ~40 ms). While 8
+/// threads are stuck in reads, syncs fail.
+const MAPS_POOL: PoolConfig = PoolConfig {
+    name: "pidmap-maps",
+    deadline: Duration::from_secs(1),
+    max_abandoned: 8,
+};
 
 /// One mapping of a tracked process and the keys that landed for it.
 /// Its keys are the prefix cover of [start, end) (at most 128 blocks); a
@@ -161,26 +170,13 @@ pub struct Done {
     pub outcome: SyncOutcome,
 }
 
-/// /proc/PID/maps read a step at a time.
-struct MapsRead {
-    file: File,
-    /// The tail of the last read: a line not yet complete.
-    carry: Vec<u8>,
-    want: Vec<Wanted>,
-    paths: HashMap<u64, String>,
-    bytes: usize,
-    lines: usize,
-    bad_lines: usize,
-    started: Instant,
-    /// Time spent in this read's steps (not between them).
-    busy: std::time::Duration,
-    steps: u32,
-}
-
 enum Phase {
     /// Not started: pidfd, start time and uid come first.
     Start,
-    Read(Box<MapsRead>),
+    /// The maps worker is reading the maps (the job's ticket).
+    Reading(u64),
+    /// The maps worker answered.
+    Read(Box<std::io::Result<MapsRead>>),
     Plan(Box<Planning>),
     /// Deleting `doomed`, then inserting `todo`, of the process.
     Apply,
@@ -219,6 +215,8 @@ impl Job {
 
 enum Step {
     More,
+    /// Waiting for the maps worker: not queued until it answers.
+    Wait,
     Done(SyncOutcome),
 }
 
@@ -246,48 +244,18 @@ pub struct ProcessManager {
     queue: VecDeque<u32>,
     dying: VecDeque<Dying>,
     newly_tracked: Vec<u32>,
+    /// The maps worker, and the pid of each read it has (by ticket).
+    maps: Pool<u32, std::io::Result<MapsRead>>,
+    reading: HashMap<u64, u32>,
+    next_ticket: u64,
+    /// Maps reads stuck past the deadline, by the owner of the process.
+    stalls: HashMap<u32, u32>,
 }
 
-/// /proc/PID/maps, or a live thread's maps when the leader is a zombie
-/// (its own maps file reads empty while threads still run).
-pub fn read_maps(pid: u32) -> std::io::Result<Vec<u8>> {
-    let data = std::fs::read(format!("/proc/{pid}/maps"))?;
-    if !data.is_empty() {
-        return Ok(data);
-    }
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            let name = t.file_name();
-            if name.to_str() == Some(&pid.to_string()) {
-                continue;
-            }
-            let p = Path::new("/proc")
-                .join(pid.to_string())
-                .join("task")
-                .join(&name)
-                .join("maps");
-            if let Ok(d) = std::fs::read(p) {
-                if !d.is_empty() {
-                    return Ok(d);
-                }
-            }
-        }
-    }
-    Ok(data)
-}
-
-/// What a mapping should be according to /proc.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Wanted {
-    start: u64,
-    end: u64,
-    offset: u64,
-    file_id: u64,
-    dev: u64,
-    ino: u64,
-    /// Deleted (or a memfd): only /proc/PID/map_files may reach it.
-    deleted: bool,
-}
+/// Maps reads of one user's processes stuck past the deadline before that
+/// user's processes are no longer read (root's always are: a stall of
+/// theirs costs a worker thread until it returns, see `MAPS_POOL`).
+pub const STALLS_PER_UID: u32 = 2;
 
 /// A mapping to insert, ordered by size (then lower addresses first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,131 +285,6 @@ struct Planning {
     cursor: u64,
 }
 
-/// Whether a maps line can matter (executable, or `[vdso]`), from its
-/// permissions field alone: most lines are skipped without a full parse.
-fn may_matter(line: &[u8]) -> bool {
-    let Some(sp) = line.iter().position(|&b| b == b' ') else {
-        return true; // malformed: let the parser say so
-    };
-    line.get(sp + 3) != Some(&b'-') || line.ends_with(b"[vdso]")
-}
-
-fn wanted(e: &MapsEntry) -> Option<(Wanted, String)> {
-    if e.is_vdso() {
-        let w = Wanted {
-            start: e.start,
-            end: e.end,
-            offset: 0,
-            file_id: VDSO_FILE_ID,
-            dev: 0,
-            ino: 0,
-            deleted: false,
-        };
-        return Some((w, "[vdso]".into()));
-    }
-    if !e.is_exec_file() {
-        return None;
-    }
-    let (path, deleted) = match &e.path {
-        MapsPath::File { path, deleted } => (path.clone(), *deleted),
-        // a memfd has no path: only map_files reaches it
-        MapsPath::Memfd { name, .. } => (format!("/memfd:{name}"), true),
-        _ => return None,
-    };
-    let w = Wanted {
-        start: e.start,
-        end: e.end,
-        offset: e.offset,
-        file_id: registry::file_id(e.dev(), e.inode),
-        dev: e.dev(),
-        ino: e.inode,
-        deleted,
-    };
-    Some((w, path))
-}
-
-impl MapsRead {
-    fn open(pid: u32) -> std::io::Result<MapsRead> {
-        Ok(MapsRead {
-            file: File::open(format!("/proc/{pid}/maps"))?,
-            carry: Vec::new(),
-            want: Vec::new(),
-            paths: HashMap::new(),
-            bytes: 0,
-            lines: 0,
-            bad_lines: 0,
-            started: Instant::now(),
-            busy: std::time::Duration::ZERO,
-            steps: 0,
-        })
-    }
-
-    /// Parses complete lines of `data`; a first bad line is logged.
-    fn parse(&mut self, pid: u32, data: &[u8]) {
-        for line in data.split(|&b| b == b'\n') {
-            if line.is_empty() {
-                continue;
-            }
-            self.lines += 1;
-            if !may_matter(line) {
-                continue;
-            }
-            match procmaps::parse_line(line) {
-                Ok(e) => {
-                    if let Some((w, path)) = wanted(&e) {
-                        self.paths.entry(w.file_id).or_insert(path);
-                        self.want.push(w);
-                    }
-                }
-                Err(what) => {
-                    self.bad_lines += 1;
-                    if self.bad_lines == 1 {
-                        let text: String =
-                            String::from_utf8_lossy(line).chars().take(200).collect();
-                        warn_limited!("maps line", "pid {pid}: maps line {text:?}: {what}");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads and parses up to [`STEP_READ`] bytes: true at the end.
-    fn step(&mut self, pid: u32) -> std::io::Result<bool> {
-        let t0 = Instant::now();
-        let r = self.step_inner(pid);
-        self.busy += t0.elapsed();
-        self.steps += 1;
-        r
-    }
-
-    fn step_inner(&mut self, pid: u32) -> std::io::Result<bool> {
-        let mut buf = vec![0u8; STEP_READ];
-        let n = loop {
-            match self.file.read(&mut buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => break r?,
-            }
-        };
-        if n == 0 {
-            let tail = std::mem::take(&mut self.carry);
-            self.parse(pid, &tail);
-            return Ok(true);
-        }
-        self.bytes += n;
-        let data = &buf[..n];
-        match data.iter().rposition(|&b| b == b'\n') {
-            Some(last) => {
-                let mut lines = std::mem::take(&mut self.carry);
-                lines.extend_from_slice(&data[..=last]);
-                self.parse(pid, &lines);
-                self.carry.extend_from_slice(&data[last + 1..]);
-            }
-            None => self.carry.extend_from_slice(data),
-        }
-        Ok(false)
-    }
-}
-
 impl ProcessManager {
     pub fn new(tables: Tables) -> ProcessManager {
         ProcessManager {
@@ -453,6 +296,111 @@ impl ProcessManager {
             queue: VecDeque::new(),
             dying: VecDeque::new(),
             newly_tracked: Vec::new(),
+            maps: Pool::new(MAPS_POOL, Arc::new(maps_read::read), None),
+            reading: HashMap::new(),
+            next_ticket: 1,
+            stalls: HashMap::new(),
+        }
+    }
+
+    /// The waker the maps worker pulls when a read is done (the agent's);
+    /// the worker thread starts now.
+    pub fn start_reader(&mut self, waker: Arc<mio::Waker>) -> crate::error::Result<()> {
+        self.maps.set_waker(waker);
+        self.maps.start().map_err(|e| {
+            Error::from(e).context(format!(
+                "spawning the maps worker thread ({})",
+                MAPS_POOL.name
+            ))
+        })
+    }
+
+    /// The maps worker's deadline per read (tests shorten it).
+    pub fn set_read_deadline(&mut self, deadline: Duration) {
+        self.maps.set_deadline(deadline);
+    }
+
+    /// What the maps worker does for a pid (tests stall it).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn set_maps_reader(
+        &mut self,
+        read: Arc<dyn Fn(u32) -> std::io::Result<MapsRead> + Send + Sync>,
+    ) {
+        self.maps.set_work(read);
+    }
+
+    /// Takes the maps worker's answers: their syncs are queued again.
+    /// Never blocks. The loop calls it every turn.
+    pub fn collect_reads(&mut self, now: Instant) {
+        let events = self.maps.collect(now);
+        self.take_reads(events);
+    }
+
+    /// When the loop must look at the maps worker again (a read's
+    /// deadline), if a read is outstanding.
+    pub fn next_read_check(&self, now: Instant) -> Option<Instant> {
+        self.maps.next_check(now)
+    }
+
+    /// Reads outstanding on the maps worker.
+    pub fn reads_outstanding(&self) -> usize {
+        self.maps.outstanding()
+    }
+
+    fn take_reads(&mut self, events: Vec<Event<std::io::Result<MapsRead>>>) {
+        for ev in events {
+            let (ticket, answer) = match ev {
+                Event::Done(t, r) => (t, r),
+                Event::TimedOut(t) => {
+                    add(&COUNTERS.maps_reads_timed_out, 1);
+                    add(&COUNTERS.maps_workers_abandoned, 1);
+                    let uid = self
+                        .reading
+                        .get(&t)
+                        .and_then(|pid| self.jobs.get(pid))
+                        .map(|j| j.uid);
+                    if let Some(uid) = uid {
+                        *self.stalls.entry(uid).or_default() += 1;
+                    }
+                    let why = format!(
+                        "took more than {:?} (the process holds its mmap lock)",
+                        self.maps.config().deadline
+                    );
+                    (
+                        t,
+                        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, why)),
+                    )
+                }
+                Event::Refused(t) => {
+                    add(&COUNTERS.maps_reads_refused, 1);
+                    let why = "refused: the maps worker threads are stuck";
+                    (t, Err(std::io::Error::other(why)))
+                }
+                Event::Panicked(t) => (t, Err(std::io::Error::other("the maps parser panicked"))),
+            };
+            let Some(pid) = self.reading.remove(&ticket) else {
+                continue;
+            };
+            let Some(job) = self.jobs.get_mut(&pid) else {
+                continue;
+            };
+            if !matches!(job.phase, Phase::Reading(t) if t == ticket) {
+                continue;
+            }
+            job.phase = Phase::Read(Box::new(answer));
+            self.queue.push_back(pid);
+        }
+    }
+
+    /// A job leaves: a read it waits for is cancelled.
+    fn drop_job(&mut self, pid: u32) {
+        if let Some(Job {
+            phase: Phase::Reading(t),
+            ..
+        }) = self.jobs.remove(&pid)
+        {
+            self.maps.cancel(t);
+            self.reading.remove(&t);
         }
     }
 
@@ -588,7 +536,7 @@ impl ProcessManager {
                     ..
                 }) => "start",
                 Some(Job {
-                    phase: Phase::Read(_),
+                    phase: Phase::Reading(_) | Phase::Read(_),
                     ..
                 }) => "read",
                 Some(Job {
@@ -612,6 +560,8 @@ impl ProcessManager {
                 if self.jobs.contains_key(&pid) {
                     match self.step(pid) {
                         Step::More => self.queue.push_back(pid),
+                        // queued again when the maps worker answers
+                        Step::Wait => {}
                         Step::Done(outcome) => done.push(Done { pid, outcome }),
                     }
                 }
@@ -619,7 +569,7 @@ impl ProcessManager {
                 break;
             }
             let now = Instant::now();
-            if now - t0 > std::time::Duration::from_millis(5) {
+            if now - t0 > Duration::from_millis(5) {
                 log::debug!("a work step ({what}) took {:?}", now - t0);
             }
             if now >= until {
@@ -677,11 +627,23 @@ impl ProcessManager {
     /// Runs every queued sync to its end (startup).
     pub fn work_all(&mut self) -> Vec<Done> {
         let mut done = Vec::new();
-        while self.has_work() {
-            let far = Instant::now() + std::time::Duration::from_secs(3600);
-            done.extend(self.work(far));
+        loop {
+            let far = Instant::now() + Duration::from_secs(3600);
+            if self.has_work() {
+                done.extend(self.work(far));
+            } else if self.maps.outstanding() > 0 {
+                self.wait_reads(far);
+            } else {
+                return done;
+            }
         }
-        done
+    }
+
+    /// Waits for an answer of the maps worker (at most to a read's
+    /// deadline, or `until`).
+    fn wait_reads(&mut self, until: Instant) {
+        let events = self.maps.wait(until);
+        self.take_reads(events);
     }
 
     /// Brings the trie in step with /proc/PID/maps now, whatever the size
@@ -690,9 +652,16 @@ impl ProcessManager {
     pub fn sync(&mut self, pid: u32) -> SyncOutcome {
         self.request(pid);
         loop {
-            if let Step::Done(out) = self.step(pid) {
-                self.queue.retain(|p| *p != pid);
-                return out;
+            match self.step(pid) {
+                Step::Done(out) => {
+                    self.queue.retain(|p| *p != pid);
+                    return out;
+                }
+                Step::More => {}
+                Step::Wait => {
+                    let far = Instant::now() + Duration::from_secs(3600);
+                    self.wait_reads(far);
+                }
             }
         }
     }
@@ -706,6 +675,15 @@ impl ProcessManager {
             match out {
                 SyncOutcome::Synced { .. } => add(&COUNTERS.syncs_ok, 1),
                 SyncOutcome::Gone => add(&COUNTERS.syncs_gone, 1),
+                // maps the kernel does not let us read (pid 1 under some
+                // security modules, a process that became inaccessible) are
+                // normal: counted, said at debug level, never a warning
+                SyncOutcome::Failed(why)
+                    if matches!(why.errno(), Some(libc::EACCES | libc::EPERM | libc::ESRCH)) =>
+                {
+                    add(&COUNTERS.syncs_unreadable, 1);
+                    log::debug!("pid {pid} not tracked, its maps cannot be read: {why}");
+                }
                 SyncOutcome::Failed(why) => {
                     add(&COUNTERS.syncs_failed, 1);
                     warn_limited!("sync failed", "sync of pid {pid} failed: {why}");
@@ -727,19 +705,11 @@ impl ProcessManager {
         };
         match &mut job.phase {
             Phase::Start => match self.begin(pid) {
-                Ok(()) => Step::More,
+                Ok(()) => Step::Wait,
                 Err(out) => Step::Done(out),
             },
-            Phase::Read(read) => match read.step(pid) {
-                Ok(false) => Step::More,
-                Ok(true) => self.end_read(pid),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
-                    self.gone(pid)
-                }
-                Err(e) => Step::Done(SyncOutcome::Failed(
-                    Error::from(e).context(format!("reading /proc/{pid}/maps")),
-                )),
-            },
+            Phase::Reading(_) => Step::Wait,
+            Phase::Read(_) => self.end_read(pid),
             Phase::Plan(_) => self.plan_step(pid),
             Phase::Apply => self.apply_step(pid),
         }
@@ -833,26 +803,27 @@ impl ProcessManager {
                 None => return Err(SyncOutcome::Gone),
             },
         };
-        let read = match MapsRead::open(pid) {
-            Ok(r) => r,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
-                if !new {
-                    self.retire(pid);
-                }
-                return Err(SyncOutcome::Gone);
-            }
-            Err(e) => {
-                return Err(SyncOutcome::Failed(
-                    Error::from(e).context(format!("opening /proc/{pid}/maps")),
-                ))
-            }
-        };
+        if uid != 0 && self.stalls.get(&uid).is_some_and(|n| *n >= STALLS_PER_UID) {
+            add(&COUNTERS.maps_reads_refused, 1);
+            return Err(SyncOutcome::Failed(Error::new(format!(
+                "pid {pid}: the maps of uid {uid}'s processes stalled {STALLS_PER_UID} reads: no longer read"
+            ))));
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        if !self.maps.submit(ticket, pid) {
+            add(&COUNTERS.maps_reads_refused, 1);
+            return Err(SyncOutcome::Failed(Error::new(format!(
+                "pid {pid}: the maps worker threads are stuck: maps are no longer read"
+            ))));
+        }
+        self.reading.insert(ticket, pid);
         let job = self.jobs.get_mut(&pid).expect("job of a started sync");
         job.new = new;
         job.fresh_fd = fresh_fd;
         job.start_time = start;
         job.uid = uid;
-        job.phase = Phase::Read(Box::new(read));
+        job.phase = Phase::Reading(ticket);
         Ok(())
     }
 
@@ -860,26 +831,28 @@ impl ProcessManager {
     /// diff the model against them.
     fn end_read(&mut self, pid: u32) -> Step {
         let job = self.jobs.get_mut(&pid).expect("job being read");
-        let Phase::Read(mut read) = std::mem::replace(&mut job.phase, Phase::Apply) else {
+        let Phase::Read(answer) = std::mem::replace(&mut job.phase, Phase::Apply) else {
             unreachable!("end_read outside the read phase")
+        };
+        let read = match *answer {
+            Ok(r) => r,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                return self.gone(pid)
+            }
+            Err(e) => {
+                return Step::Done(SyncOutcome::Failed(
+                    Error::from(e).context(format!("reading /proc/{pid}/maps")),
+                ))
+            }
         };
         let (new, start) = (job.new, job.start_time);
         log::debug!(
-            "pid {pid}: maps read in {} steps, {:?} of work over {:?}: {} lines, {} bytes, {} mappings to track",
-            read.steps,
-            read.busy,
-            read.started.elapsed(),
+            "pid {pid}: maps read in {:?}: {} lines, {} bytes, {} mappings to track",
+            read.took,
             read.lines,
             read.bytes,
             read.want.len()
         );
-        if read.bytes == 0 {
-            // a zombie leader: read a live thread's maps instead
-            match read_maps(pid) {
-                Ok(d) => read.parse(pid, &d),
-                Err(_) => return self.gone(pid),
-            }
-        }
         let still_ours = match (&job.fresh_fd, self.procs.get(&pid)) {
             (Some(fd), _) => !pidfd::exited(fd.as_fd()),
             (None, Some(p)) => p.pidfd.as_ref().is_none_or(|fd| !pidfd::exited(fd.as_fd())),
@@ -913,7 +886,7 @@ impl ProcessManager {
         }
         let MapsRead {
             mut want, paths, ..
-        } = *read;
+        } = read;
         if !want.is_sorted_by_key(|w| w.start) {
             want.sort_unstable_by_key(|w| w.start);
         }
@@ -1180,7 +1153,7 @@ impl ProcessManager {
     /// sync in progress is dropped (what it landed is deleted here).
     /// A second call is a no-op.
     pub fn process_exit(&mut self, pid: u32) -> Option<Exited> {
-        self.jobs.remove(&pid);
+        self.drop_job(pid);
         self.exit_inner(pid)
     }
 
@@ -1188,7 +1161,7 @@ impl ProcessManager {
     /// its keys are deleted by [`ProcessManager::work`] in steps (the
     /// marker last), reported there as `Gone`. False when not tracked.
     pub fn exit_later(&mut self, pid: u32) -> bool {
-        self.jobs.remove(&pid);
+        self.drop_job(pid);
         self.retire(pid)
     }
 
@@ -1233,8 +1206,8 @@ impl ProcessManager {
     pub fn sweep(&mut self) -> Vec<u32> {
         let mut gone = Vec::new();
         for pid in self.without_pidfd() {
-            let same = self.procs.get(&pid).map(|p| p.start_time) == start_time(pid)
-                && read_maps(pid).is_ok_and(|d| !d.is_empty());
+            let start = self.procs.get(&pid).map(|p| p.start_time);
+            let same = matches!(liveness(pid), Some((s, true)) if Some(s) == start);
             if !same {
                 self.process_exit(pid);
                 gone.push(pid);
@@ -1245,6 +1218,9 @@ impl ProcessManager {
 
     /// Removes every tracked process (shutdown without kept pins).
     pub fn forget_all(&mut self) -> Vec<Exited> {
+        for pid in self.jobs.keys().copied().collect::<Vec<_>>() {
+            self.drop_job(pid);
+        }
         self.jobs.clear();
         self.queue.clear();
         self.bury_all();

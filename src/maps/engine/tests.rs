@@ -361,6 +361,25 @@ fn a_key_that_fails_for_good_is_named_and_the_rest_deleted() {
     );
 }
 
+/// Keys that fail one after another make one warning line per interval,
+/// not one each (the rest are counted as suppressed).
+#[test]
+fn failing_keys_are_warned_at_a_limited_rate() {
+    let all = keys(50);
+    let m = setup(&all, |_| true, FakeBatch::Supported);
+    fake::with(|k| {
+        for i in 0..all.len() {
+            k.transient.insert(key_bytes(&all, i), (libc::EPERM, 1));
+        }
+    });
+    let before = crate::counters::COUNTERS.snapshot().warnings_suppressed;
+    let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
+    assert_eq!(r.failed.len(), 50);
+    let suppressed = crate::counters::COUNTERS.snapshot().warnings_suppressed - before;
+    assert!(suppressed >= 49, "{suppressed} of 50 warnings suppressed");
+    fake::uninstall();
+}
+
 #[test]
 fn the_single_policy_keeps_indices_in_later_chunks() {
     let all = keys(10);

@@ -1,6 +1,7 @@
 //! Tests of `process`.
 
 use super::*;
+use crate::proc::maps as procmaps;
 use crate::sys::fake::{self, FakeBatch, FakeKernel};
 
 /// The keys of `pid` recomputed from its maps (exec files, [vdso],
@@ -208,7 +209,7 @@ fn budgets_charge_what_landed_and_release_it_all() {
     assert!(p.over_budget);
     // largest first: a mapping left out while a smaller one was kept
     // needed more keys than the budget had left when its turn came
-    let (entries, _) = procmaps::parse_maps(&read_maps(pid).unwrap());
+    let (entries, _) = procmaps::parse_maps(&std::fs::read(format!("/proc/{pid}/maps")).unwrap());
     let size = |s: u64, e: u64| e - s;
     let mut left_out = 0;
     for e in entries.iter().filter(|e| e.is_exec_file() || e.is_vdso()) {
@@ -346,4 +347,138 @@ fn a_huge_process_is_synced_in_bounded_steps_and_its_exit_midway_leaves_nothing(
     assert!(!pm.is_syncing(pid));
     assert_eq!(pm.budget.total(), 0);
     assert!(fake::uninstall().unwrap().entries.is_empty(), "zero leaks");
+}
+
+/// A sleeper run as uid 65534 (the tests run as root, as `make test` does).
+fn sleeper_of_another_user() -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new("/bin/sleep")
+        .arg("1000")
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .expect("spawning sleep as uid 65534 (needs root)");
+    let pid = child.id();
+    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .contains("libc.so")
+    {
+        std::thread::yield_now();
+    }
+    child
+}
+
+/// Runs the manager as the loop does (work steps, answers of the maps
+/// worker) until `want` syncs ended; each `work` call must return within
+/// 50 ms (the loop is never held by a read).
+fn drive(pm: &mut ProcessManager, want: usize) -> Vec<Done> {
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut done = Vec::new();
+    while done.len() < want {
+        assert!(
+            Instant::now() < end,
+            "waited 20 s for {want} syncs: {done:?}"
+        );
+        pm.collect_reads(Instant::now());
+        if pm.has_work() {
+            let t0 = Instant::now();
+            done.extend(pm.work(t0 + Duration::from_millis(2)));
+            let took = t0.elapsed();
+            assert!(
+                took < Duration::from_millis(50),
+                "a work call took {took:?}"
+            );
+        } else {
+            pm.wait_reads(Instant::now() + Duration::from_millis(20));
+        }
+    }
+    done
+}
+
+#[test]
+fn a_stalled_maps_read_fails_its_sync_and_that_users_processes_are_then_refused() {
+    assert!(
+        nix::unistd::geteuid().is_root() || std::env::var_os("CI").is_none(),
+        "needs root to run a process as another user"
+    );
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    /// The children, killed even when an assertion fails.
+    struct Kids(Vec<std::process::Child>);
+    impl Drop for Kids {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    fake::install(FakeKernel::new(16, 16, 1 << 20));
+    let mut kids = Kids((0..3).map(|_| sleeper_of_another_user()).collect());
+    kids.0.push(sleeper());
+    let pids: Vec<u32> = kids.0.iter().map(|c| c.id()).collect();
+    let (a, b, c, root) = (pids[0], pids[1], pids[2], pids[3]);
+    let stalled = [a, b, c];
+    let (release, held) = crossbeam_channel::bounded::<()>(0);
+    let reads = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let r = reads.clone();
+    let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+    pm.set_read_deadline(Duration::from_millis(200));
+    pm.set_maps_reader(Arc::new(move |pid| {
+        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if stalled.contains(&pid) {
+            // a read held by the process's mmap lock
+            let _ = held.recv();
+        }
+        maps_read::read(pid)
+    }));
+    let before = COUNTERS.snapshot();
+    // a stall fails the sync of that process, never the loop, and the
+    // process asked for behind it is served by a fresh worker
+    pm.request(a);
+    pm.request(root);
+    let done = drive(&mut pm, 2);
+    let out = |pid: u32| &done.iter().find(|d| d.pid == pid).unwrap().outcome;
+    assert!(
+        matches!(out(a), SyncOutcome::Failed(e) if e.to_string().contains("took more than")),
+        "{done:?}"
+    );
+    assert!(
+        matches!(out(root), SyncOutcome::Synced { new: true, .. }),
+        "{done:?}"
+    );
+    assert!(!pm.is_tracked(a) && pm.is_tracked(root));
+    // a second stall of the same user
+    pm.request(b);
+    let done = drive(&mut pm, 1);
+    assert!(
+        matches!(done[0].outcome, SyncOutcome::Failed(_)),
+        "{done:?}"
+    );
+    let d = COUNTERS.snapshot().since(&before);
+    assert!(
+        d.maps_reads_timed_out >= 2 && d.maps_workers_abandoned >= 2,
+        "{d:?}"
+    );
+    // from now on that user's processes are not read at all
+    let n = reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        matches!(pm.sync(c), SyncOutcome::Failed(e) if e.to_string().contains("no longer read"))
+    );
+    assert_eq!(
+        reads.load(std::sync::atomic::Ordering::SeqCst),
+        n,
+        "pid {c}'s maps were read"
+    );
+    assert!(COUNTERS.snapshot().since(&before).maps_reads_refused >= 1);
+    // root's processes still are: a re-sync of the tracked one
+    assert!(matches!(
+        pm.sync(root),
+        SyncOutcome::Synced { new: false, .. }
+    ));
+    drop(release);
+    drop(kids);
+    assert!(pm.process_exit(root).is_some());
+    fake::uninstall();
 }

@@ -1,0 +1,245 @@
+//! Reading one process's /proc/PID/maps into the mappings a sync wants,
+//! on the maps worker thread ("pidmap-maps"), never on the event loop.
+//!
+//! The kernel produces the maps text under the target's mmap lock; a
+//! process that holds it (an mmap storm, a fault stuck on a FUSE file a
+//! user serves, a fork of a huge address space) stalls the reader for as
+//! long as it likes. So the read is a job of [`crate::worker::Pool`] with
+//! a deadline: the loop goes on serving exits and other syncs meanwhile,
+//! and a read stuck past the deadline fails that sync and counts against
+//! the process's owner (see `ProcessManager`).
+//!
+//! The text is read and parsed a chunk at a time: only executable file
+//! mappings (and `[vdso]`) are kept, so memory follows what is tracked,
+//! not the size of the file.
+
+use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath};
+use crate::tracker::registry::{self, VDSO_FILE_ID};
+use crate::warn_limited;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Bytes read from the maps file at a time.
+const CHUNK: usize = 64 << 10;
+
+/// What a mapping should be according to /proc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Wanted {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub file_id: u64,
+    pub dev: u64,
+    pub ino: u64,
+    /// Deleted (or a memfd): only /proc/PID/map_files may reach it.
+    pub deleted: bool,
+}
+
+/// The mappings of one process that matter, as the maps file said.
+#[derive(Debug, Default)]
+pub struct MapsRead {
+    pub(super) want: Vec<Wanted>,
+    pub(super) paths: HashMap<u64, String>,
+    pub bytes: usize,
+    pub lines: usize,
+    pub bad_lines: usize,
+    /// Time the read took on the worker.
+    pub took: Duration,
+}
+
+/// Whether a maps line can matter (executable, or `[vdso]`), from its
+/// permissions field alone: most lines are skipped without a full parse.
+fn may_matter(line: &[u8]) -> bool {
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
+        return true; // malformed: let the parser say so
+    };
+    line.get(sp + 3) != Some(&b'-') || line.ends_with(b"[vdso]")
+}
+
+fn wanted(e: &MapsEntry) -> Option<(Wanted, String)> {
+    if e.is_vdso() {
+        let w = Wanted {
+            start: e.start,
+            end: e.end,
+            offset: 0,
+            file_id: VDSO_FILE_ID,
+            dev: 0,
+            ino: 0,
+            deleted: false,
+        };
+        return Some((w, "[vdso]".into()));
+    }
+    if !e.is_exec_file() {
+        return None;
+    }
+    let (path, deleted) = match &e.path {
+        MapsPath::File { path, deleted } => (path.clone(), *deleted),
+        // a memfd has no path: only map_files reaches it
+        MapsPath::Memfd { name, .. } => (format!("/memfd:{name}"), true),
+        _ => return None,
+    };
+    let w = Wanted {
+        start: e.start,
+        end: e.end,
+        offset: e.offset,
+        file_id: registry::file_id(e.dev(), e.inode),
+        dev: e.dev(),
+        ino: e.inode,
+        deleted,
+    };
+    Some((w, path))
+}
+
+impl MapsRead {
+    /// Parses complete lines of `data`; a first bad line is logged.
+    pub(super) fn parse(&mut self, pid: u32, data: &[u8]) {
+        for line in data.split(|&b| b == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            self.lines += 1;
+            if !may_matter(line) {
+                continue;
+            }
+            match procmaps::parse_line(line) {
+                Ok(e) => {
+                    if let Some((w, path)) = wanted(&e) {
+                        self.paths.entry(w.file_id).or_insert(path);
+                        self.want.push(w);
+                    }
+                }
+                Err(what) => {
+                    self.bad_lines += 1;
+                    if self.bad_lines == 1 {
+                        let text: String =
+                            String::from_utf8_lossy(line).chars().take(200).collect();
+                        warn_limited!("maps line", "pid {pid}: maps line {text:?}: {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads and parses a whole maps file a chunk at a time.
+    fn read_from(&mut self, pid: u32, file: &mut File) -> std::io::Result<()> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut carry = Vec::new();
+        loop {
+            let n = match file.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r?,
+            };
+            if n == 0 {
+                self.parse(pid, &carry);
+                return Ok(());
+            }
+            self.bytes += n;
+            let data = &buf[..n];
+            match data.iter().rposition(|&b| b == b'\n') {
+                Some(last) => {
+                    carry.extend_from_slice(&data[..=last]);
+                    self.parse(pid, &carry);
+                    carry.clear();
+                    carry.extend_from_slice(&data[last + 1..]);
+                }
+                None => carry.extend_from_slice(data),
+            }
+        }
+    }
+}
+
+/// Reads the mappings of `pid` that matter: /proc/PID/maps, or a live
+/// thread's maps when the leader is a zombie (its own maps file reads
+/// empty while threads still run). The worker's job.
+pub fn read(pid: u32) -> std::io::Result<MapsRead> {
+    let t0 = Instant::now();
+    let mut out = MapsRead::default();
+    let mut f = File::open(format!("/proc/{pid}/maps"))?;
+    out.read_from(pid, &mut f)?;
+    if out.bytes == 0 {
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                let name = t.file_name();
+                if name.to_str() == Some(&pid.to_string()) {
+                    continue;
+                }
+                let p = Path::new("/proc")
+                    .join(pid.to_string())
+                    .join("task")
+                    .join(&name)
+                    .join("maps");
+                let Ok(mut f) = File::open(p) else { continue };
+                let mut thread = MapsRead::default();
+                if thread.read_from(pid, &mut f).is_ok() && thread.bytes > 0 {
+                    out = thread;
+                    break;
+                }
+            }
+        }
+    }
+    out.took = t0.elapsed();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_executable_file_mappings_and_the_vdso_are_kept() {
+        let text = b"\
+00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon
+00651000-00652000 r--p 00051000 08:02 173521      /usr/bin/dbus-daemon
+7f0000000000-7f0000001000 rw-p 00000000 00:00 0
+7ffd5e5fe000-7ffd5e600000 r-xp 00000000 00:00 0                          [vdso]
+7f1000000000-7f1000010000 r-xp 00002000 08:02 99 /tmp/x (deleted)
+";
+        let mut r = MapsRead::default();
+        r.parse(1, text);
+        assert_eq!(r.lines, 5);
+        let starts: Vec<u64> = r.want.iter().map(|w| w.start).collect();
+        assert_eq!(starts, vec![0x400000, 0x7ffd5e5fe000, 0x7f1000000000]);
+        assert!(r.want[2].deleted);
+        assert_eq!(r.want[0].offset, 0);
+        assert_eq!(r.want[2].offset, 0x2000);
+        assert_eq!(r.want[1].file_id, VDSO_FILE_ID);
+    }
+
+    #[test]
+    fn lines_split_across_chunks_are_parsed_whole() {
+        // more than one chunk of lines, each executable
+        let mut text = Vec::new();
+        for i in 0..3000u64 {
+            let s = 0x10000000 + i * 0x2000;
+            text.extend_from_slice(
+                format!(
+                    "{:x}-{:x} r-xp 00000000 08:02 {} /usr/lib/lib{i}.so\n",
+                    s,
+                    s + 0x1000,
+                    1000 + i
+                )
+                .as_bytes(),
+            );
+        }
+        assert!(text.len() > 2 * CHUNK);
+        let mut f = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut f, &text).unwrap();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0)).unwrap();
+        let mut r = MapsRead::default();
+        r.read_from(1, &mut f).unwrap();
+        assert_eq!(r.bad_lines, 0);
+        assert_eq!(r.lines, 3000);
+        assert_eq!(r.want.len(), 3000);
+        assert_eq!(r.bytes, text.len());
+    }
+
+    #[test]
+    fn our_own_maps_are_read() {
+        let r = read(std::process::id()).unwrap();
+        assert!(r.lines > 0 && !r.want.is_empty());
+        assert!(r.want.iter().any(|w| w.file_id == VDSO_FILE_ID));
+    }
+}
