@@ -79,17 +79,24 @@ pub struct ChurnResult {
     pub keys_refused: u64,
 }
 
-/// CPU time of a process in seconds, from /proc/PID/schedstat
-/// (nanoseconds on a CPU; finer than the tick counts of /proc/PID/stat).
+/// CPU time of a process in seconds: the sum of its threads'
+/// /proc/PID/task/TID/schedstat (nanoseconds on a CPU; finer than the tick
+/// counts of /proc/PID/stat). /proc/PID/schedstat alone is the main
+/// thread's, which misses the agent's worker threads.
 fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
+    let one = |path: std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .map(|t| one(t.path().join("schedstat")))
+        .sum::<f64>()
         / 1e9
 }
 
@@ -374,7 +381,7 @@ pub fn run(b: &ChurnOpts) -> Result<()> {
     let base = results[0].agent_cpu_s / results[0].procs.max(1) as f64;
     if !b.json {
         println!(
-            "(cpu us/proc: the agent's CPU time per lifetime from /proc/PID/schedstat; user and kernel: its utime and stime from /proc/PID/stat, in clock ticks of {} ms)",
+            "(cpu us/proc: the agent's CPU time per lifetime, its threads' /proc/PID/task/TID/schedstat summed; user and kernel: its utime and stime from /proc/PID/stat, in clock ticks of {} ms)",
             1000 / crate::sys::process::clock_ticks().max(1)
         );
         println!(
