@@ -373,7 +373,7 @@ impl Agent {
             records.dedup_by_key(|r| r.key());
             let keys: Vec<u64> = records.iter().map(|r| r.key()).collect();
             if let Err(e) = self.pm.delete_requests(&keys) {
-                log::warn!("{e} (left to the request sweep)");
+                crate::warn_limited!("delete requests", "{e} (left to the request sweep)");
             }
             add(&COUNTERS.requests_recorded, keys.len() as u64);
             let ns_per_tick = 1_000_000_000 / sysproc::clock_ticks();
@@ -390,7 +390,7 @@ impl Agent {
             Ok(false) => {}
             Ok(true) => self.drain_requests(),
             Err(e) => {
-                log::warn!("{e}");
+                crate::warn_limited!("read latch", "{e}");
                 self.drain_requests();
             }
         }
