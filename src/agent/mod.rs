@@ -2,7 +2,9 @@
 //! of tracked processes, a signalfd and a waker for the control API and
 //! the file worker's results.
 //! Nothing busy-polls: the poll timeout only drives the metrics timer, the
-//! liveness sweep and the file jobs' deadlines, and is zero while syncs are
+//! liveness sweep, the request sweep (pid_events drained every second, for
+//! requests no record announced) and the file jobs' deadlines, and is zero
+//! while syncs are
 //! queued: a sync is done in bounded steps between iterations
 //! ([`WORK_SLICE`] per iteration), so exits, signals and other syncs are
 //! served in between.
@@ -10,7 +12,7 @@
 //! The loop never opens a path a user controls (DESIGN §9): whatever needs
 //! a file's contents is a job for the file worker (`files`).
 //!
-//! This file is the loop and the state it owns (a little over 600 lines,
+//! This file is the loop and the state it owns (about 720 lines,
 //! kept whole so the loop reads top to bottom); what it is configured with
 //! is in `config`, the control API in `control`, the event sources in
 //! `rings`, the test-only waits in `hooks`.
