@@ -14,6 +14,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define PF_KTHREAD 0x00200000
 #define MAX_ANCESTORS 8
 #define FIRST_REQUEST_GAP_NS 1000000ULL
+#define PIDMAP_EEXIST 17
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -37,8 +38,10 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } report_events SEC(".maps");
 
-/* Set when a wake-up is in flight, cleared by user space before it drains
- * pid_events, so a storm of requests produces few wake-ups. */
+/* Set when a request may be pending in pid_events without a record that
+ * announces it (the record could not be written, or pid_events was full);
+ * user space reads it after each batch of records and, when set, clears it
+ * and drains pid_events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -112,26 +115,33 @@ static __always_inline bool is_known(__u32 tgid)
 	return info && info->file_id == 0;
 }
 
-/* The request protocol: record pid<<32|tid in pid_events, then wake user
- * space unless a wake-up is already in flight. */
-static __always_inline int request_sync(void *ctx, __u32 tgid, __u32 tid)
+/* The request protocol: record pid<<32|tid in pid_events (the otel layout:
+ * a key already there means the request is pending, nothing more to do),
+ * then send the request itself as a record on report_events, so user space
+ * serves it without scanning pid_events. A request that no record carries
+ * (the ring was full, or pid_events was) raises the latch. */
+static __always_inline int request_sync(void *ctx, struct task_struct *task, __u32 tgid, __u32 tid)
 {
 	__u64 key = ((__u64)tgid << 32) | tid;
 	__u8 one = 1;
 	__u32 zero = 0;
 
-	if (bpf_map_update_elem(&pid_events, &key, &one, BPF_NOEXIST))
-		return 0; /* already pending, or the map is full */
-	__u32 *latch = bpf_map_lookup_elem(&report_latch, &zero);
-	struct pidmap_config *cfg = bpf_map_lookup_elem(&pidmap_config, &zero);
-	/* A plain read-then-set: a race only costs a spare wake-up. */
-	if (latch && !(cfg && cfg->wake_every_request)) {
-		if (*latch)
-			return 1;
-		*latch = 1;
-	}
+	long err = bpf_map_update_elem(&pid_events, &key, &one, BPF_NOEXIST);
+	if (err == -PIDMAP_EEXIST)
+		return 0; /* pending: its record, the latch or the sweep serves it */
 	struct report_event ev = { .pid = tgid, .tid = tid };
-	bpf_perf_event_output(ctx, &report_events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+	if (leader) {
+		ev.start_ns = BPF_CORE_READ(leader, start_boottime);
+		if (bpf_core_field_exists(((struct pid *)0)->ino))
+			ev.pid_ino = BPF_CORE_READ(leader, thread_pid, ino);
+	}
+	long out = bpf_perf_event_output(ctx, &report_events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
+	if (err || out) {
+		__u32 *latch = bpf_map_lookup_elem(&report_latch, &zero);
+		if (latch)
+			*latch = 1;
+	}
 	return 1;
 }
 
@@ -161,7 +171,7 @@ int BPF_PROG(pidmap_exec, struct task_struct *p, pid_t old_pid, struct linux_bin
 		return 0;
 	if (cfg->track_all || is_known(tgid) ||
 	    (cfg->track_children && ancestor_known(p)))
-		request_sync(ctx, tgid, p->pid);
+		request_sync(ctx, p, tgid, p->pid);
 	return 0;
 }
 
@@ -172,14 +182,20 @@ int BPF_PROG(pidmap_fork, struct task_struct *parent, struct task_struct *child)
 
 	if (!cfg || child->pid != child->tgid)
 		return 0; /* a new thread shares its process's mappings */
+	/* A child sharing its parent's address space (vfork, posix_spawn)
+	 * has no mappings of its own until it execs, and its exec asks for
+	 * the sync: a request now would sync the parent's maps for nothing. */
+	if (child->mm == parent->mm)
+		return 0;
 	if (cfg->track_all || (cfg->track_children && is_known(parent->tgid)))
-		request_sync(ctx, child->tgid, child->pid);
+		request_sync(ctx, child, child->tgid, child->pid);
 	return 0;
 }
 
 /* Rate-limited request from the sampler: the first request of a process
  * goes out at once, later ones back off from 1 ms to request_interval_ns. */
-static __always_inline __u32 sampler_request(void *ctx, __u32 tgid, __u32 tid, __u64 interval)
+static __always_inline __u32 sampler_request(void *ctx, struct task_struct *task, __u32 tgid,
+					     __u32 tid, __u64 interval)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct request_state *st = bpf_map_lookup_elem(&sample_requests, &tgid);
@@ -197,7 +213,7 @@ static __always_inline __u32 sampler_request(void *ctx, __u32 tgid, __u32 tid, _
 		bpf_map_update_elem(&sample_requests, &tgid, &fresh, BPF_ANY);
 	}
 	stat_add(SAMPLER_STAT_REQUESTS, 1);
-	request_sync(ctx, tgid, tid);
+	request_sync(ctx, task, tgid, tid);
 	return SAMPLE_REQUESTED;
 }
 
@@ -297,7 +313,7 @@ int pidmap_sample(struct bpf_perf_event_data *ctx)
 	if (!known)
 		stat_add(SAMPLER_STAT_UNKNOWN_PROCESS, 1);
 	if ((!known || rc.unresolved) && !(flags & SAMPLE_KTHREAD))
-		flags |= sampler_request(ctx, tgid, tid, cfg->request_interval_ns);
+		flags |= sampler_request(ctx, task, tgid, tid, cfg->request_interval_ns);
 
 	__u32 nkernel = 0;
 	if (cfg->kernel_stacks) {

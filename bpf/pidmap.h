@@ -35,15 +35,23 @@ struct pidmap_config {
 	__u32 track_all;      /* request a sync of every new process */
 	__u32 track_children; /* request a sync of children of known processes */
 	__u32 kernel_stacks;  /* sampler: also record the kernel stack */
-	__u32 wake_every_request; /* tests: no latch, one wake-up per request */
+	__u32 wake_every_request; /* no effect: every request sends its record */
 	__u64 request_interval_ns; /* sampler: min gap between requests per pid */
 };
 
-/* Wake-up record sent over report_events; its content is informative only,
- * pid_events is the source of truth. */
+/* A sync request sent over report_events, one record per request newly
+ * written to pid_events (key pid << 32 | tid). User space serves the pid
+ * and deletes that key; pid_events itself is read only when the latch is
+ * set, records were lost, or on the periodic request sweep. */
+/* start_ns and pid_ino describe the process (its leader) at the request:
+ * its start_boottime (field 22 of /proc/PID/stat is this in clock ticks) and
+ * the inode of its struct pid in pidfs (Linux 6.9; 0 before), which fstat of
+ * a pidfd shows: together they spare the sync a read of /proc/PID/stat. */
 struct report_event {
 	__u32 pid;
 	__u32 tid;
+	__u64 start_ns; /* ns since boot */
+	__u64 pid_ino;
 };
 
 /* Value of sample_requests: the sampler's per-process request rate limit. */

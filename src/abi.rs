@@ -93,7 +93,8 @@ pub struct Config {
     pub track_all: u32,
     pub track_children: u32,
     pub kernel_stacks: u32,
-    /// Tests: wake user space for every request (no latch).
+    /// No effect any more: every request sends its own record (kept so
+    /// the layout and the `--wake-every-request` flag stay).
     pub wake_every_request: u32,
     pub request_interval_ns: u64,
 }
@@ -106,12 +107,36 @@ pub const SAMPLE_KTHREAD: u32 = 1 << 4;
 pub const MAX_USER_FRAMES: usize = 127;
 pub const MAX_KERNEL_FRAMES: usize = 127;
 
-/// `struct report_event`: the wake-up record on report_events.
+/// `struct report_event`: a sync request on report_events.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReportEvent {
     pub pid: u32,
     pub tid: u32,
+    /// The process's start_boottime (ns) at the request.
+    pub start_ns: u64,
+    /// The inode of its struct pid in pidfs (0 before Linux 6.9).
+    pub pid_ino: u64,
+}
+
+impl ReportEvent {
+    /// The record's raw bytes (the BPF side's `struct report_event`);
+    /// `None` when it is shorter.
+    pub fn parse(raw: &[u8]) -> Option<ReportEvent> {
+        let u32_at = |o: usize| Some(u32::from_ne_bytes(raw.get(o..o + 4)?.try_into().ok()?));
+        let u64_at = |o: usize| Some(u64::from_ne_bytes(raw.get(o..o + 8)?.try_into().ok()?));
+        Some(ReportEvent {
+            pid: u32_at(0)?,
+            tid: u32_at(4)?,
+            start_ns: u64_at(8)?,
+            pid_ino: u64_at(16)?,
+        })
+    }
+
+    /// Its key in pid_events: pid << 32 | tid.
+    pub fn key(&self) -> u64 {
+        (u64::from(self.pid) << 32) | u64::from(self.tid)
+    }
 }
 
 /// `struct sample_header`.
@@ -313,6 +338,8 @@ mod tests {
             ),
             f!("report_event", "pid", ReportEvent, pid),
             f!("report_event", "tid", ReportEvent, tid),
+            f!("report_event", "start_ns", ReportEvent, start_ns),
+            f!("report_event", "pid_ino", ReportEvent, pid_ino),
             f!("request_state", "last_ns", RequestState, last_ns),
             f!("request_state", "gap_ns", RequestState, gap_ns),
             f!("request_state", "count", RequestState, count),
@@ -491,5 +518,23 @@ mod tests {
         let mut bad = raw.clone();
         bad[12] = 200; // user_frames beyond the limit
         assert_eq!(Sample::parse(&bad), None);
+    }
+
+    #[test]
+    fn report_events_parse_to_their_pid_events_key() {
+        let mut raw = 7u32.to_ne_bytes().to_vec();
+        raw.extend(9u32.to_ne_bytes());
+        raw.extend(11u64.to_ne_bytes());
+        raw.extend(13u64.to_ne_bytes());
+        let ev = ReportEvent::parse(&raw).unwrap();
+        let want = ReportEvent {
+            pid: 7,
+            tid: 9,
+            start_ns: 11,
+            pid_ino: 13,
+        };
+        assert_eq!(ev, want);
+        assert_eq!(ev.key(), 7 << 32 | 9);
+        assert_eq!(ReportEvent::parse(&raw[..23]), None);
     }
 }

@@ -79,6 +79,8 @@ counters! {
     maps_workers_abandoned: "maps worker threads abandoned while stuck in a read",
     short_resyncs: "syncs of processes left short (budget, full trie) asked again because keys were freed",
     syncs_unreadable: "process syncs skipped: the maps could not be read (EACCES, EPERM, ESRCH)",
+    requests_recorded: "sync requests served from their record on the request ring",
+    request_drains: "scans of pid_events (latch raised, records lost, periodic request sweep)",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

@@ -17,6 +17,10 @@ pub const DEFAULT_RING_PAGES: usize = 8;
 /// --ring-pages`).
 pub const DEFAULT_SAMPLE_RING_PAGES: usize = 64;
 
+/// How often the agent drains pid_events whatever the request records say
+/// (requests written there by other programs are served within this).
+pub const REQUEST_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Time an iteration spends on queued sync steps (each step is bounded
 /// too: a few thousand keys or 64 KiB of maps).
 pub const WORK_SLICE: Duration = Duration::from_millis(2);
@@ -56,6 +60,10 @@ pub struct AgentConfig {
     /// What the engine does with the rest of a chunk after a stop.
     pub delete_policy: ResumePolicy,
     pub sweep_interval: Duration,
+    /// How often pid_events is drained whatever the records say: the
+    /// longest a request written there without a record (another program,
+    /// or one whose record and latch both failed) waits.
+    pub request_sweep_interval: Duration,
     /// Take SIGINT/SIGTERM/SIGHUP through a signalfd (the caller blocked them).
     pub signals: bool,
     /// Stop after this long (profile --duration).
@@ -87,6 +95,7 @@ impl Default for AgentConfig {
             delete_strategy: DeleteStrategy::Resume,
             delete_policy: ResumePolicy::Batch,
             sweep_interval: Duration::from_secs(10),
+            request_sweep_interval: REQUEST_SWEEP_INTERVAL,
             signals: false,
             duration: None,
             sampling: None,

@@ -67,7 +67,8 @@ impl Waiters {
                 }
             }
             Hook::WhenGone(pid, tx) => {
-                if !pm.is_tracked(pid) {
+                // an exit being handled is not gone until its keys are
+                if !pm.is_tracked(pid) && !pm.is_dying(pid) {
                     let _ = tx.send(());
                 } else {
                     self.when_gone.entry(pid).or_default().push(tx);

@@ -2,7 +2,9 @@
 //! of tracked processes, a signalfd and a waker for the control API and
 //! the file worker's results.
 //! Nothing busy-polls: the poll timeout only drives the metrics timer, the
-//! liveness sweep and the file jobs' deadlines, and is zero while syncs are
+//! liveness sweep, the request sweep (pid_events drained every second, for
+//! requests no record announced) and the file jobs' deadlines, and is zero
+//! while syncs are
 //! queued: a sync is done in bounded steps between iterations
 //! ([`WORK_SLICE`] per iteration), so exits, signals and other syncs are
 //! served in between.
@@ -10,7 +12,7 @@
 //! The loop never opens a path a user controls (DESIGN §9): whatever needs
 //! a file's contents is a job for the file worker (`files`).
 //!
-//! This file is the loop and the state it owns (about 700 lines, kept
+//! This file is the loop and the state it owns (about 750 lines, kept
 //! whole so the loop reads top to bottom); what it is configured with
 //! is in `config`, the control API in `control`, the event sources in
 //! `rings`, the test-only waits in `hooks`, the command of `-- CMD` in
@@ -26,12 +28,13 @@ mod rings;
 
 use child::ChildCommand;
 pub use config::{
-    AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES, WORK_SLICE,
+    AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES,
+    REQUEST_SWEEP_INTERVAL, WORK_SLICE,
 };
 pub use control::{spawn, AgentHandle, Command, Status};
 use rings::{open_rings, Source, RING_BASE, SAMPLE_RING_BASE, SIGNALS, WAKER};
 
-use crate::abi::{Config, Sample};
+use crate::abi::{Config, ReportEvent, Sample};
 use crate::agent::files::FileWorkers;
 use crate::agent::metrics::{Gauges, Histogram};
 use crate::counters::{add, COUNTERS};
@@ -101,6 +104,9 @@ pub struct Agent {
     sink: Option<Box<dyn SampleSink>>,
     files: FileWorkers,
     resync_all: bool,
+    /// The requests read from the request rings this turn (a buffer kept
+    /// across turns).
+    records: Vec<ReportEvent>,
     loop_hist: Histogram,
     /// The pin directory's lock, held for the agent's life.
     _pin_lock: Option<PinLock>,
@@ -201,6 +207,7 @@ impl Agent {
                 Some(waker.clone()),
             ),
             resync_all: false,
+            records: Vec::new(),
             loop_hist: Histogram::default(),
             _pin_lock: None,
             cfg: AgentConfig {
@@ -321,10 +328,8 @@ impl Agent {
     }
 
     fn exit(&mut self, pid: u32) {
-        if let Some(fd) = self.pm.pidfd(pid) {
-            let raw = fd.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-        }
+        // no epoll_ctl(DEL): the process leaves the model now and its
+        // pidfd, closed with it, leaves the epoll set by itself
         // the keys go in steps; waiters hear of it once they are gone
         if !self.pm.exit_later(pid) {
             self.notify_gone(pid);
@@ -387,8 +392,44 @@ impl Agent {
         }
     }
 
-    /// Drains pid_events (clearing the wake-up latch first, so a request
-    /// arriving meanwhile wakes us again) and syncs what was asked.
+    /// Serves the requests read from the rings this turn: their keys leave
+    /// pid_events (one batch) and their pids are queued. Then, if the BPF
+    /// side raised the latch (a request no record carries), drains
+    /// pid_events. The cost grows with the records, not with the map.
+    fn serve_records(&mut self) {
+        if !self.records.is_empty() {
+            let mut records = std::mem::take(&mut self.records);
+            records.sort_unstable_by_key(|r| r.key());
+            records.dedup_by_key(|r| r.key());
+            let keys: Vec<u64> = records.iter().map(|r| r.key()).collect();
+            if let Err(e) = self.pm.delete_requests(&keys) {
+                crate::warn_limited!("delete requests", "{e} (left to the request sweep)");
+            }
+            add(&COUNTERS.requests_recorded, keys.len() as u64);
+            let ns_per_tick = 1_000_000_000 / sysproc::clock_ticks();
+            for r in &records {
+                // what the BPF side saw of the process: its start time in
+                // the clock ticks of /proc/PID/stat, and its pidfs inode
+                let seen = (r.pid_ino != 0).then_some((r.start_ns / ns_per_tick, r.pid_ino));
+                self.pm.request_seen(r.pid, seen);
+            }
+            records.clear();
+            self.records = records;
+        }
+        match self.loaded.latch_raised() {
+            Ok(false) => {}
+            Ok(true) => self.drain_requests(),
+            Err(e) => {
+                crate::warn_limited!("read latch", "{e}");
+                self.drain_requests();
+            }
+        }
+    }
+
+    /// Drains pid_events (clearing the latch first, so a request that
+    /// misses its record meanwhile raises it again) and syncs what was
+    /// asked: on start, after lost records, when the latch is raised and
+    /// on the request sweep.
     fn drain_requests(&mut self) {
         let _ = self.loaded.clear_latch();
         let pids = self.pm.take_requests().unwrap_or_else(|e| {
@@ -424,17 +465,24 @@ impl Agent {
     }
 
     fn read_rings(&mut self, cpu: u32) {
-        let mut lost = 0u64;
+        let (mut lost, mut malformed) = (0u64, 0u64);
+        let records = &mut self.records;
         if let Some(ring) = self.rings.get_mut(cpu) {
-            ring.read(|rec| {
-                if let Record::Lost(n) = rec {
-                    lost += n;
-                }
+            ring.read(|rec| match rec {
+                Record::Sample(raw) => match ReportEvent::parse(raw) {
+                    Some(ev) => records.push(ev),
+                    None => malformed += 1,
+                },
+                Record::Lost(n) => lost += n,
+                Record::Other(_) => {}
             });
         }
-        if lost > 0 {
-            add(&COUNTERS.lost_records, lost);
-            log::info!("{lost} perf records lost: re-syncing everything");
+        if lost > 0 || malformed > 0 {
+            add(&COUNTERS.lost_records, lost + malformed);
+            log::info!(
+                "{} perf records lost ({malformed} malformed): re-syncing everything",
+                lost + malformed
+            );
             self.resync_all = true;
         }
     }
@@ -537,9 +585,10 @@ impl Agent {
         let mut events = Events::with_capacity(256);
         let mut next_metrics = Instant::now() + self.cfg.metrics_interval;
         let mut next_sweep = Instant::now() + self.cfg.sweep_interval;
+        let mut next_request_sweep = Instant::now() + self.cfg.request_sweep_interval;
         while self.ended.is_none() {
             let now = Instant::now();
-            let mut deadline = next_metrics;
+            let mut deadline = next_metrics.min(next_request_sweep);
             if let Some(at) = self.sink.as_ref().and_then(|s| s.next_turn()) {
                 deadline = deadline.min(at);
             }
@@ -602,8 +651,9 @@ impl Agent {
             if self.resync_all {
                 self.resync_all = false;
                 self.resync_everything();
-            } else if requests {
-                self.drain_requests();
+            }
+            if requests {
+                self.serve_records();
             }
             for pid in exited {
                 self.exit(pid);
@@ -626,6 +676,11 @@ impl Agent {
                 self.work(woke + WORK_SLICE);
             }
             let now = Instant::now();
+            if now >= next_request_sweep {
+                // requests other writers put in pid_events without a record
+                next_request_sweep = now + self.cfg.request_sweep_interval;
+                self.drain_requests();
+            }
             if now >= next_sweep {
                 next_sweep = now + self.cfg.sweep_interval;
                 for pid in self.pm.sweep() {

@@ -93,7 +93,7 @@ const CHURN: &[Flag] = &[
     .default("/bin/sleep 0.02"),
     Flag::switch(
         "--wake-every-request",
-        "passed on to the agent: one wake-up record per sync request",
+        "passed on to the agent (no effect: one record per sync request)",
     ),
     JSON,
 ];

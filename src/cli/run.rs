@@ -78,9 +78,8 @@ const OPTIONS: &[Flag] = &[
     .default("batch"),
     Flag::switch(
         "--wake-every-request",
-        "one wake-up record per sync request instead of one per drain: more \
-         wake-ups, and a small ring can lose records (for soaks of the \
-         lost-record re-sync)",
+        "no effect, kept for scripts: every sync request has its own record \
+         now (a small ring loses records under a storm of requests)",
     ),
     Flag::value(
         "--max-keys-per-process",

@@ -2,7 +2,7 @@
 //! (`pidmap run --all`), some of their keys deleted behind its back, for
 //! each delete strategy side by side. Measures exit-to-cleanup latency
 //! (from the kernel's view of the pinned trie), entries left, the agent's
-//! CPU time per process and its peak RSS.
+//! CPU time per process (split into user and kernel time) and its peak RSS.
 
 use crate::abi::{PidPage, TRIE_NAME};
 use crate::error::{Error, Result};
@@ -64,6 +64,10 @@ pub struct ChurnResult {
     pub latency_us: Vec<f64>,
     pub left: u64,
     pub agent_cpu_s: f64,
+    /// The agent's user and kernel time (/proc/PID/stat utime and stime,
+    /// clock-tick resolution).
+    pub agent_user_s: f64,
+    pub agent_kernel_s: f64,
     pub peak_rss_kib: u64,
     pub elapsed_s: f64,
     /// (lifetimes so far, agent VmRSS KiB)
@@ -75,17 +79,24 @@ pub struct ChurnResult {
     pub keys_refused: u64,
 }
 
-/// CPU time of a process in seconds, from /proc/PID/schedstat
-/// (nanoseconds on a CPU; finer than the tick counts of /proc/PID/stat).
+/// CPU time of a process in seconds: the sum of its threads'
+/// /proc/PID/task/TID/schedstat (nanoseconds on a CPU; finer than the tick
+/// counts of /proc/PID/stat). /proc/PID/schedstat alone is the main
+/// thread's, which misses the agent's worker threads.
 fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
+    let one = |path: std::path::PathBuf| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .map(|t| one(t.path().join("schedstat")))
+        .sum::<f64>()
         / 1e9
 }
 
@@ -224,6 +235,7 @@ pub fn churn_once(strategy: &'static str, b: &ChurnOpts, workload: &[&str]) -> R
         metric(&metrics, "pidmap_files").unwrap_or(0)
     };
     let cpu0 = cpu_seconds(apid);
+    let ticks0 = crate::proc::stat::cpu_ticks(apid).unwrap_or_default();
     let mut rng = Rng::new(0xc0ffee);
     let mut res = ChurnResult {
         strategy,
@@ -333,6 +345,10 @@ pub fn churn_once(strategy: &'static str, b: &ChurnOpts, workload: &[&str]) -> R
     )?;
     res.audit_leaked = report.leaked_keys();
     res.agent_cpu_s = cpu_seconds(apid) - cpu0;
+    let ticks = crate::proc::stat::cpu_ticks(apid).unwrap_or_default();
+    let hz = crate::sys::process::clock_ticks() as f64;
+    res.agent_user_s = ticks.0.saturating_sub(ticks0.0) as f64 / hz;
+    res.agent_kernel_s = ticks.1.saturating_sub(ticks0.1) as f64 / hz;
     res.peak_rss_kib = status_kib(apid, "VmHWM");
     // one more metrics period, so the gauges describe the quiet state
     let stamp = std::fs::metadata(&metrics).and_then(|m| m.modified()).ok();
@@ -365,6 +381,10 @@ pub fn run(b: &ChurnOpts) -> Result<()> {
     let base = results[0].agent_cpu_s / results[0].procs.max(1) as f64;
     if !b.json {
         println!(
+            "(cpu us/proc: the agent's CPU time per lifetime, its threads' /proc/PID/task/TID/schedstat summed; user and kernel: its utime and stime from /proc/PID/stat, in clock ticks of {} ms)",
+            1000 / crate::sys::process::clock_ticks().max(1)
+        );
+        println!(
             "bench churn: {} ({}) paced at {}/s, {}% of keys deleted behind the agent's back, agent --ring-pages {} --max-entries {}{}",
             crate::text::counted(b.procs as u64, "process", "processes"),
             workload.join(" "),
@@ -379,7 +399,7 @@ pub fn run(b: &ChurnOpts) -> Result<()> {
             }
         );
         println!(
-            "{:<12} {:>8} {:>7} {:>8} {:>8} {:>8} {:>5} {:>6} {:>11} {:>9} {:>9}",
+            "{:<12} {:>8} {:>7} {:>8} {:>8} {:>8} {:>5} {:>6} {:>11} {:>6} {:>6} {:>9} {:>9}",
             "strategy",
             "tracked",
             "rate/s",
@@ -389,12 +409,16 @@ pub fn run(b: &ChurnOpts) -> Result<()> {
             "left",
             "audit",
             "cpu us/proc",
+            "user",
+            "kernel",
             "vs resume",
             "peak RSS"
         );
     }
     for r in &results {
         let per = r.agent_cpu_s / r.procs.max(1) as f64;
+        let user = r.agent_user_s / r.procs.max(1) as f64 * 1e6;
+        let kernel = r.agent_kernel_s / r.procs.max(1) as f64 * 1e6;
         let (p50, p99, max) = (
             percentile(&r.latency_us, 0.5),
             percentile(&r.latency_us, 0.99),
@@ -408,13 +432,13 @@ pub fn run(b: &ChurnOpts) -> Result<()> {
             .collect();
         if b.json {
             println!(
-                "{{\"strategy\":\"{}\",\"procs\":{},\"tracked\":{},\"rate\":{rate:.0},\"deleted_behind\":{},\"latency_p50_us\":{p50:.0},\"latency_p99_us\":{p99:.0},\"latency_max_us\":{max:.0},\"left\":{},\"audit_leaked\":{},\"agent_cpu_us_per_proc\":{:.1},\"peak_rss_kib\":{},\"files_before\":{},\"files_after\":{},\"lost_records\":{},\"keys_refused\":{}}}",
+                "{{\"strategy\":\"{}\",\"procs\":{},\"tracked\":{},\"rate\":{rate:.0},\"deleted_behind\":{},\"latency_p50_us\":{p50:.0},\"latency_p99_us\":{p99:.0},\"latency_max_us\":{max:.0},\"left\":{},\"audit_leaked\":{},\"agent_cpu_us_per_proc\":{:.1},\"agent_user_us_per_proc\":{user:.1},\"agent_kernel_us_per_proc\":{kernel:.1},\"peak_rss_kib\":{},\"files_before\":{},\"files_after\":{},\"lost_records\":{},\"keys_refused\":{}}}",
                 r.strategy, r.procs, r.tracked, r.keys_deleted_behind, r.left, r.audit_leaked, per * 1e6, r.peak_rss_kib, r.files_before, r.files_after, r.lost_records, r.keys_refused
             );
         } else {
             println!(
-                "{:<12} {:>8} {:>7.0} {:>8.0} {:>8.0} {:>8.0} {:>5} {:>6} {:>11.1} {:>8.2}x {:>5} KiB",
-                r.strategy, r.tracked, rate, p50, p99, max, r.left, r.audit_leaked, per * 1e6, per / base.max(1e-12), r.peak_rss_kib
+                "{:<12} {:>8} {:>7.0} {:>8.0} {:>8.0} {:>8.0} {:>5} {:>6} {:>11.1} {:>6.0} {:>6.0} {:>8.2}x {:>5} KiB",
+                r.strategy, r.tracked, rate, p50, p99, max, r.left, r.audit_leaked, per * 1e6, user, kernel, per / base.max(1e-12), r.peak_rss_kib
             );
             println!(
                 "  {}: RSS KiB at lifetimes {}; files in registry {} before, {} after; {} keys deleted behind; {} perf records lost; {} keys refused (full trie)",

@@ -391,9 +391,16 @@ impl Loaded {
         self.object.detach_all();
     }
 
-    /// Clears the wake-up latch: the next sync request wakes the agent.
+    /// Clears the latch before a drain of pid_events.
     pub fn clear_latch(&self) -> Result<()> {
         Ok(self.latch.update(&0u32, &0u32, crate::sys::bpf::BPF_ANY)?)
+    }
+
+    /// Whether the BPF side raised the latch: a request may be pending in
+    /// pid_events that no record announced (a failed write to the ring, or
+    /// a full pid_events).
+    pub fn latch_raised(&self) -> Result<bool> {
+        Ok(self.latch.lookup::<u32, u32>(&0)?.unwrap_or(0) != 0)
     }
 }
 

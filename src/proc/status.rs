@@ -2,7 +2,11 @@
 
 /// The real uid of a process from the text of /proc/PID/status.
 pub fn parse_real_uid(status: &[u8]) -> Option<u32> {
-    let text = std::str::from_utf8(status).ok()?;
+    // the text may be cut (a bounded read) inside a character
+    let text = match std::str::from_utf8(status) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&status[..e.valid_up_to()]).ok()?,
+    };
     let line = text.lines().find(|l| l.starts_with("Uid:"))?;
     line["Uid:".len()..]
         .split_ascii_whitespace()
@@ -13,7 +17,11 @@ pub fn parse_real_uid(status: &[u8]) -> Option<u32> {
 
 /// The real uid of `pid` (None when it is gone).
 pub fn real_uid(pid: u32) -> Option<u32> {
-    parse_real_uid(&std::fs::read(format!("/proc/{pid}/status")).ok()?)
+    let mut buf = [0u8; 4096];
+    parse_real_uid(super::stat::read_small(
+        &format!("/proc/{pid}/status"),
+        &mut buf,
+    )?)
 }
 
 /// A "kB" field of /proc/PID/status (`VmRSS`, `VmHWM`); 0 once the
@@ -37,6 +45,11 @@ mod tests {
         assert_eq!(parse_real_uid(s), Some(1000));
         assert_eq!(parse_real_uid(b"Name:\tx\n"), None);
         assert_eq!(parse_real_uid(b"Uid:\tx\n"), None);
+        // a bounded read may end inside a character after the Uid line
+        let mut cut = s.to_vec();
+        cut.extend_from_slice("Name:\t\u{e9}".as_bytes());
+        cut.pop();
+        assert_eq!(parse_real_uid(&cut), Some(1000));
         assert_eq!(
             real_uid(std::process::id()),
             Some(crate::sys::process::uid())

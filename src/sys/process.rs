@@ -191,3 +191,15 @@ pub fn uid() -> u32 {
 
 // Their old paths, which the binary and tests/ use.
 pub use super::signal::{block_agent_signals, default_sigpipe};
+
+/// Clock ticks per second of /proc/PID/stat's times (`_SC_CLK_TCK`,
+/// 100 when sysconf cannot tell).
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf reads a constant of the C library, no pointers.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 {
+        n as u64
+    } else {
+        100
+    }
+}

@@ -198,6 +198,8 @@ struct Job {
     /// pidfd and start time of a process not yet tracked.
     fresh_fd: Option<OwnedFd>,
     start_time: u64,
+    /// Start time and pidfs inode the BPF side saw with the request.
+    seen: Option<(u64, u64)>,
     uid: u32,
     added: usize,
     removed: usize,
@@ -211,6 +213,7 @@ impl Job {
             new: false,
             fresh_fd: None,
             start_time: 0,
+            seen: None,
             uid: 0,
             added: 0,
             removed: 0,
@@ -549,6 +552,18 @@ impl ProcessManager {
         }
     }
 
+    /// [`ProcessManager::request`] with what the BPF side saw of the
+    /// process (start time, pidfs inode): a sync of a new process whose
+    /// pidfd has that inode takes that start time instead of reading it.
+    pub fn request_seen(&mut self, pid: u32, seen: Option<(u64, u64)>) {
+        self.request(pid);
+        if let Some(j) = self.jobs.get_mut(&pid) {
+            if matches!(j.phase, Phase::Start) {
+                j.seen = seen.or(j.seen);
+            }
+        }
+    }
+
     /// Whether syncs or deletions of exited processes are queued.
     pub fn has_work(&self) -> bool {
         !self.queue.is_empty() || !self.dying.is_empty()
@@ -787,6 +802,11 @@ impl ProcessManager {
                     self.retire(pid);
                 }
             }
+            // tracked with a pidfd that has not fired: the same process,
+            // whose start time is known (no /proc/PID/stat to read)
+            if let Some(p) = self.procs.get(&pid).filter(|p| p.pidfd.is_some()) {
+                break (false, None, p.start_time);
+            }
             let new = !self.procs.contains_key(&pid);
             let fresh_fd = if new {
                 match pidfd::pidfd_open(pid) {
@@ -802,7 +822,12 @@ impl ProcessManager {
             } else {
                 None
             };
-            let Some(start) = start_time(pid) else {
+            // the process the request came from, if the pidfd is its own
+            let seen = fresh_fd.as_ref().and_then(|fd| {
+                let (start, ino) = self.jobs.get(&pid)?.seen?;
+                (pidfd::inode(fd.as_fd()) == Some(ino)).then_some(start)
+            });
+            let Some(start) = seen.or_else(|| start_time(pid)) else {
                 if !new {
                     self.retire(pid);
                 }
@@ -823,7 +848,11 @@ impl ProcessManager {
         };
         let uid = match self.procs.get(&pid) {
             Some(p) => p.uid,
-            None => match crate::proc::status::real_uid(pid) {
+            None => match fresh_fd
+                .as_ref()
+                .and_then(|fd| pidfd::real_uid(fd.as_fd()))
+                .or_else(|| crate::proc::status::real_uid(pid))
+            {
                 Some(u) => u,
                 None => return Err(SyncOutcome::Gone),
             },
