@@ -31,10 +31,10 @@ use rings::{open_rings, Source, RING_BASE, SAMPLE_RING_BASE, SIGNALS, WAKER};
 use crate::abi::{Config, Sample};
 use crate::agent::files::FileWorkers;
 use crate::agent::metrics::{Gauges, Histogram};
-use crate::counters::{add, COUNTERS};
+use crate::counters::COUNTERS;
 use crate::error::{Error, Result};
 use crate::maps::loader::{self, Loaded};
-use crate::sys::perf_ring::{PerfRings, Record};
+use crate::sys::perf_ring::PerfRings;
 use crate::sys::process::{self as sysproc, Gated};
 use crate::sys::signal::AgentSignals;
 use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
@@ -384,18 +384,8 @@ impl Agent {
     }
 
     fn read_rings(&mut self, cpu: u32) {
-        let mut lost = 0u64;
         if let Some(ring) = self.rings.get_mut(cpu) {
-            ring.read(|rec| {
-                if let Record::Lost(n) = rec {
-                    lost += n;
-                }
-            });
-        }
-        if lost > 0 {
-            add(&COUNTERS.lost_records, lost);
-            log::info!("{lost} perf records lost: re-syncing everything");
-            self.resync_all = true;
+            self.resync_all |= rings::read_requests(ring);
         }
     }
 
@@ -403,18 +393,7 @@ impl Agent {
         let Some(ring) = self.sample_rings.get_mut(cpu) else {
             return;
         };
-        let mut lost = 0;
-        let mut samples = Vec::new();
-        ring.read(|rec| match rec {
-            Record::Sample(raw) => match Sample::parse(raw) {
-                Some(s) => samples.push(s),
-                None => add(&COUNTERS.samples_malformed, 1),
-            },
-            Record::Lost(n) => lost += n,
-            Record::Other(_) => {}
-        });
-        add(&COUNTERS.samples_read, samples.len() as u64);
-        add(&COUNTERS.samples_lost, lost);
+        let samples = rings::read_samples(ring);
         if let Some(sink) = self.sink.as_mut() {
             for s in &samples {
                 sink.sample(s, &self.pm, &mut self.files);

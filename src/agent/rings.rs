@@ -1,9 +1,12 @@
 //! The loop's event sources: poll tokens decoded into a [`Source`], and
-//! the per-CPU perf rings the BPF side writes to.
+//! the per-CPU perf rings the BPF side writes to, and what a read of each
+//! kind of ring yields.
 
+use crate::abi::Sample;
+use crate::counters::{add, COUNTERS};
 use crate::error::{Error, Result};
 use crate::sys::bpf::MapHandle;
-use crate::sys::perf_ring::PerfRings;
+use crate::sys::perf_ring::{PerfRing, PerfRings, Record};
 use mio::{Interest, Poll, Token};
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -70,3 +73,41 @@ pub(super) fn open_rings(
     }
     Ok(rings)
 }
+
+/// Reads a request ring. Its records only wake the loop (the requests
+/// themselves wait in pid_events); a lost record may have been a request:
+/// `true` asks for a re-sync of everything.
+pub(super) fn read_requests(ring: &mut PerfRing) -> bool {
+    let mut lost = 0u64;
+    ring.read(|rec| {
+        if let Record::Lost(n) = rec {
+            lost += n;
+        }
+    });
+    if lost > 0 {
+        add(&COUNTERS.lost_records, lost);
+        log::info!("{lost} perf records lost: re-syncing everything");
+    }
+    lost > 0
+}
+
+/// Reads a sample ring: its samples decoded, the malformed ones and the
+/// ones the kernel lost counted.
+pub(super) fn read_samples(ring: &mut PerfRing) -> Vec<Sample> {
+    let mut lost = 0;
+    let mut samples = Vec::new();
+    ring.read(|rec| match rec {
+        Record::Sample(raw) => match Sample::parse(raw) {
+            Some(s) => samples.push(s),
+            None => add(&COUNTERS.samples_malformed, 1),
+        },
+        Record::Lost(n) => lost += n,
+        Record::Other(_) => {}
+    });
+    add(&COUNTERS.samples_read, samples.len() as u64);
+    add(&COUNTERS.samples_lost, lost);
+    samples
+}
+
+#[cfg(test)]
+mod tests;

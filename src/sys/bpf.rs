@@ -10,7 +10,7 @@ use std::path::Path;
 /// The one entry point to bpf(2). Unit tests replace the kernel here.
 fn sys_bpf(cmd: sys::bpf_cmd, attr: &mut sys::bpf_attr) -> Result<i64, i32> {
     #[cfg(test)]
-    if let Some(r) = super::fake::dispatch(cmd, attr) {
+    if let Some(r) = super::fake::bpf::dispatch(cmd, attr) {
         return r;
     }
     // SAFETY: attr points to a zero-initialised bpf_attr owned by the caller

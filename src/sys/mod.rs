@@ -1,8 +1,9 @@
 //! Every system call of pidmap, and all of its `unsafe`.
 //!
 //! Each family goes through one dispatch function (`bpf::sys_bpf`,
-//! `pidfd::pidfd_open`, ...) so unit tests can replace the kernel with the
-//! fake in `fake.rs`. Errors name the call and the object and keep the errno.
+//! `pidfd::pidfd_open`, `perf_event::perf_event_open`, ...) so unit tests
+//! can replace the kernel with the fake in `fake/` (one module per kernel
+//! object). Errors name the call and the object and keep the errno.
 
 pub mod bpf;
 #[cfg(test)]
