@@ -4,7 +4,7 @@ use super::run::set_mode;
 use super::{choice, next_item, num, pid, ring_pages, Choice, CommandSpec, Flag, Item};
 use super::{Cmd, Section, Usage};
 use crate::agent::Mode;
-use crate::budget::Budgets;
+use crate::tracker::budget::Budgets;
 use std::path::PathBuf;
 
 const TARGETS: &[Flag] = &[

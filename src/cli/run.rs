@@ -3,8 +3,8 @@
 use super::{choice, max_entries, next_item, num, pid, ring_pages, CommandSpec, Flag, Item};
 use super::{Cmd, Section, Usage};
 use crate::agent::Mode;
-use crate::budget::Budgets;
-use crate::tables::DeleteStrategy;
+use crate::maps::tables::DeleteStrategy;
+use crate::tracker::budget::Budgets;
 use std::path::PathBuf;
 
 const MODES: &[Flag] = &[
@@ -34,7 +34,7 @@ const OPTIONS: &[Flag] = &[
          refused when another user owns it or others may access it",
         "/sys/fs/bpf/pidmap",
     )
-    .default(crate::loader::DEFAULT_PIN_DIR),
+    .default(crate::maps::loader::DEFAULT_PIN_DIR),
     Flag::switch(
         "--keep-pins",
         "keep the pinned maps at exit (default: remove them)",
@@ -131,7 +131,7 @@ impl Default for RunArgs {
     fn default() -> RunArgs {
         RunArgs {
             mode: Mode::Serve,
-            pin_dir: PathBuf::from(crate::loader::DEFAULT_PIN_DIR),
+            pin_dir: PathBuf::from(crate::maps::loader::DEFAULT_PIN_DIR),
             keep_pins: false,
             metrics_file: None,
             max_entries: crate::abi::TRIE_MAX_ENTRIES,

@@ -1,8 +1,8 @@
 use super::*;
 use crate::agent::Mode;
-use crate::bench::{MapKind, Pattern};
-use crate::budget::Budgets;
-use crate::tables::DeleteStrategy;
+use crate::cmd::bench::{MapKind, Pattern};
+use crate::maps::tables::DeleteStrategy;
+use crate::tracker::budget::Budgets;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 fn p(s: &str) -> Result<Cmd, Usage> {

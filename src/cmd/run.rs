@@ -7,7 +7,7 @@ use crate::error::Result;
 
 /// Runs the agent; the exit status is the command's under `-- CMD`.
 pub fn run(r: RunArgs) -> Result<u8> {
-    crate::sys::process::block_agent_signals()?;
+    crate::sys::signal::block_agent_signals()?;
     let cfg = AgentConfig {
         mode: r.mode,
         pin_dir: r.pin_dir,

@@ -178,7 +178,7 @@ mod tests {
     //! claims to find, next to a healthy process it must leave alone.
     use super::*;
     use crate::abi::{MappingInfo, PidPage};
-    use crate::engine::BatchMap;
+    use crate::maps::engine::BatchMap;
     use crate::sys::bpf::{MapHandle, BPF_ANY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
     use crate::sys::fake::{self, FakeMap};
 

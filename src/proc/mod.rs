@@ -2,5 +2,5 @@
 
 pub(crate) mod cpus;
 pub mod maps;
-pub(crate) mod stat;
+pub mod stat;
 pub(crate) mod status;

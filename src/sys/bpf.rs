@@ -72,10 +72,8 @@ pub struct MapHandle {
 }
 
 pub const BPF_ANY: u64 = sys::BPF_ANY as u64;
-pub const BPF_NOEXIST: u64 = sys::BPF_NOEXIST as u64;
 pub const MAP_TYPE_HASH: u32 = sys::BPF_MAP_TYPE_HASH;
 pub const MAP_TYPE_LPM_TRIE: u32 = sys::BPF_MAP_TYPE_LPM_TRIE;
-pub const MAP_TYPE_ARRAY: u32 = sys::BPF_MAP_TYPE_ARRAY;
 pub const F_NO_PREALLOC: u32 = sys::BPF_F_NO_PREALLOC;
 
 fn map_name_bytes(name: &str) -> [libc::c_char; 16] {

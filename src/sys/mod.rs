@@ -7,22 +7,16 @@
 
 pub mod bpf;
 #[cfg(test)]
-pub mod fake;
+pub(crate) mod fake;
 pub(crate) mod fs;
 pub mod object;
 pub(crate) mod perf_event;
-pub(crate) mod perf_ring;
+pub mod perf_ring;
 pub(crate) mod pidfd;
 pub(crate) mod pread;
 pub mod process;
 pub mod safe_open;
-pub(crate) mod signal;
-
-/// The old path of the perf ring reader's fuzz entry point, still used by
-/// the fuzz targets under tests/.
-pub mod perf {
-    pub use super::perf_ring::{fuzz_one, fuzz_records};
-}
+pub mod signal;
 
 use std::fmt;
 use std::io;

@@ -125,6 +125,3 @@ pub fn raise_nofile() {
 pub fn uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
-
-// Their old paths, which the binary and tests/ use.
-pub use super::signal::{block_agent_signals, default_sigpipe};

@@ -8,7 +8,7 @@ use super::registry::FileInfo;
 use crate::abi::{MappingInfo, PidPage};
 use crate::counters::{add, COUNTERS};
 use crate::error::Result;
-use crate::maps::audit::{self, AuditReport};
+use crate::maps::audit::AuditReport;
 use crate::sys::SysError;
 use std::collections::BTreeSet;
 
@@ -27,7 +27,7 @@ impl ProcessManager {
 
     /// The trie's value at exactly `key`.
     pub fn trie_value(&self, key: &PidPage) -> std::result::Result<Option<MappingInfo>, SysError> {
-        self.tables.trie.map.lookup(key)
+        self.tables.lookup(key)
     }
 
     /// The file `id` of the registry.
@@ -63,10 +63,7 @@ impl ProcessManager {
         loop {
             let mut keys = [0u64; 1024];
             let mut vals = [0u8; 1024];
-            let (n, done) = self
-                .tables
-                .events
-                .lookup_and_delete_batch(&mut token, &mut keys, &mut vals)?;
+            let (n, done) = self.tables.take_events(&mut token, &mut keys, &mut vals)?;
             add(&COUNTERS.requests_drained, n as u64);
             pids.extend(keys[..n].iter().map(|k| (k >> 32) as u32));
             if done || n == 0 {
@@ -78,7 +75,7 @@ impl ProcessManager {
     /// Audits the trie and the events map: `start_time` tells which pids
     /// are alive (and since when).
     pub fn audit(&self, start_time: &dyn Fn(u32) -> Option<u64>) -> Result<AuditReport> {
-        audit::audit(&self.tables.trie.map, &self.tables.events, start_time)
+        self.tables.audit(start_time)
     }
 
     /// Pins reused from an earlier run: the keys of dead or reused pids
@@ -86,9 +83,7 @@ impl ProcessManager {
     /// changed since): the caller syncs [`Reconciled::live`] again.
     pub fn reconcile_pins(&mut self) -> Result<Reconciled> {
         let tables = &self.tables;
-        let mut report = audit::audit(&tables.trie.map, &tables.events, &|pid| {
-            crate::proc::stat::start_time(pid)
-        })?;
+        let mut report = tables.audit(&|pid| crate::proc::stat::start_time(pid))?;
         let live: BTreeSet<u32> = {
             let leaked: BTreeSet<u32> = report.leaked.iter().map(|l| l.pid).collect();
             let keys = tables.trie_keys()?;
@@ -97,7 +92,7 @@ impl ProcessManager {
                 .filter(|p| !leaked.contains(p))
                 .collect()
         };
-        audit::repair(&tables.trie, &mut report);
+        tables.repair(&mut report);
         let live_keys: Vec<_> = tables
             .trie_keys()?
             .into_iter()

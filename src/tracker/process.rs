@@ -26,7 +26,7 @@ use crate::maps::engine::InsertOutcome;
 use crate::maps::tables::Tables;
 use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath};
 // the path tests/ use
-pub use crate::proc::stat::start_time;
+use crate::proc::stat::start_time;
 use crate::sys::pidfd;
 use crate::tracker::budget::{self, Budget};
 use crate::tracker::prefix;

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::abi::{SampleFrame, SampleHeader};
-use crate::sys::bpf::MAP_TYPE_ARRAY;
+use crate::sys::bpf::MAP_TYPE_HASH;
 use crate::sys::fake::{self, FakeMap};
 use mio::Events;
 use std::os::fd::BorrowedFd;
@@ -19,7 +19,8 @@ fn wired(pages: usize, wakeup: u32, base: usize) -> (Poll, MapHandle, PerfRings)
     fake::bpf::install(FakeMap::new(4, 4, slots as usize));
     fake::perf::install();
     let poll = Poll::new().unwrap();
-    let map = MapHandle::create(MAP_TYPE_ARRAY, "events", 4, 4, slots, 0).unwrap();
+    // a PERF_EVENT_ARRAY to the kernel; the fake answers any type alike
+    let map = MapHandle::create(MAP_TYPE_HASH, "events", 4, 4, slots, 0).unwrap();
     let rings = open_rings(&poll, &map, pages, wakeup, base).unwrap();
     (poll, map, rings)
 }

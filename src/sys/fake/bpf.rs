@@ -128,11 +128,6 @@ pub fn add_map(k: FakeMap) {
     QUEUED.with(|q| q.borrow_mut().push(k));
 }
 
-/// The map bound to `fd` by [`add_map`], taken out.
-pub fn take_map(fd: u32) -> Option<FakeMap> {
-    BOUND.with(|b| b.borrow_mut().remove(&fd))
-}
-
 /// The fd a command addresses (0 for a map creation).
 fn target_fd(cmd: u32, attr: &sys::bpf_attr) -> u32 {
     // SAFETY: reading the plain u32 fd member the wrapper filled for this

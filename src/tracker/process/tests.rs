@@ -33,7 +33,7 @@ fn old_kernel_scenario(batch: FakeBatch, pidfd_errno: Option<i32>) {
     let pid = child.id();
     let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
     assert_eq!(
-        pm.tables.trie.delete != crate::maps::engine::BatchSupport::Supported,
+        pm.tables.delete_support() != crate::maps::engine::BatchSupport::Supported,
         batch != FakeBatch::Supported
     );
     assert!(matches!(
