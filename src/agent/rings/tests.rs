@@ -152,3 +152,25 @@ fn samples_are_decoded_and_the_malformed_and_lost_ones_counted() {
     assert!(read_samples(ring).is_empty(), "read once");
     fake::reset();
 }
+
+#[test]
+fn a_pidfd_turning_readable_wakes_the_loop_as_the_exit_of_its_pid() {
+    use mio::unix::SourceFd;
+    fake::reset();
+    fake::pidfd::install();
+    let mut poll = Poll::new().unwrap();
+    // a pid beyond any ring's token range: pid_max can be 2^22
+    let pid = (1 << 22) - 1;
+    let fd = crate::sys::pidfd::pidfd_open(pid).unwrap();
+    poll.registry()
+        .register(
+            &mut SourceFd(&fd.as_raw_fd()),
+            Source::pidfd(pid),
+            Interest::READABLE,
+        )
+        .unwrap();
+    assert!(ready_now(&mut poll).is_empty(), "alive: no event");
+    assert_eq!(fake::pidfd::exit(pid), 1);
+    wait_for(&mut poll, Source::Exit(pid));
+    fake::reset();
+}
