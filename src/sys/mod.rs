@@ -14,7 +14,7 @@ pub(crate) mod perf_event;
 pub mod perf_ring;
 pub(crate) mod pidfd;
 pub(crate) mod pread;
-pub mod process;
+pub(crate) mod process;
 pub mod safe_open;
 pub mod signal;
 

@@ -122,6 +122,7 @@ pub fn raise_nofile() {
 }
 
 /// The real uid of this process (`getuid`).
+#[cfg(test)]
 pub fn uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
