@@ -24,21 +24,10 @@ pub mod counters;
 pub mod error;
 pub mod maps;
 pub mod proc;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod rng;
 pub mod sampler;
 pub mod sys;
 pub mod text;
 pub mod tracker;
 pub mod worker;
-
-// The paths of the flat layout that tests/ and the command-line parser
-// still use; they go once those are updated.
-pub use agent::files;
-pub use cmd::audit as audit_cmd;
-pub use cmd::profile as profile_cmd;
-pub use cmd::{bench, churn};
-pub use maps::{engine, loader, tables};
-pub use proc::maps as procmaps;
-pub use sampler::{diff, profile, symbolize};
-pub use tracker::{budget, process};

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    pidmap::sys::process::default_sigpipe();
+    pidmap::sys::signal::default_sigpipe();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();

@@ -7,9 +7,9 @@ mod common;
 use common::{expected_keys, keys_of};
 use pidmap::abi::PidPage;
 use pidmap::agent::{self, AgentConfig, AgentHandle, Mode};
-use pidmap::process::{ProcessManager, SyncOutcome};
+use pidmap::maps::tables::Tables;
 use pidmap::sys::bpf::MapHandle;
-use pidmap::tables::Tables;
+use pidmap::tracker::process::{ProcessManager, SyncOutcome};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -320,7 +320,7 @@ fn a_reused_pid_never_gets_the_old_processes_keys() {
     let helper_only = old_keys.len() - 1 - stale.len();
     assert!(helper_only > 0, "the old image's keys are gone");
     let marker = pm.trie_value(&PidPage::marker(pid)).unwrap().unwrap();
-    assert_eq!(Some(marker.bias()), pidmap::process::start_time(pid));
+    assert_eq!(Some(marker.bias()), pidmap::proc::stat::start_time(pid));
     newp.kill().unwrap();
     newp.wait().unwrap();
     pm.process_exit(pid);

@@ -84,7 +84,7 @@ fn audit_finds_planted_entries_and_repair_removes_them() {
         "{text}"
     );
     assert_eq!(audit(&pins, &[]).0, 0);
-    pidmap::loader::remove_pins(&pins);
+    pidmap::maps::loader::remove_pins(&pins);
     assert!(!pins.exists());
     let (code, _) = audit(&pins, &[]);
     assert_eq!(code, 2, "no pins is an error");
@@ -375,7 +375,7 @@ fn audit_finds_every_kind_of_leak_in_kept_pins() {
     let gone = dead_pid();
     plant(gone, Some(12345), 2);
     let reused = common::spawn(Command::new("/bin/sleep").arg("1000"));
-    let start = pidmap::process::start_time(reused.id()).unwrap();
+    let start = pidmap::proc::stat::start_time(reused.id()).unwrap();
     plant(reused.id(), Some(start + 1), 3);
     let orphan = common::spawn(Command::new("/bin/sleep").arg("1000"));
     plant(orphan.id(), None, 4);

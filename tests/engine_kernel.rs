@@ -4,7 +4,7 @@
 mod common;
 
 use pidmap::abi::{MappingInfo, PidPage};
-use pidmap::engine::{
+use pidmap::maps::engine::{
     delete_keys, insert_keys, BatchMap, BatchSupport, EngineOptions, ResumePolicy,
 };
 use pidmap::sys::bpf::{MapHandle, BPF_ANY, F_NO_PREALLOC, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};

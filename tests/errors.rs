@@ -299,7 +299,7 @@ fn a_failed_start_keeps_the_pins_an_earlier_run_left() {
         trie.exists(),
         "the earlier run's pins stay for the next start or the audit"
     );
-    pidmap::loader::remove_pins(&pins);
+    pidmap::maps::loader::remove_pins(&pins);
 }
 
 /// What the errors of a start that runs out of descriptors name, between
@@ -565,7 +565,7 @@ fn bpf_object_misuse_is_named() {
         return;
     }
     use pidmap::sys::object::BpfObject;
-    let mut o = BpfObject::open(pidmap::loader::OBJECT, "pidmap").unwrap();
+    let mut o = BpfObject::open(pidmap::maps::loader::OBJECT, "pidmap").unwrap();
     let e = o.map_fd("nope").unwrap_err().to_string();
     assert!(
         e.starts_with("bpf_object__find_map_by_name on nope: No such file"),

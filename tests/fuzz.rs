@@ -70,7 +70,7 @@ fn proc_maps_parser() {
     if let Ok(m) = std::fs::read("/proc/self/maps") {
         seeds.push(m);
     }
-    run("procmaps", &seeds, 200_000, pidmap::procmaps::fuzz_one);
+    run("procmaps", &seeds, 200_000, pidmap::proc::maps::fuzz_one);
 }
 
 /// A pidmap sample as the BPF program writes it: `user` resolved user
@@ -118,7 +118,7 @@ fn perf_record(ty: u32, raw: &[u8]) -> Vec<u8> {
     r
 }
 
-/// An input of `pidmap::sys::perf::fuzz_one`: byte 0 the data size
+/// An input of `pidmap::sys::perf_ring::fuzz_one`: byte 0 the data size
 /// (8 << k, k < 10), byte 1 the mode (0: consistent metadata), tail and head - tail
 /// as u64, then the data area's content (repeated to fill it).
 fn ring_input(k: u8, tail_wraps: u64, records: &[Vec<u8>]) -> Vec<u8> {
@@ -239,7 +239,7 @@ fn perf_ring_records() {
     let gen = |i: usize, rng: &mut Rng| ring_input_from(i, &pool, rng);
     let (total, records, samples) = run_counting("perf ring", 100_000, gen, |d| {
         let mut parsed = false;
-        let n = pidmap::sys::perf::fuzz_records(d, &mut |raw| {
+        let n = pidmap::sys::perf_ring::fuzz_records(d, &mut |raw| {
             if let Some(s) = pidmap::abi::Sample::parse(raw) {
                 assert!(s.user.len() <= 127 && s.kernel.len() <= 127);
                 parsed = true;
@@ -314,7 +314,7 @@ fn elf_symbol_reader() {
     // a small shared library of the C library, whole
     seeds.extend(std::fs::read("/usr/lib/x86_64-linux-gnu/libdl.so.2"));
     for (i, s) in seeds.iter().enumerate() {
-        let ok = pidmap::symbolize::ElfSymbols::from_bytes(s, "seed").is_some();
+        let ok = pidmap::sampler::symbolize::ElfSymbols::from_bytes(s, "seed").is_some();
         eprintln!("elf seed {i}: {} bytes, parses: {ok}", s.len());
     }
     let gen = |i: usize, rng: &mut Rng| match i % 7 {
@@ -323,8 +323,8 @@ fn elf_symbol_reader() {
         _ => overwrite(&seeds[i % seeds.len()], rng),
     };
     let (total, parsed, with_syms) = run_counting("elf", 3_000, gen, |d| {
-        pidmap::symbolize::fuzz_one(d);
-        let s = pidmap::symbolize::ElfSymbols::from_bytes(d, "fuzz");
+        pidmap::sampler::symbolize::fuzz_one(d);
+        let s = pidmap::sampler::symbolize::ElfSymbols::from_bytes(d, "fuzz");
         (s.is_some(), s.is_some_and(|s| s.build_id().is_some()))
     });
     let p = parsed * 100 / total;
@@ -370,7 +370,7 @@ fn cargo_fuzz_seeds_reach_records_and_samples() {
     for e in std::fs::read_dir(dir.join("perf_ring")).unwrap().flatten() {
         let d = std::fs::read(e.path()).unwrap();
         let mut parsed = 0;
-        let n = pidmap::sys::perf::fuzz_records(&d, &mut |raw| {
+        let n = pidmap::sys::perf_ring::fuzz_records(&d, &mut |raw| {
             parsed += pidmap::abi::Sample::parse(raw).is_some() as usize;
         });
         assert!(n > 0, "{}: no record", e.path().display());

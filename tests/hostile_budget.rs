@@ -354,7 +354,7 @@ fn one_user_cannot_take_the_trie() {
             "pid {k} holds {} > {per_process} keys: {} of them not of its maps, marker {marker:?}, start time {:?}, log so far in the agent's stderr",
             have.len(),
             have.iter().filter(|h| !want.contains(h)).count(),
-            pidmap::process::start_time(*k),
+            pidmap::proc::stat::start_time(*k),
         );
     }
     // a root process started afterwards gets every key, and its exit is

@@ -316,7 +316,7 @@ impl RunAgent {
 impl Drop for RunAgent {
     fn drop(&mut self) {
         self.stop_log();
-        pidmap::loader::remove_pins(&self.pins);
+        pidmap::maps::loader::remove_pins(&self.pins);
         let _ = std::fs::remove_dir(&self.pins);
         let _ = std::fs::remove_dir_all(&self.metrics_dir);
     }
@@ -710,9 +710,9 @@ fn profile_of_a_sparse_2_gib_elf_stays_small_and_symbolizes() {
 /// the agent still shuts down promptly.
 #[test]
 fn a_stuck_file_read_never_delays_exits_or_shutdown() {
+    use pidmap::agent::files::{Done, FileWorkers, FilesConfig, Reader};
     use pidmap::agent::{Agent, AgentConfig, Mode, SampleSink, Sampling};
     use pidmap::counters::COUNTERS;
-    use pidmap::files::{Done, FileWorkers, FilesConfig, Reader};
     use pidmap::sys::safe_open::MappedFile;
     if !common::bpf_available() {
         return;
@@ -726,7 +726,7 @@ fn a_stuck_file_read_never_delays_exits_or_shutdown() {
         fn sample(
             &mut self,
             s: &pidmap::abi::Sample,
-            _pm: &pidmap::process::ProcessManager,
+            _pm: &pidmap::tracker::process::ProcessManager,
             files: &mut FileWorkers,
         ) {
             for f in &s.user {

@@ -304,7 +304,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop_log();
-        pidmap::loader::remove_pins(&self.pins);
+        pidmap::maps::loader::remove_pins(&self.pins);
     }
 }
 

@@ -310,7 +310,7 @@ fn sigkill_of_pidmap_leaves_no_orphan() {
             &w.child_fd,
             WAIT,
         );
-        pidmap::loader::remove_pins(&pins);
+        pidmap::maps::loader::remove_pins(&pins);
     }
 }
 
@@ -497,7 +497,7 @@ fn one_agent_per_pin_dir() {
     // with no agent, the repair runs
     let (code, err) = finish(&["audit", "--repair", "--pin-dir", p]);
     assert_eq!(code, 0, "{err}");
-    pidmap::loader::remove_pins(&pins);
+    pidmap::maps::loader::remove_pins(&pins);
 }
 
 /// The pids whose command line holds `arg` in one of its arguments (a

@@ -62,7 +62,7 @@ fn pprof_is_read_back_by_an_independent_decoder() {
         })
         .collect();
     // our own reader agrees on every stack
-    let ours = pidmap::diff::load(&pb).unwrap();
+    let ours = pidmap::sampler::diff::load(&pb).unwrap();
     let total: u64 = ours.iter().map(|(_, n)| n).sum();
     assert_eq!(v["total"], total);
     assert!(v["mappings"] >= 2, "the binary and its library: {text}");
@@ -99,7 +99,7 @@ fn go_tool_pprof_reads_the_profile() {
         String::from_utf8(o.stdout).unwrap()
     };
     let top = pprof(&["-sample_index=samples", "-top", "-nodecount=1000"]);
-    let ours = pidmap::diff::load(&pb).unwrap();
+    let ours = pidmap::sampler::diff::load(&pb).unwrap();
     let total: u64 = ours.iter().map(|(_, n)| n).sum();
     assert!(total > 300, "{top}");
     assert!(

@@ -199,7 +199,7 @@ fn requests_of_the_bpf_programs_are_served_without_scanning_pid_events() {
         let marker: Option<MappingInfo> = trie.lookup(&PidPage::marker(*p)).unwrap();
         assert_eq!(
             marker.map(|m| m.bias()),
-            pidmap::process::start_time(*p),
+            pidmap::proc::stat::start_time(*p),
             "the marker of child {p}"
         );
     }

@@ -78,5 +78,5 @@ fn sigkill_during_churn_then_restart_is_clean_five_times() {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(a.id() as i32, libc::SIGTERM) };
     assert_eq!(a.wait().unwrap().code(), Some(0));
-    pidmap::loader::remove_pins(std::path::Path::new(&pins));
+    pidmap::maps::loader::remove_pins(std::path::Path::new(&pins));
 }

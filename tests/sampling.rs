@@ -6,7 +6,7 @@
 mod common;
 
 use common::pidmap_bin;
-use pidmap::profile::parse_folded;
+use pidmap::sampler::profile::parse_folded;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -458,7 +458,7 @@ fn after_a_kept_profile_the_audit_is_clean() {
     );
     let text = String::from_utf8_lossy(&a.stdout);
     assert_eq!(a.status.code(), Some(0), "{text}");
-    pidmap::loader::remove_pins(&pins);
+    pidmap::maps::loader::remove_pins(&pins);
 }
 
 #[test]
@@ -504,7 +504,7 @@ fn a_hot_unknown_process_is_requested_at_a_bounded_rate() {
         st.count
     );
     drop(agent);
-    pidmap::loader::remove_pins(&pins);
+    pidmap::maps::loader::remove_pins(&pins);
 }
 
 /// Starts `pidmap profile ARGS` and waits for its "serving" line.

@@ -40,7 +40,7 @@ use crate::agent::metrics::{Gauges, Histogram};
 use crate::counters::{add, COUNTERS};
 use crate::error::{Error, Result};
 use crate::maps::loader::{self, Loaded, PinLock};
-use crate::sys::perf_ring::{PerfRings, Record};
+use crate::sys::perf_ring::PerfRings;
 use crate::sys::process as sysproc;
 use crate::sys::signal::AgentSignals;
 use crate::text::counted;
@@ -151,7 +151,7 @@ impl Agent {
         };
         let (loaded, mut tables) = loader::load(held, &cfg.pin_dir, cfg.max_entries, &programs)?;
         tables.set_strategy(cfg.delete_strategy);
-        tables.opts.policy = cfg.delete_policy;
+        tables.set_policy(cfg.delete_policy);
         let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
         let waker = Arc::new(
             Waker::new(poll.registry(), WAKER)
@@ -465,25 +465,8 @@ impl Agent {
     }
 
     fn read_rings(&mut self, cpu: u32) {
-        let (mut lost, mut malformed) = (0u64, 0u64);
-        let records = &mut self.records;
         if let Some(ring) = self.rings.get_mut(cpu) {
-            ring.read(|rec| match rec {
-                Record::Sample(raw) => match ReportEvent::parse(raw) {
-                    Some(ev) => records.push(ev),
-                    None => malformed += 1,
-                },
-                Record::Lost(n) => lost += n,
-                Record::Other(_) => {}
-            });
-        }
-        if lost > 0 || malformed > 0 {
-            add(&COUNTERS.lost_records, lost + malformed);
-            log::info!(
-                "{} perf records lost ({malformed} malformed): re-syncing everything",
-                lost + malformed
-            );
-            self.resync_all = true;
+            self.resync_all |= rings::read_requests(ring, &mut self.records);
         }
     }
 
@@ -491,18 +474,7 @@ impl Agent {
         let Some(ring) = self.sample_rings.get_mut(cpu) else {
             return;
         };
-        let mut lost = 0;
-        let mut samples = Vec::new();
-        ring.read(|rec| match rec {
-            Record::Sample(raw) => match Sample::parse(raw) {
-                Some(s) => samples.push(s),
-                None => add(&COUNTERS.samples_malformed, 1),
-            },
-            Record::Lost(n) => lost += n,
-            Record::Other(_) => {}
-        });
-        add(&COUNTERS.samples_read, samples.len() as u64);
-        add(&COUNTERS.samples_lost, lost);
+        let samples = rings::read_samples(ring);
         if let Some(sink) = self.sink.as_mut() {
             for s in &samples {
                 sink.sample(s, &self.pm, &mut self.files);

@@ -1,9 +1,12 @@
 //! The loop's event sources: poll tokens decoded into a [`Source`], and
-//! the per-CPU perf rings the BPF side writes to.
+//! the per-CPU perf rings the BPF side writes to, and what a read of each
+//! kind of ring yields.
 
+use crate::abi::{ReportEvent, Sample};
+use crate::counters::{add, COUNTERS};
 use crate::error::{Error, Result};
 use crate::sys::bpf::MapHandle;
-use crate::sys::perf_ring::PerfRings;
+use crate::sys::perf_ring::{PerfRing, PerfRings, Record};
 use mio::{Interest, Poll, Token};
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -74,3 +77,47 @@ pub(super) fn open_rings(
     }
     Ok(rings)
 }
+
+/// Reads a request ring: each record is one sync request (pid, tid, start
+/// time, pidfs inode), pushed to `records`. A lost or malformed record may
+/// have been a request: `true` asks for a re-sync of everything.
+pub(super) fn read_requests(ring: &mut PerfRing, records: &mut Vec<ReportEvent>) -> bool {
+    let (mut lost, mut malformed) = (0u64, 0u64);
+    ring.read(|rec| match rec {
+        Record::Sample(raw) => match ReportEvent::parse(raw) {
+            Some(ev) => records.push(ev),
+            None => malformed += 1,
+        },
+        Record::Lost(n) => lost += n,
+        Record::Other(_) => {}
+    });
+    if lost > 0 || malformed > 0 {
+        add(&COUNTERS.lost_records, lost + malformed);
+        log::info!(
+            "{} perf records lost ({malformed} malformed): re-syncing everything",
+            lost + malformed
+        );
+    }
+    lost > 0 || malformed > 0
+}
+
+/// Reads a sample ring: its samples decoded, the malformed ones and the
+/// ones the kernel lost counted.
+pub(super) fn read_samples(ring: &mut PerfRing) -> Vec<Sample> {
+    let mut lost = 0;
+    let mut samples = Vec::new();
+    ring.read(|rec| match rec {
+        Record::Sample(raw) => match Sample::parse(raw) {
+            Some(s) => samples.push(s),
+            None => add(&COUNTERS.samples_malformed, 1),
+        },
+        Record::Lost(n) => lost += n,
+        Record::Other(_) => {}
+    });
+    add(&COUNTERS.samples_read, samples.len() as u64);
+    add(&COUNTERS.samples_lost, lost);
+    samples
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,7 @@ const OPTIONS: &[Flag] = &[
         "where the agent pinned its maps (run and profile share this default)",
         "/sys/fs/bpf/pidmap",
     )
-    .default(crate::loader::DEFAULT_PIN_DIR),
+    .default(crate::maps::loader::DEFAULT_PIN_DIR),
     Flag::switch(
         "--repair",
         "delete the leaked entries and report what was done; refused while an \
@@ -39,7 +39,7 @@ without a marker.
 
 pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
     let flags = super::all_flags(&SPEC);
-    let mut pin_dir = PathBuf::from(crate::loader::DEFAULT_PIN_DIR);
+    let mut pin_dir = PathBuf::from(crate::maps::loader::DEFAULT_PIN_DIR);
     let (mut repair, mut json) = (false, false);
     let err = |msg: String| Usage {
         msg,

@@ -2,8 +2,8 @@
 
 use super::{choice, max_entries, next_item, num, ring_pages, Choice, CommandSpec, Flag, Item};
 use super::{BenchArgs, Cmd, Section, Usage};
-use crate::bench::{DeleteOpts, InsertOpts, MapKind, Pattern};
-use crate::churn::ChurnOpts;
+use crate::cmd::bench::{DeleteOpts, InsertOpts, MapKind, Pattern};
+use crate::cmd::churn::ChurnOpts;
 use std::ffi::OsString;
 
 impl Choice for MapKind {

@@ -44,7 +44,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
     let flags = super::all_flags(&SPEC);
     let mut files: Vec<PathBuf> = Vec::new();
     let (mut threshold, mut top): (f64, usize) = (5.0, 20);
-    let mut max_input = crate::diff::DEFAULT_MAX_INPUT;
+    let mut max_input = crate::sampler::diff::DEFAULT_MAX_INPUT;
     let err = |msg: String| Usage {
         msg,
         command: SPEC.name,

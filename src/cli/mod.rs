@@ -16,8 +16,8 @@ mod run;
 pub use profile::{Format, ProfileArgs};
 pub use run::RunArgs;
 
-use crate::bench::{DeleteOpts, InsertOpts};
-use crate::churn::ChurnOpts;
+use crate::cmd::bench::{DeleteOpts, InsertOpts};
+use crate::cmd::churn::ChurnOpts;
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
@@ -223,17 +223,20 @@ fn one_of(names: &[&str]) -> String {
     }
 }
 
-impl Choice for crate::engine::ResumePolicy {
+impl Choice for crate::maps::engine::ResumePolicy {
     const NAMES: &'static [(&'static str, Self)] = &[
-        ("batch", crate::engine::ResumePolicy::Batch),
-        ("single", crate::engine::ResumePolicy::Single),
+        ("batch", crate::maps::engine::ResumePolicy::Batch),
+        ("single", crate::maps::engine::ResumePolicy::Single),
     ];
 }
 
-impl Choice for crate::tables::DeleteStrategy {
+impl Choice for crate::maps::tables::DeleteStrategy {
     const NAMES: &'static [(&'static str, Self)] = &[
-        ("resume", crate::tables::DeleteStrategy::Resume),
-        ("reissue-all", crate::tables::DeleteStrategy::ReissueAll),
+        ("resume", crate::maps::tables::DeleteStrategy::Resume),
+        (
+            "reissue-all",
+            crate::maps::tables::DeleteStrategy::ReissueAll,
+        ),
     ];
 }
 

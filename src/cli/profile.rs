@@ -4,7 +4,7 @@ use super::run::set_mode;
 use super::{choice, next_item, num, pid, ring_pages, Choice, CommandSpec, Flag, Item};
 use super::{Cmd, Section, Usage};
 use crate::agent::Mode;
-use crate::budget::Budgets;
+use crate::tracker::budget::Budgets;
 use std::path::PathBuf;
 
 const TARGETS: &[Flag] = &[
@@ -68,7 +68,7 @@ const OPTIONS: &[Flag] = &[
          default directory needs another one",
         "/sys/fs/bpf/x",
     )
-    .default(crate::loader::DEFAULT_PIN_DIR),
+    .default(crate::maps::loader::DEFAULT_PIN_DIR),
     Flag::switch(
         "--keep-pins",
         "keep the pinned maps at exit (`pidmap audit` reads them there)",
@@ -142,7 +142,7 @@ impl Default for ProfileArgs {
             kernel: false,
             output: None,
             top: 15,
-            pin_dir: PathBuf::from(crate::loader::DEFAULT_PIN_DIR),
+            pin_dir: PathBuf::from(crate::maps::loader::DEFAULT_PIN_DIR),
             keep_pins: false,
             ring_pages: crate::agent::DEFAULT_SAMPLE_RING_PAGES,
             format: Format::Folded,

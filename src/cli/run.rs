@@ -3,9 +3,9 @@
 use super::{choice, max_entries, next_item, num, pid, ring_pages, CommandSpec, Flag, Item};
 use super::{Cmd, Section, Usage};
 use crate::agent::Mode;
-use crate::budget::Budgets;
-use crate::engine::ResumePolicy;
-use crate::tables::DeleteStrategy;
+use crate::maps::engine::ResumePolicy;
+use crate::maps::tables::DeleteStrategy;
+use crate::tracker::budget::Budgets;
 use std::path::PathBuf;
 
 const MODES: &[Flag] = &[
@@ -39,7 +39,7 @@ const OPTIONS: &[Flag] = &[
          naming the first's pid)",
         "/sys/fs/bpf/pidmap",
     )
-    .default(crate::loader::DEFAULT_PIN_DIR),
+    .default(crate::maps::loader::DEFAULT_PIN_DIR),
     Flag::switch(
         "--keep-pins",
         "keep the pinned maps at exit (default: remove them)",
@@ -148,7 +148,7 @@ impl Default for RunArgs {
     fn default() -> RunArgs {
         RunArgs {
             mode: Mode::Serve,
-            pin_dir: PathBuf::from(crate::loader::DEFAULT_PIN_DIR),
+            pin_dir: PathBuf::from(crate::maps::loader::DEFAULT_PIN_DIR),
             keep_pins: false,
             metrics_file: None,
             max_entries: crate::abi::TRIE_MAX_ENTRIES,

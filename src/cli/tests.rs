@@ -1,8 +1,8 @@
 use super::*;
 use crate::agent::Mode;
-use crate::bench::{MapKind, Pattern};
-use crate::budget::Budgets;
-use crate::tables::DeleteStrategy;
+use crate::cmd::bench::{MapKind, Pattern};
+use crate::maps::tables::DeleteStrategy;
+use crate::tracker::budget::Budgets;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 fn p(s: &str) -> Result<Cmd, Usage> {
@@ -485,7 +485,7 @@ fn every_command_that_reads_pins_has_one_default_pin_dir() {
     let Ok(Cmd::Audit { pin_dir, .. }) = p("audit") else {
         panic!()
     };
-    let default = PathBuf::from(crate::loader::DEFAULT_PIN_DIR);
+    let default = PathBuf::from(crate::maps::loader::DEFAULT_PIN_DIR);
     assert_eq!(r.pin_dir, default);
     assert_eq!(pr.pin_dir, default, "profile pins where audit looks");
     assert_eq!(pin_dir, default);

@@ -16,7 +16,7 @@ pub const DELETE_STRATEGIES: [&str; 5] = [
     "batch-once",
 ];
 
-pub use crate::rng::Rng;
+use crate::rng::Rng;
 
 /// The kind of kernel map a benchmark runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,7 +228,7 @@ fn fill(map: &BatchMap, keys: &[PidPage]) -> Result<()> {
 
 /// Entries left in the map, counted by walking it in the kernel.
 pub fn left_in_map(map: &BatchMap) -> Result<u64> {
-    Ok(map.map.keys::<PidPage>(usize::MAX)?.len() as u64)
+    Ok(map.key_count::<PidPage>()? as u64)
 }
 
 pub fn run_strategy(
@@ -375,7 +375,7 @@ pub fn insert_bench(b: &InsertOpts) -> Result<()> {
         for (si, s) in strategies.iter().enumerate() {
             let map = fresh_map(b.map, b.keys)?;
             let map = if *s == "single" {
-                BatchMap::with_support(map.map, map.delete, engine::BatchSupport::NotForMapType)
+                map.without_update_batch()
             } else {
                 map
             };

@@ -6,10 +6,10 @@
 
 use crate::abi::{PidPage, TRIE_NAME};
 use crate::error::{Error, Result};
+use crate::maps::tables::DeleteStrategy;
 use crate::proc::status::status_kib;
 use crate::rng::Rng;
 use crate::sys::bpf::MapHandle;
-use crate::tables::DeleteStrategy;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -184,7 +184,7 @@ fn sampler_stats(map: &crate::sys::bpf::MapHandle) -> Vec<u64> {
 }
 
 pub fn run(p: ProfileArgs) -> Result<u8> {
-    crate::sys::process::block_agent_signals()?;
+    crate::sys::signal::block_agent_signals()?;
     let what = match &p.mode {
         Mode::Command(argv) => format!(
             "`{}`",

@@ -8,7 +8,7 @@ use crate::error::Result;
 /// Runs the agent; the exit status is the command's under `-- CMD` (126 or
 /// 127 when it could not be executed, as a shell's).
 pub fn run(r: RunArgs) -> Result<u8> {
-    crate::sys::process::block_agent_signals()?;
+    crate::sys::signal::block_agent_signals()?;
     let cfg = AgentConfig {
         mode: r.mode,
         pin_dir: r.pin_dir,

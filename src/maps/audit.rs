@@ -186,9 +186,9 @@ mod tests {
     //! claims to find, next to a healthy process it must leave alone.
     use super::*;
     use crate::abi::{MappingInfo, PidPage};
-    use crate::engine::BatchMap;
+    use crate::maps::engine::BatchMap;
     use crate::sys::bpf::{MapHandle, BPF_ANY, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
-    use crate::sys::fake::{self, FakeKernel};
+    use crate::sys::fake::{self, FakeMap};
 
     struct Maps {
         trie: BatchMap,
@@ -197,7 +197,7 @@ mod tests {
 
     impl Drop for Maps {
         fn drop(&mut self) {
-            fake::uninstall();
+            fake::bpf::uninstall();
         }
     }
 
@@ -207,8 +207,8 @@ mod tests {
 
     /// Maps holding at most `trie_max` and `events_max` entries.
     fn maps_of(trie_max: u32, events_max: u32) -> Maps {
-        fake::install(FakeKernel::new(16, 16, trie_max as usize));
-        fake::add_map(FakeKernel::new(8, 1, events_max as usize));
+        fake::bpf::install(FakeMap::new(16, 16, trie_max as usize));
+        fake::bpf::add_map(FakeMap::new(8, 1, events_max as usize));
         let events = MapHandle::create(MAP_TYPE_HASH, "pid_events", 8, 1, events_max, 0).unwrap();
         let trie = MapHandle::create(MAP_TYPE_LPM_TRIE, "trie", 16, 16, trie_max, 1).unwrap();
         Maps {

@@ -82,6 +82,20 @@ impl BatchMap {
         }
     }
 
+    /// The same map, its inserts one key per call (the `single` baseline
+    /// of the benchmarks).
+    pub fn without_update_batch(self) -> BatchMap {
+        BatchMap {
+            update: BatchSupport::NotForMapType,
+            ..self
+        }
+    }
+
+    /// Keys in the map, counted by walking it in the kernel.
+    pub fn key_count<K: Plain>(&self) -> Result<usize, SysError> {
+        Ok(self.map.keys::<K>(usize::MAX)?.len())
+    }
+
     /// A map whose capabilities are forced (tests, benchmarks).
     pub fn with_support(map: MapHandle, delete: BatchSupport, update: BatchSupport) -> BatchMap {
         BatchMap {

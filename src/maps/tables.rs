@@ -2,6 +2,8 @@
 //! and `pid_events`.
 
 use crate::abi::{MappingInfo, PidPage, EVENTS_MAX_ENTRIES, EVENTS_NAME, TRIE_NAME};
+use crate::error::Result;
+use crate::maps::audit::{self, AuditReport};
 use crate::maps::engine::{self, BatchMap, DeleteReport, EngineOptions, InsertReport};
 use crate::sys::bpf::{MapHandle, BPF_ANY, F_NO_PREALLOC, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
 use crate::sys::SysError;
@@ -14,16 +16,17 @@ pub enum DeleteStrategy {
     ReissueAll,
 }
 
+/// Its fields are its own: the tracker asks through the methods.
 pub struct Tables {
-    pub trie: BatchMap,
-    pub events: MapHandle,
-    pub opts: EngineOptions,
-    pub strategy: DeleteStrategy,
+    trie: BatchMap,
+    events: MapHandle,
+    opts: EngineOptions,
+    strategy: DeleteStrategy,
 }
 
 impl Tables {
     /// Fresh, unpinned maps (tests and benchmarks).
-    pub fn create(max_entries: u32) -> Result<Tables, SysError> {
+    pub fn create(max_entries: u32) -> std::result::Result<Tables, SysError> {
         let trie = MapHandle::create(
             MAP_TYPE_LPM_TRIE,
             TRIE_NAME,
@@ -51,6 +54,47 @@ impl Tables {
     }
 
     /// The trie's max_entries.
+    /// How a failed batch delete resumes (the engine's policy).
+    pub fn set_policy(&mut self, policy: engine::ResumePolicy) {
+        self.opts.policy = policy;
+    }
+
+    /// Deletes from the events map the keys of requests that arrived as
+    /// records (sorted, without duplicates), so the BPF side can write them
+    /// again: one batch, resumed past a key already gone (a drain took it).
+    /// Returns the keys deleted. Any other answer of the batch (no batch
+    /// support, a count that cannot be trusted) falls back to single
+    /// deletes of what is left; a key whose single delete fails is left to
+    /// the request sweep, and the first such error is returned.
+    pub fn delete_requests(&self, keys: &[u64]) -> std::result::Result<usize, SysError> {
+        let events = &self.events;
+        let (mut at, mut deleted) = (0, 0);
+        while at < keys.len() {
+            let rest = &keys[at..];
+            let ans = events.delete_batch(rest, rest.len() as u32);
+            let count = ans.count as usize;
+            match ans.result {
+                Ok(()) => return Ok(deleted + rest.len()),
+                Err(e) if e.errno() == libc::ENOENT && count < rest.len() => {
+                    deleted += count;
+                    at += count + 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut first_error = None;
+        for k in &keys[at..] {
+            match events.delete(k) {
+                Ok(()) => deleted += 1,
+                Err(e) if e.errno() == libc::ENOENT => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(deleted), Err)
+    }
+
     pub fn capacity(&self) -> u64 {
         u64::from(self.trie.map.info().max_entries)
     }
@@ -66,8 +110,40 @@ impl Tables {
         engine::insert_keys(&self.trie, keys, values, BPF_ANY, &self.opts)
     }
 
+    /// The trie's value at exactly `key`.
+    pub fn lookup(&self, key: &PidPage) -> std::result::Result<Option<MappingInfo>, SysError> {
+        self.trie.map.lookup(key)
+    }
+
+    /// One batch of the sync requests the BPF side queued in `pid_events`,
+    /// taken out of the map (see [`MapHandle::lookup_and_delete_batch`]).
+    pub fn take_events(
+        &self,
+        token: &mut Option<u64>,
+        keys: &mut [u64],
+        values: &mut [u8],
+    ) -> std::result::Result<(usize, bool), SysError> {
+        self.events.lookup_and_delete_batch(token, keys, values)
+    }
+
+    /// Audits the trie and `pid_events` (see [`audit::audit`]).
+    pub fn audit(&self, start_time: &dyn Fn(u32) -> Option<u64>) -> Result<AuditReport> {
+        audit::audit(&self.trie.map, &self.events, start_time)
+    }
+
+    /// Deletes the keys the audit found leaked (see [`audit::repair`]).
+    pub fn repair(&self, report: &mut AuditReport) {
+        audit::repair(&self.trie, report);
+    }
+
+    /// How the trie takes batch deletes.
+    #[cfg(test)]
+    pub fn delete_support(&self) -> engine::BatchSupport {
+        self.trie.delete
+    }
+
     /// Every key of the trie (bounded by its max_entries).
-    pub fn trie_keys(&self) -> Result<Vec<PidPage>, SysError> {
+    pub fn trie_keys(&self) -> std::result::Result<Vec<PidPage>, SysError> {
         self.trie
             .map
             .keys(self.trie.map.info().max_entries as usize + 1)

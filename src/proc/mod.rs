@@ -3,5 +3,5 @@
 pub(crate) mod cpus;
 pub(crate) mod locks;
 pub mod maps;
-pub(crate) mod stat;
+pub mod stat;
 pub(crate) mod status;

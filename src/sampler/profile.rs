@@ -294,6 +294,7 @@ impl Profile {
     }
 
     /// Files whose symbols are still awaited.
+    #[cfg(test)]
     pub fn files_pending(&self) -> usize {
         self.files
             .values()
@@ -441,6 +442,7 @@ impl Profile {
     }
 
     /// Share (0..1) of all samples whose leaf is each function.
+    #[cfg(test)]
     pub fn function_shares(&self) -> HashMap<String, f64> {
         let mut shares = HashMap::new();
         for ((_, frames), &count) in &self.stacks {

@@ -492,10 +492,12 @@ impl KernelSymbols {
         (!ks.syms.is_empty()).then_some(ks)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.syms.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.syms.is_empty()
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 /// The one entry point to bpf(2). Unit tests replace the kernel here.
 fn sys_bpf(cmd: sys::bpf_cmd, attr: &mut sys::bpf_attr) -> Result<i64, i32> {
     #[cfg(test)]
-    if let Some(r) = super::fake::dispatch(cmd, attr) {
+    if let Some(r) = super::fake::bpf::dispatch(cmd, attr) {
         return r;
     }
     // SAFETY: attr points to a zero-initialised bpf_attr owned by the caller
@@ -72,10 +72,10 @@ pub struct MapHandle {
 }
 
 pub const BPF_ANY: u64 = sys::BPF_ANY as u64;
+/// Update only if absent (BPF_NOEXIST).
 pub const BPF_NOEXIST: u64 = sys::BPF_NOEXIST as u64;
 pub const MAP_TYPE_HASH: u32 = sys::BPF_MAP_TYPE_HASH;
 pub const MAP_TYPE_LPM_TRIE: u32 = sys::BPF_MAP_TYPE_LPM_TRIE;
-pub const MAP_TYPE_ARRAY: u32 = sys::BPF_MAP_TYPE_ARRAY;
 pub const F_NO_PREALLOC: u32 = sys::BPF_F_NO_PREALLOC;
 
 fn map_name_bytes(name: &str) -> [libc::c_char; 16] {

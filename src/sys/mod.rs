@@ -1,28 +1,23 @@
 //! Every system call of pidmap, and all of its `unsafe`.
 //!
 //! Each family goes through one dispatch function (`bpf::sys_bpf`,
-//! `pidfd::pidfd_open`, ...) so unit tests can replace the kernel with the
-//! fake in `fake.rs`. Errors name the call and the object and keep the errno.
+//! `pidfd::pidfd_open`, `perf_event::perf_event_open`, ...) so unit tests
+//! can replace the kernel with the fake in `fake/` (one module per kernel
+//! object). Errors name the call and the object and keep the errno.
 
 pub mod bpf;
 pub mod caps;
 #[cfg(test)]
-pub mod fake;
+pub(crate) mod fake;
 pub(crate) mod fs;
 pub mod object;
 pub(crate) mod perf_event;
-pub(crate) mod perf_ring;
+pub mod perf_ring;
 pub(crate) mod pidfd;
 pub(crate) mod pread;
-pub mod process;
+pub(crate) mod process;
 pub mod safe_open;
-pub(crate) mod signal;
-
-/// The old path of the perf ring reader's fuzz entry point, still used by
-/// the fuzz targets under tests/.
-pub mod perf {
-    pub use super::perf_ring::{fuzz_one, fuzz_records};
-}
+pub mod signal;
 
 use std::fmt;
 use std::io;

@@ -218,10 +218,6 @@ impl BpfObject {
             unsafe { sys::bpf_link__destroy(l.as_ptr()) };
         }
     }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Drop for BpfObject {

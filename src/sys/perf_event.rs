@@ -3,7 +3,7 @@
 
 use super::SysError;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 // ---------------------------------------------------------------------------
 // perf_event_open
@@ -15,7 +15,7 @@ pub(super) const PERF_COUNT_SW_BPF_OUTPUT: u64 = 10;
 pub(super) const PERF_SAMPLE_RAW: u64 = 1 << 10;
 pub(super) const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 /// `_IO('$', 0)`.
-pub(super) const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 
 /// `perf_event_attr` flag bits.
 pub(super) const ATTR_DISABLED: u64 = 1 << 0;
@@ -78,6 +78,10 @@ pub(super) fn perf_event_open(
             "cpu out of range",
         )
     })?;
+    #[cfg(test)]
+    if let Some(r) = super::fake::perf::open(attr, cpu) {
+        return r.map_err(|errno| SysError::new("perf_event_open", object(), errno));
+    }
     // SAFETY: attr points to a fully initialised perf_event_attr whose size
     // field equals its size; the kernel only reads it (or writes `size` on
     // E2BIG, which stays within the struct). Other arguments are integers.
@@ -104,6 +108,20 @@ pub(super) fn perf_event_open(
     })?;
     // SAFETY: raw is a freshly created descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)`: starts counting (or outputting).
+pub(super) fn enable(fd: BorrowedFd<'_>, what: &str) -> Result<(), SysError> {
+    #[cfg(test)]
+    if let Some(r) = super::fake::perf::enable(fd) {
+        return r.map_err(|errno| SysError::new("ioctl(PERF_EVENT_IOC_ENABLE)", what, errno));
+    }
+    // SAFETY: PERF_EVENT_IOC_ENABLE on a perf fd takes no pointer.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) };
+    if rc < 0 {
+        return Err(SysError::last("ioctl(PERF_EVENT_IOC_ENABLE)", what));
+    }
+    Ok(())
 }
 
 pub(super) fn page_size() -> Result<usize, SysError> {

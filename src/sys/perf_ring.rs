@@ -14,8 +14,8 @@ use mio::unix::SourceFd;
 use super::SysError;
 
 use super::perf_event::{
-    page_size, perf_event_open, PerfEventAttr, ATTR_DISABLED, PERF_COUNT_SW_BPF_OUTPUT,
-    PERF_EVENT_IOC_ENABLE, PERF_SAMPLE_RAW, PERF_TYPE_SOFTWARE,
+    enable, page_size, perf_event_open, PerfEventAttr, ATTR_DISABLED, PERF_COUNT_SW_BPF_OUTPUT,
+    PERF_SAMPLE_RAW, PERF_TYPE_SOFTWARE,
 };
 
 // ---------------------------------------------------------------------------
@@ -253,11 +253,40 @@ fn parse_record(ty: u32, rec: &[u8]) -> Option<Record<'_>> {
 // PerfRing
 // ---------------------------------------------------------------------------
 
+/// `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)`: the ring
+/// of a perf event (the metadata page and the data area), unmapped by
+/// munmap in [`PerfRing`]'s drop.
+fn map_shared(fd: BorrowedFd<'_>, len: usize, page: usize) -> Result<NonNull<u8>, i32> {
+    #[cfg(test)]
+    if let Some(r) = super::fake::perf::mmap(fd, len, page) {
+        return r;
+    }
+    let _ = page;
+    // SAFETY: a new shared mapping (addr NULL) of a perf fd; it does not
+    // alias any existing Rust memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO));
+    }
+    NonNull::new(p.cast::<u8>()).ok_or(libc::EFAULT)
+}
+
 /// A `PERF_COUNT_SW_BPF_OUTPUT` event on one CPU with its mmap'd ring; the
 /// target of `bpf_perf_event_output` through a `PERF_EVENT_ARRAY` map.
 pub struct PerfRing {
     reader: RingReader,
-    base: NonNull<libc::c_void>,
+    base: NonNull<u8>,
     len: usize,
     fd: OwnedFd,
     cpu: u32,
@@ -302,30 +331,13 @@ impl PerfRing {
         attr.flags = ATTR_DISABLED;
         let fd = perf_event_open(&attr, -1, cpu, "BPF_OUTPUT")?;
 
-        // SAFETY: a new shared mapping (addr NULL) of a perf fd; it does not
-        // alias any existing Rust memory.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(SysError::last(
-                "mmap",
-                format!("perf ring, cpu {cpu}, {len} bytes"),
-            ));
-        }
-        let base = NonNull::new(p)
-            .ok_or_else(|| invalid(io::ErrorKind::Other, "mmap gave NULL".into()))?;
+        let base = map_shared(fd.as_fd(), len, page)
+            .map_err(|e| SysError::new("mmap", format!("perf ring, cpu {cpu}, {len} bytes"), e))?;
+        let p = base.as_ptr();
         // SAFETY: the mapping is page aligned, readable and writable for len
         // bytes, written by the kernel per the perf ring protocol, and stays
         // mapped until PerfRing::drop, which outlives every use of `reader`.
-        let reader = unsafe { RingReader::from_raw(p.cast::<u8>(), len, page) };
+        let reader = unsafe { RingReader::from_raw(p, len, page) };
         // From here on Drop unmaps and closes on any error path.
         let ring = PerfRing {
             reader,
@@ -340,14 +352,7 @@ impl PerfRing {
                 "invalid data_offset/data_size".into(),
             ));
         }
-        // SAFETY: PERF_EVENT_IOC_ENABLE on a valid perf fd takes no pointer.
-        let rc = unsafe { libc::ioctl(ring.fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE as _, 0) };
-        if rc < 0 {
-            return Err(SysError::last(
-                "ioctl(PERF_EVENT_IOC_ENABLE)",
-                format!("perf ring, cpu {cpu}"),
-            ));
-        }
+        enable(ring.fd.as_fd(), &format!("perf ring, cpu {cpu}"))?;
         Ok(ring)
     }
 
@@ -410,7 +415,7 @@ impl Drop for PerfRing {
         // open_bpf_output and unmapped only here; `reader` is dropped right
         // after without touching the memory.
         unsafe {
-            libc::munmap(self.base.as_ptr(), self.len);
+            libc::munmap(self.base.as_ptr().cast(), self.len);
         }
     }
 }

@@ -8,8 +8,8 @@ use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 /// <https://man7.org/linux/man-pages/man2/pidfd_open.2.html>
 pub fn pidfd_open(pid: u32) -> Result<OwnedFd, SysError> {
     #[cfg(test)]
-    if let Some(errno) = fake::forced_errno() {
-        return Err(SysError::new("pidfd_open", format!("pid {pid}"), errno));
+    if let Some(r) = super::fake::pidfd::open(pid) {
+        return r.map_err(|errno| SysError::new("pidfd_open", format!("pid {pid}"), errno));
     }
     // SAFETY: pidfd_open takes two integers and returns a new fd or -1.
     let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -99,21 +99,6 @@ pub fn exited_within(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
     let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::ZERO);
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
     matches!(poll(&mut fds, t), Ok(n) if n > 0)
-}
-
-#[cfg(test)]
-pub mod fake {
-    use std::cell::Cell;
-    thread_local! {
-        static FORCED: Cell<Option<i32>> = const { Cell::new(None) };
-    }
-    /// Makes this thread's pidfd_open fail with `errno` (ENOSYS: < 5.3).
-    pub fn force_errno(errno: Option<i32>) {
-        FORCED.with(|f| f.set(errno));
-    }
-    pub(super) fn forced_errno() -> Option<i32> {
-        FORCED.with(|f| f.get())
-    }
 }
 
 #[cfg(test)]

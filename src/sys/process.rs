@@ -185,12 +185,10 @@ pub fn raise_nofile() {
 }
 
 /// The real uid of this process (`getuid`).
+#[cfg(test)]
 pub fn uid() -> u32 {
     nix::unistd::getuid().as_raw()
 }
-
-// Their old paths, which the binary and tests/ use.
-pub use super::signal::{block_agent_signals, default_sigpipe};
 
 /// Clock ticks per second of /proc/PID/stat's times (`_SC_CLK_TCK`,
 /// 100 when sysconf cannot tell).

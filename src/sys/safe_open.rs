@@ -84,7 +84,7 @@ fn openat(dirfd: RawFd, path: &CStr, flags: i32) -> Result<OwnedFd, i32> {
 /// openat2(2) (Linux 5.6) with `resolve` flags.
 fn openat2(dirfd: RawFd, path: &CStr, flags: i32, resolve: u64) -> Result<OwnedFd, i32> {
     #[cfg(test)]
-    if fake::openat2_missing() {
+    if super::fake::open::openat2_missing() {
         return Err(libc::ENOSYS);
     }
     // SAFETY: open_how is plain integers; all-zero is a valid value.
@@ -361,21 +361,6 @@ pub fn open_trusted(trust: &Trust, path: &Path) -> OpenOutcome {
 #[cfg(test)]
 pub(crate) fn open_path_by_walk(path: &Path, want: Option<(u64, u64)>) -> OpenOutcome {
     open_walk(path, want)
-}
-
-#[cfg(test)]
-pub mod fake {
-    use std::cell::Cell;
-    thread_local! {
-        static NO_OPENAT2: Cell<bool> = const { Cell::new(false) };
-    }
-    /// Makes this thread's openat2 answer ENOSYS (kernels before 5.6).
-    pub fn openat2_missing_on(on: bool) {
-        NO_OPENAT2.with(|f| f.set(on));
-    }
-    pub(super) fn openat2_missing() -> bool {
-        NO_OPENAT2.with(|f| f.get())
-    }
 }
 
 #[cfg(test)]

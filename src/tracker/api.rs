@@ -8,7 +8,7 @@ use super::registry::FileInfo;
 use crate::abi::{MappingInfo, PidPage};
 use crate::counters::{add, COUNTERS};
 use crate::error::Result;
-use crate::maps::audit::{self, AuditReport};
+use crate::maps::audit::AuditReport;
 use crate::sys::SysError;
 use std::collections::BTreeSet;
 
@@ -27,7 +27,7 @@ impl ProcessManager {
 
     /// The trie's value at exactly `key`.
     pub fn trie_value(&self, key: &PidPage) -> std::result::Result<Option<MappingInfo>, SysError> {
-        self.tables.trie.map.lookup(key)
+        self.tables.lookup(key)
     }
 
     /// The file `id` of the registry.
@@ -56,39 +56,9 @@ impl ProcessManager {
     }
 
     /// Deletes from the events map the keys of requests that arrived as
-    /// records (sorted, without duplicates), so the BPF side can write them
-    /// again: one batch, resumed past a key already gone (a drain took it).
-    /// Returns the keys deleted. Any other answer of the batch (no batch
-    /// support, a count that cannot be trusted) falls back to single
-    /// deletes of what is left; a key whose single delete fails is left to
-    /// the request sweep, and the first such error is returned.
+    /// records (see [`Tables::delete_requests`]).
     pub fn delete_requests(&self, keys: &[u64]) -> std::result::Result<usize, SysError> {
-        let events = &self.tables.events;
-        let (mut at, mut deleted) = (0, 0);
-        while at < keys.len() {
-            let rest = &keys[at..];
-            let ans = events.delete_batch(rest, rest.len() as u32);
-            let count = ans.count as usize;
-            match ans.result {
-                Ok(()) => return Ok(deleted + rest.len()),
-                Err(e) if e.errno() == libc::ENOENT && count < rest.len() => {
-                    deleted += count;
-                    at += count + 1;
-                }
-                Err(_) => break,
-            }
-        }
-        let mut first_error = None;
-        for k in &keys[at..] {
-            match events.delete(k) {
-                Ok(()) => deleted += 1,
-                Err(e) if e.errno() == libc::ENOENT => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(deleted), Err)
+        self.tables.delete_requests(keys)
     }
 
     /// Takes the sync requests the BPF side queued in the events map:
@@ -102,10 +72,7 @@ impl ProcessManager {
         loop {
             let mut keys = [0u64; 1024];
             let mut vals = [0u8; 1024];
-            let (n, done) = self
-                .tables
-                .events
-                .lookup_and_delete_batch(&mut token, &mut keys, &mut vals)?;
+            let (n, done) = self.tables.take_events(&mut token, &mut keys, &mut vals)?;
             add(&COUNTERS.requests_drained, n as u64);
             pids.extend(keys[..n].iter().map(|k| (k >> 32) as u32));
             if done || n == 0 {
@@ -117,7 +84,7 @@ impl ProcessManager {
     /// Audits the trie and the events map: `start_time` tells which pids
     /// are alive (and since when).
     pub fn audit(&self, start_time: &dyn Fn(u32) -> Option<u64>) -> Result<AuditReport> {
-        audit::audit(&self.tables.trie.map, &self.tables.events, start_time)
+        self.tables.audit(start_time)
     }
 
     /// Pins reused from an earlier run: the keys of dead or reused pids
@@ -125,9 +92,7 @@ impl ProcessManager {
     /// changed since): the caller syncs [`Reconciled::live`] again.
     pub fn reconcile_pins(&mut self) -> Result<Reconciled> {
         let tables = &self.tables;
-        let mut report = audit::audit(&tables.trie.map, &tables.events, &|pid| {
-            crate::proc::stat::start_time(pid)
-        })?;
+        let mut report = tables.audit(&|pid| crate::proc::stat::start_time(pid))?;
         let live: BTreeSet<u32> = {
             let leaked: BTreeSet<u32> = report.leaked.iter().map(|l| l.pid).collect();
             let keys = tables.trie_keys()?;
@@ -136,7 +101,7 @@ impl ProcessManager {
                 .filter(|p| !leaked.contains(p))
                 .collect()
         };
-        audit::repair(&tables.trie, &mut report);
+        tables.repair(&mut report);
         let live_keys: Vec<_> = tables
             .trie_keys()?
             .into_iter()

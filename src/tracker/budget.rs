@@ -85,10 +85,6 @@ impl Budget {
         }
     }
 
-    pub fn limits(&self) -> Option<Limits> {
-        self.limits
-    }
-
     /// How many more keys a process of `uid` that holds `held` keys may
     /// land now; `new` while it has never been synced completely.
     pub fn allowance(&self, uid: u32, held: u64, new: bool) -> u64 {

@@ -3,7 +3,7 @@
 //! trie equal to what the processes map.
 
 mod api;
-pub mod budget;
+pub(crate) mod budget;
 pub mod maps_read;
 pub(crate) mod prefix;
 pub mod process;

@@ -27,8 +27,7 @@ use crate::error::Error;
 use crate::maps::engine::InsertOutcome;
 use crate::maps::tables::Tables;
 // the path tests/ use
-use crate::proc::stat::liveness;
-pub use crate::proc::stat::start_time;
+use crate::proc::stat::{liveness, start_time};
 use crate::sys::pidfd;
 use crate::tracker::budget::{self, Budget};
 use crate::tracker::maps_read::{self, MapsRead, Wanted};

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::abi::{MappingInfo, PidPage};
-use crate::sys::fake::{self, FakeBatch, FakeKernel};
+use crate::sys::fake::{self, FakeBatch, FakeMap};
 use libbpf_sys as sys;
 
 fn keys(n: usize) -> Vec<PidPage> {
@@ -13,7 +13,7 @@ fn keys(n: usize) -> Vec<PidPage> {
 
 /// A fake map holding `present` of `all`.
 fn setup(all: &[PidPage], present: impl Fn(usize) -> bool, batch: FakeBatch) -> BatchMap {
-    let mut k = FakeKernel::new(16, 16, 1 << 20);
+    let mut k = FakeMap::new(16, 16, 1 << 20);
     k.delete_batch = batch;
     k.update_batch = batch;
     for (i, key) in all.iter().enumerate() {
@@ -22,7 +22,7 @@ fn setup(all: &[PidPage], present: impl Fn(usize) -> bool, batch: FakeBatch) -> 
             k.entries.insert(kb, vec![0; 16]);
         }
     }
-    fake::install(k);
+    fake::bpf::install(k);
     let map = MapHandle::create(
         crate::sys::bpf::MAP_TYPE_LPM_TRIE,
         "fake",
@@ -53,8 +53,8 @@ fn the_original_leak_takes_two_batches() {
         (9, 1, vec![3])
     );
     assert_eq!((r.batch_calls, r.syscalls, r.resumes), (2, 2, 1));
-    assert!(fake::with(|k| k.entries.is_empty()));
-    fake::uninstall();
+    assert!(fake::bpf::with(|k| k.entries.is_empty()));
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -64,8 +64,8 @@ fn single_policy_finishes_the_chunk_key_by_key() {
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Single));
     assert_eq!((r.deleted, r.absent), (9, 1));
     assert_eq!((r.batch_calls, r.syscalls), (1, 7));
-    assert!(fake::with(|k| k.entries.is_empty()));
-    fake::uninstall();
+    assert!(fake::bpf::with(|k| k.entries.is_empty()));
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn probe_enotsupp_and_einval_mean_single_deletes() {
             (6, 4, 0, 10)
         );
         assert_eq!(r.absent_keys, vec![0, 3, 6, 9]);
-        let k = fake::uninstall().unwrap();
+        let k = fake::bpf::uninstall().unwrap();
         assert!(k.entries.is_empty());
         // the probe was the only batch call
         assert_eq!(k.calls_of(sys::BPF_MAP_DELETE_BATCH), 1);
@@ -93,13 +93,13 @@ fn transient_errors_are_retried_then_deleted_singly() {
         let all = keys(8);
         let m = setup(&all, |_| true, FakeBatch::Supported);
         let kb = crate::sys::bytes_of(&all[5..6]).to_vec();
-        fake::with(|k| k.transient.insert(kb, (errno, times)));
+        fake::bpf::with(|k| k.transient.insert(kb, (errno, times)));
         let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
         assert_eq!(r.deleted, 8, "{errno}");
         assert_eq!(r.retries, retries, "{errno}");
         assert_eq!(r.single_fallbacks, fallback, "{errno}");
         assert!(r.failed.is_empty());
-        assert!(fake::uninstall().unwrap().entries.is_empty());
+        assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
     }
 }
 
@@ -107,7 +107,7 @@ fn transient_errors_are_retried_then_deleted_singly() {
 fn efault_switches_the_rest_of_the_chunk_to_single_deletes() {
     let all = keys(10);
     let m = setup(&all, |i| i != 7, FakeBatch::Supported);
-    fake::with(|k| k.efault_at = Some(4));
+    fake::bpf::with(|k| k.efault_at = Some(4));
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     // keys 0..4 went with the faulting batch (count 4); key 4, which the
     // kernel could not copy, and the rest go one by one
@@ -119,7 +119,7 @@ fn efault_switches_the_rest_of_the_chunk_to_single_deletes() {
     assert_eq!(r.untrusted_counts, 1);
     assert_eq!(r.single_fallbacks, 6, "keys 4..10 one by one");
     assert_eq!((r.batch_calls, r.syscalls), (1, 7));
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }
 
 #[test]
@@ -127,25 +127,25 @@ fn efault_with_a_count_past_the_list_is_not_trusted() {
     let all = keys(6);
     let m = setup(&all, |_| true, FakeBatch::Supported);
     // EFAULT writing count back: the count stays at its input
-    fake::with(|k| k.setup_error = Some(libc::EFAULT));
+    fake::bpf::with(|k| k.setup_error = Some(libc::EFAULT));
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     assert!(r.failed.is_empty(), "{r:?}");
     assert_eq!(
         (r.deleted, r.untrusted_counts, r.single_fallbacks),
         (6, 1, 6)
     );
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }
 
 #[test]
 fn a_count_left_at_its_input_is_never_trusted() {
     let all = keys(6);
     let m = setup(&all, |_| true, FakeBatch::Supported);
-    fake::with(|k| k.setup_error = Some(libc::EPERM));
+    fake::bpf::with(|k| k.setup_error = Some(libc::EPERM));
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     assert_eq!(r.deleted, 6);
     assert_eq!((r.untrusted_counts, r.single_fallbacks), (1, 6));
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn invalid_keys_are_stepped_over() {
         (r.deleted, r.invalid, r.invalid_keys.clone()),
         (9, 1, vec![5])
     );
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn random_patterns_leave_nothing_behind() {
             assert!(r.syscalls <= 1 + r.absent + chunks, "round {round}: {r:?}");
         }
         assert!(
-            fake::uninstall().unwrap().entries.is_empty(),
+            fake::bpf::uninstall().unwrap().entries.is_empty(),
             "round {round}"
         );
     }
@@ -204,10 +204,10 @@ fn inserts_into_a_full_map_name_what_landed() {
     let all = keys(20);
     let vals = vec![MappingInfo::new(1, 0).unwrap(); 20];
     for batch in [FakeBatch::Supported, FakeBatch::NotSupported] {
-        let mut k = FakeKernel::new(16, 16, 13);
+        let mut k = FakeMap::new(16, 16, 13);
         k.update_batch = batch;
         k.delete_batch = batch;
-        fake::install(k);
+        fake::bpf::install(k);
         let map =
             MapHandle::create(crate::sys::bpf::MAP_TYPE_LPM_TRIE, "fake", 16, 16, 13, 1).unwrap();
         let m = BatchMap::probe::<PidPage, MappingInfo>(map);
@@ -217,7 +217,7 @@ fn inserts_into_a_full_map_name_what_landed() {
         let landed: Vec<PidPage> = r.landed_indices().map(|i| all[i]).collect();
         let d = delete_keys(&m, &landed, &EngineOptions::default());
         assert_eq!((d.deleted, d.absent), (13, 0));
-        assert!(fake::uninstall().unwrap().entries.is_empty());
+        assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
     }
 }
 
@@ -230,7 +230,7 @@ fn the_probe_tells_a_map_type_without_batch_from_a_kernel_without_the_command() 
     ] {
         let m = setup(&keys(1), |_| true, batch);
         assert_eq!((m.delete, m.update), (want, want), "{batch:?}");
-        fake::uninstall();
+        fake::bpf::uninstall();
     }
 }
 
@@ -278,7 +278,7 @@ fn single_deletes_classify_invalid_keys_and_bound_retries() {
     all[2] = PidPage::with_prefix_len(100, 0, 120);
     let m = setup(&all, |i| i != 2, FakeBatch::NotSupported);
     let busy = |i: usize| crate::sys::bytes_of(&all[i..i + 1]).to_vec();
-    fake::with(|k| {
+    fake::bpf::with(|k| {
         k.transient.insert(busy(4), (libc::EBUSY, 3)); // the last retry lands
         k.transient.insert(busy(6), (libc::EAGAIN, 4)); // one too many
     });
@@ -287,7 +287,7 @@ fn single_deletes_classify_invalid_keys_and_bound_retries() {
     assert_eq!(r.failed, vec![(6, libc::EAGAIN)]);
     assert_eq!((r.deleted, r.retries), (6, 6), "3 retries each, no more");
     assert_eq!(r.syscalls, 8 + 6);
-    fake::uninstall();
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn a_last_absent_key_ends_the_chunk_without_another_batch() {
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     assert_eq!((r.deleted, r.absent_keys.clone()), (5, vec![5]));
     assert_eq!((r.batch_calls, r.syscalls, r.resumes), (1, 1, 0));
-    fake::uninstall();
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -305,14 +305,14 @@ fn an_untrusted_count_after_a_resume_keeps_the_indices() {
     let all = keys(10);
     let m = setup(&all, |i| i != 3 && i != 7, FakeBatch::Supported);
     // the first batch stops at key 3; the second answers a setup error
-    fake::with(|k| {
+    fake::bpf::with(|k| {
         k.setup_error = Some(libc::EPERM);
         k.setup_error_after = 1;
     });
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     assert_eq!((r.deleted, r.absent_keys.clone()), (8, vec![3, 7]));
     assert_eq!((r.untrusted_counts, r.single_fallbacks), (1, 6));
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }
 
 fn key_bytes(all: &[PidPage], i: usize) -> Vec<u8> {
@@ -323,13 +323,13 @@ fn key_bytes(all: &[PidPage], i: usize) -> Vec<u8> {
 fn each_transient_key_of_a_chunk_gets_its_own_retries() {
     let all = keys(10);
     let m = setup(&all, |_| true, FakeBatch::Supported);
-    fake::with(|k| {
+    fake::bpf::with(|k| {
         k.transient.insert(key_bytes(&all, 2), (libc::EBUSY, 3));
         k.transient.insert(key_bytes(&all, 6), (libc::EBUSY, 3));
     });
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     assert_eq!((r.deleted, r.retries, r.single_fallbacks), (10, 6, 0));
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }
 
 #[test]
@@ -337,24 +337,24 @@ fn a_key_still_busy_after_its_retries_goes_single() {
     let all = keys(8);
     let m = setup(&all, |_| true, FakeBatch::Supported);
     // three retries in the batch, the fourth attempt fails too: single
-    fake::with(|k| k.transient.insert(key_bytes(&all, 3), (libc::EBUSY, 4)));
+    fake::bpf::with(|k| k.transient.insert(key_bytes(&all, 3), (libc::EBUSY, 4)));
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     assert_eq!((r.deleted, r.retries, r.single_fallbacks), (8, 3, 1));
     assert_eq!(r.absent, 0, "no key is sent twice");
     assert!(r.failed.is_empty());
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }
 
 #[test]
 fn a_key_that_fails_for_good_is_named_and_the_rest_deleted() {
     let all = keys(10);
     let m = setup(&all, |_| true, FakeBatch::Supported);
-    fake::with(|k| k.transient.insert(key_bytes(&all, 3), (libc::EPERM, 1)));
+    fake::bpf::with(|k| k.transient.insert(key_bytes(&all, 3), (libc::EPERM, 1)));
     let r = delete_keys(&m, &all, &opts(4096, ResumePolicy::Batch));
     assert_eq!(r.failed, vec![(3, libc::EPERM)]);
     assert_eq!((r.deleted, r.resumes, r.batch_calls), (9, 1, 2));
     assert_eq!(r.total(), 10);
-    let left = fake::uninstall().unwrap().entries;
+    let left = fake::bpf::uninstall().unwrap().entries;
     assert_eq!(
         left.keys().cloned().collect::<Vec<_>>(),
         vec![key_bytes(&all, 3)]
@@ -367,7 +367,7 @@ fn a_key_that_fails_for_good_is_named_and_the_rest_deleted() {
 fn failing_keys_are_warned_at_a_limited_rate() {
     let all = keys(50);
     let m = setup(&all, |_| true, FakeBatch::Supported);
-    fake::with(|k| {
+    fake::bpf::with(|k| {
         for i in 0..all.len() {
             k.transient.insert(key_bytes(&all, i), (libc::EPERM, 1));
         }
@@ -377,7 +377,7 @@ fn failing_keys_are_warned_at_a_limited_rate() {
     assert_eq!(r.failed.len(), 50);
     let suppressed = crate::counters::COUNTERS.snapshot().warnings_suppressed - before;
     assert!(suppressed >= 49, "{suppressed} of 50 warnings suppressed");
-    fake::uninstall();
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -386,11 +386,11 @@ fn the_single_policy_keeps_indices_in_later_chunks() {
     let m = setup(&all, |i| i != 5 && i != 7, FakeBatch::Supported);
     let r = delete_keys(&m, &all, &opts(4, ResumePolicy::Single));
     assert_eq!((r.deleted, r.absent_keys.clone()), (8, vec![5, 7]));
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }
 
 fn insert_setup(max: usize, batch: FakeBatch, present: &[PidPage]) -> BatchMap {
-    let mut k = FakeKernel::new(16, 16, max);
+    let mut k = FakeMap::new(16, 16, max);
     k.update_batch = batch;
     k.delete_batch = batch;
     for key in present {
@@ -399,7 +399,7 @@ fn insert_setup(max: usize, batch: FakeBatch, present: &[PidPage]) -> BatchMap {
             vec![0; 16],
         );
     }
-    fake::install(k);
+    fake::bpf::install(k);
     let map = MapHandle::create(
         crate::sys::bpf::MAP_TYPE_LPM_TRIE,
         "fake",
@@ -426,7 +426,7 @@ fn an_insert_stops_at_a_full_map_and_reports_the_rest_full() {
     );
     assert_eq!((r.landed(), r.refused(), r.full()), (5, 3, true));
     assert_eq!((r.batch_calls, r.syscalls, r.resumes), (2, 2, 1));
-    assert_eq!(fake::uninstall().unwrap().entries.len(), 5);
+    assert_eq!(fake::bpf::uninstall().unwrap().entries.len(), 5);
 }
 
 #[test]
@@ -437,7 +437,7 @@ fn an_insert_steps_over_an_invalid_key_and_retries_a_busy_one() {
     let m = insert_setup(100, FakeBatch::Supported, &[]);
     // busy five times: four batch attempts (three retries), then key by
     // key: one more failure, one retry, landed
-    fake::with(|k| k.transient.insert(key_bytes(&all, 4), (libc::EBUSY, 5)));
+    fake::bpf::with(|k| k.transient.insert(key_bytes(&all, 4), (libc::EBUSY, 5)));
     let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
     assert_eq!(
         r.outcomes,
@@ -446,7 +446,7 @@ fn an_insert_steps_over_an_invalid_key_and_retries_a_busy_one() {
     assert_eq!((r.landed(), r.refused(), r.full()), (5, 1, false));
     assert_eq!((r.retries, r.resumes), (4, 2));
     assert_eq!((r.batch_calls, r.syscalls), (6, 8));
-    assert_eq!(fake::uninstall().unwrap().entries.len(), 5);
+    assert_eq!(fake::bpf::uninstall().unwrap().entries.len(), 5);
 }
 
 #[test]
@@ -463,7 +463,7 @@ fn an_insert_with_noexist_goes_key_by_key_and_reports_existing_keys() {
     );
     assert_eq!(r.outcomes, vec![Landed, Exists, Landed, Landed, Landed]);
     assert_eq!((r.batch_calls, r.syscalls), (0, 5));
-    fake::uninstall();
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -471,11 +471,11 @@ fn an_untrusted_insert_count_is_redone_key_by_key() {
     let all = keys(6);
     let vals = vec![MappingInfo::new(1, 0).unwrap(); 6];
     let m = insert_setup(100, FakeBatch::Supported, &[]);
-    fake::with(|k| k.setup_error = Some(libc::EPERM));
+    fake::bpf::with(|k| k.setup_error = Some(libc::EPERM));
     let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
     assert_eq!(r.landed(), 6);
     assert_eq!((r.batch_calls, r.syscalls), (1, 7));
-    assert_eq!(fake::uninstall().unwrap().entries.len(), 6);
+    assert_eq!(fake::bpf::uninstall().unwrap().entries.len(), 6);
 }
 
 #[test]
@@ -483,7 +483,7 @@ fn single_inserts_retry_a_bounded_number_of_times() {
     let all = keys(4);
     let vals = vec![MappingInfo::new(1, 0).unwrap(); 4];
     let m = insert_setup(100, FakeBatch::NotSupported, &[]);
-    fake::with(|k| {
+    fake::bpf::with(|k| {
         k.transient.insert(key_bytes(&all, 1), (libc::EAGAIN, 3));
         k.transient.insert(key_bytes(&all, 2), (libc::EAGAIN, 4));
     });
@@ -493,7 +493,7 @@ fn single_inserts_retry_a_bounded_number_of_times() {
         vec![Landed, Landed, InsertOutcome::Failed(libc::EAGAIN), Landed]
     );
     assert_eq!((r.retries, r.syscalls, r.batch_calls), (6, 4 + 6, 0));
-    fake::uninstall();
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -505,7 +505,7 @@ fn the_benchmark_baselines_do_what_they_say() {
     let mut odd = all.clone();
     odd[4] = PidPage::with_prefix_len(100, 0, 120);
     let m = setup(&odd, |i| i != 2 && i != 4, FakeBatch::Supported);
-    fake::with(|k| k.transient.insert(key_bytes(&odd, 5), (libc::EPERM, 1)));
+    fake::bpf::with(|k| k.transient.insert(key_bytes(&odd, 5), (libc::EPERM, 1)));
     let r = reissue_all(&m, &odd);
     assert_eq!(
         (r.deleted, r.absent, r.absent_keys.clone()),
@@ -514,22 +514,22 @@ fn the_benchmark_baselines_do_what_they_say() {
     assert_eq!((r.invalid, r.invalid_keys.clone()), (1, vec![4]));
     assert_eq!(r.failed, vec![(5, libc::EPERM)]);
     assert_eq!((r.batch_calls, r.syscalls), (1, 7));
-    assert_eq!(fake::uninstall().unwrap().entries.len(), 1);
+    assert_eq!(fake::bpf::uninstall().unwrap().entries.len(), 1);
     // batch-once: what follows the absent key stays
     let m = setup(&all, |i| i != 2, FakeBatch::Supported);
     let r = batch_once(&m, &all);
     assert_eq!((r.deleted, r.batch_calls, r.syscalls), (2, 1, 1));
-    assert_eq!(fake::uninstall().unwrap().entries.len(), 3);
+    assert_eq!(fake::bpf::uninstall().unwrap().entries.len(), 3);
     // single: one syscall per key
     let m = setup(&all, |i| i != 2, FakeBatch::Supported);
     let r = single_all(&m, &all);
     assert_eq!((r.deleted, r.absent_keys.clone()), (5, vec![2]));
     assert_eq!((r.batch_calls, r.syscalls), (0, 6));
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
     // an empty list costs nothing
     let m = setup(&all, |_| true, FakeBatch::Supported);
     assert_eq!(reissue_all::<PidPage>(&m, &[]).syscalls, 0);
-    fake::uninstall();
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -537,14 +537,14 @@ fn each_busy_key_of_an_insert_gets_its_own_batch_retries() {
     let all = keys(8);
     let vals = vec![MappingInfo::new(1, 0).unwrap(); 8];
     let m = insert_setup(100, FakeBatch::Supported, &[]);
-    fake::with(|k| {
+    fake::bpf::with(|k| {
         k.transient.insert(key_bytes(&all, 2), (libc::EBUSY, 3));
         k.transient.insert(key_bytes(&all, 5), (libc::EBUSY, 3));
     });
     let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
     assert_eq!((r.landed(), r.retries), (8, 6));
     assert_eq!(r.batch_calls, r.syscalls, "no key went key by key");
-    fake::uninstall();
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -556,5 +556,5 @@ fn an_insert_whose_last_key_is_refused_does_not_count_a_resume() {
     let r = insert_keys(&m, &all, &vals, BPF_ANY, &opts(4096, ResumePolicy::Batch));
     assert_eq!(r.outcomes, vec![Landed, Landed, Landed, Invalid]);
     assert_eq!((r.resumes, r.batch_calls), (0, 1));
-    fake::uninstall();
+    fake::bpf::uninstall();
 }

@@ -461,3 +461,48 @@ fn real_rings_all_cpus_and_errors() {
     );
     assert!(open_cpu_clock(0, 0).is_err());
 }
+
+#[test]
+fn cpu_clock_events_through_the_fake() {
+    use crate::sys::fake;
+    fake::reset();
+    fake::perf::install();
+    let _fd = open_cpu_clock(1, 99).unwrap();
+    assert!(open_cpu_clock(0, 0).is_err(), "a zero frequency is refused");
+    let opened = fake::perf::opened();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let o = &opened[0];
+    // PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, 99 Hz (freq bit 10)
+    assert_eq!((o.cpu, o.type_, o.config, o.period_or_freq), (1, 1, 0, 99));
+    assert_eq!(o.flags, 1 << 10);
+    fake::reset();
+}
+
+#[test]
+fn a_ring_through_the_fake_wraps_many_times_in_order() {
+    use crate::sys::fake;
+    fake::reset();
+    fake::perf::install();
+    let mut ring = PerfRing::open_bpf_output(0, 1, 1).unwrap();
+    let mut next = 0u32;
+    let mut seen = Vec::new();
+    for round in 0..50u32 {
+        // records of varying sizes, so they straddle the end of the ring
+        for _ in 0..(round % 7 + 20) {
+            let raw: Vec<u8> = next.to_ne_bytes().repeat(1 + (next % 5) as usize);
+            assert!(
+                fake::perf::output_sample(ring.as_fd(), &raw),
+                "room for {next}"
+            );
+            next += 1;
+        }
+        ring.read(|r| match r {
+            Record::Sample(s) => seen.push(u32::from_ne_bytes(s[..4].try_into().unwrap())),
+            other => panic!("{other:?}"),
+        });
+    }
+    assert_eq!(seen, (0..next).collect::<Vec<_>>());
+    assert!(next as usize * 16 > 4 * 4096, "wrapped several times");
+    assert_eq!(ring.corrupt(), 0);
+    fake::reset();
+}

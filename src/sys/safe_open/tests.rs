@@ -106,10 +106,10 @@ fn only_regular_files_with_the_right_identity_open() {
     assert_eq!(kind(&open_path(Path::new("rel/x"), None)), Error);
     assert_eq!(kind(&open_path(&d.join("../x"), None)), Error);
     // the ENOSYS fallback is the walk
-    fake::openat2_missing_on(true);
+    crate::sys::fake::open::openat2_missing_on(true);
     assert_eq!(kind(&open_path(&link, Some(id))), Kind::NotRegular);
     assert_eq!(kind(&open_path(&reg, Some(id))), Kind::Opened);
-    fake::openat2_missing_on(false);
+    crate::sys::fake::open::openat2_missing_on(false);
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::proc::maps as procmaps;
-use crate::sys::fake::{self, FakeBatch, FakeKernel};
+use crate::sys::fake::{self, FakeBatch, FakeMap};
 
 /// The keys of `pid` recomputed from its maps (exec files, [vdso],
 /// marker), sorted as the fake kernel stores them.
@@ -22,40 +22,36 @@ fn expected(pid: u32) -> Vec<Vec<u8>> {
 
 /// Old kernels through the fake: track, change, exit with zero leaks.
 fn old_kernel_scenario(batch: FakeBatch, pidfd_errno: Option<i32>) {
-    let mut k = FakeKernel::new(16, 16, 1 << 20);
+    let mut k = FakeMap::new(16, 16, 1 << 20);
     k.delete_batch = batch;
     k.update_batch = batch;
-    fake::install(k);
-    pidfd::fake::force_errno(pidfd_errno);
-    let fallbacks = COUNTERS.snapshot().pidfd_fallbacks;
-    let mut child = std::process::Command::new("/bin/sleep")
-        .arg("1000")
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    // sleep is set up once the loader has mapped libc
-    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .contains("libc.so")
-    {
-        std::thread::yield_now();
+    fake::bpf::install(k);
+    if let Some(errno) = pidfd_errno {
+        fake::pidfd::fail_with(errno);
     }
+    let fallbacks = COUNTERS.snapshot().pidfd_fallbacks;
+    let mut child = sleeper();
+    let pid = child.id();
     let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
     assert_eq!(
-        pm.tables.trie.delete != crate::maps::engine::BatchSupport::Supported,
+        pm.tables.delete_support() != crate::maps::engine::BatchSupport::Supported,
         batch != FakeBatch::Supported
     );
     assert!(matches!(
         pm.sync(pid),
         SyncOutcome::Synced { new: true, .. }
     ));
-    let stored: Vec<Vec<u8>> = fake::with(|k| k.entries.keys().cloned().collect());
+    let stored: Vec<Vec<u8>> = fake::bpf::with(|k| k.entries.keys().cloned().collect());
     assert_eq!(stored, expected(pid), "track");
     // change: one mapping goes (path 1)
     let start = *pm.get(pid).unwrap().mappings.keys().next().unwrap();
     let n = pm.get(pid).unwrap().mappings[&start].key_count();
     assert!(pm.unmap(pid, start));
-    assert_eq!(fake::with(|k| k.entries.len()), stored.len() - n, "change");
+    assert_eq!(
+        fake::bpf::with(|k| k.entries.len()),
+        stored.len() - n,
+        "change"
+    );
     // exit
     child.kill().unwrap();
     child.wait().unwrap();
@@ -68,8 +64,8 @@ fn old_kernel_scenario(batch: FakeBatch, pidfd_errno: Option<i32>) {
         assert!(pm.process_exit(pid).is_some());
     }
     assert!(pm.process_exit(pid).is_none(), "a second exit is a no-op");
-    let k = fake::uninstall().unwrap();
-    pidfd::fake::force_errno(None);
+    let k = fake::bpf::uninstall().unwrap();
+    fake::pidfd::uninstall();
     assert!(k.entries.is_empty(), "zero leaks");
     assert!(pm.registry.is_empty());
     let batches = k.calls_of(libbpf_sys::BPF_MAP_DELETE_BATCH);
@@ -98,12 +94,38 @@ fn current_kernel_through_the_fake() {
     old_kernel_scenario(FakeBatch::Supported, None);
 }
 
-/// A child that stays up until killed, once its loader mapped libc.
-fn sleeper() -> std::process::Child {
-    let child = std::process::Command::new("/bin/sleep")
-        .arg("1000")
-        .spawn()
-        .unwrap();
+/// A child that stays up until killed (at the latest when this guard
+/// drops, so a failing test leaves no process behind).
+struct Sleeper(std::process::Child);
+
+impl std::ops::Deref for Sleeper {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Sleeper {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A [`Sleeper`] whose loader has mapped libc.
+fn sleeper() -> Sleeper {
+    let child = Sleeper(
+        std::process::Command::new("/bin/sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap(),
+    );
     let pid = child.id();
     while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap_or_default()
@@ -116,7 +138,7 @@ fn sleeper() -> std::process::Child {
 
 /// The budget, the model and the (fake) trie agree.
 fn balanced(pm: &ProcessManager) {
-    let in_trie = fake::with(|k| k.entries.len());
+    let in_trie = fake::bpf::with(|k| k.entries.len());
     assert_eq!(pm.key_count(), in_trie, "the model is the trie");
     assert_eq!(
         pm.budget.total() as usize,
@@ -182,7 +204,7 @@ fn apply_wanted(pm: &mut ProcessManager, pid: u32, want: Vec<Wanted>) -> usize {
 
 #[test]
 fn budgets_charge_what_landed_and_release_it_all() {
-    fake::install(FakeKernel::new(16, 16, 1 << 20));
+    fake::bpf::install(FakeMap::new(16, 16, 1 << 20));
     let mut child = sleeper();
     let pid = child.id();
     let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
@@ -279,14 +301,14 @@ fn budgets_charge_what_landed_and_release_it_all() {
     pm.process_exit(pid).unwrap();
     balanced(&pm);
     assert_eq!((pm.budget.total(), pm.budget.uids()), (0, 0));
-    let k = fake::uninstall().unwrap();
+    let k = fake::bpf::uninstall().unwrap();
     assert!(k.entries.is_empty());
     assert!(pm.registry.is_empty());
 }
 
 #[test]
 fn a_huge_process_is_synced_in_bounded_steps_and_its_exit_midway_leaves_nothing() {
-    fake::install(FakeKernel::new(16, 16, 1 << 20));
+    fake::bpf::install(FakeMap::new(16, 16, 1 << 20));
     let mut child = sleeper();
     let pid = child.id();
     let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
@@ -294,8 +316,8 @@ fn a_huge_process_is_synced_in_bounded_steps_and_its_exit_midway_leaves_nothing(
     pm.procs.get_mut(&pid).unwrap().uid = 4242;
     pm.budget.release(0, pm.key_count() as u64);
     pm.budget.charge(4242, pm.key_count() as u64);
-    let base = fake::with(|k| k.entries.len());
-    let calls = fake::with(|k| k.calls.len());
+    let base = fake::bpf::with(|k| k.entries.len());
+    let calls = fake::bpf::with(|k| k.calls.len());
     let real: Vec<Wanted> = pm
         .get(pid)
         .unwrap()
@@ -316,21 +338,21 @@ fn a_huge_process_is_synced_in_bounded_steps_and_its_exit_midway_leaves_nothing(
     want.extend(synthetic(10_000, 0x1_0000_0000));
     let steps = apply_wanted(&mut pm, pid, want);
     assert!(steps > 30_000 / STEP_KEYS, "{steps} steps");
-    let sent = fake::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
+    let sent = fake::bpf::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
     assert!(
         sent.unwrap() as usize <= STEP_KEYS,
         "a batch of {sent:?} keys"
     );
     // removed mappings (the synthetic ones go) are deleted in steps too
-    assert_eq!(fake::with(|k| k.entries.len()), base + 30_000);
-    let calls = fake::with(|k| k.calls.len());
+    assert_eq!(fake::bpf::with(|k| k.entries.len()), base + 30_000);
+    let calls = fake::bpf::with(|k| k.calls.len());
     apply_wanted(&mut pm, pid, real);
-    let sent = fake::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
+    let sent = fake::bpf::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
     assert!(
         sent.unwrap() as usize <= STEP_KEYS + 128,
         "a batch of {sent:?} keys"
     );
-    assert_eq!(fake::with(|k| k.entries.len()), base);
+    assert_eq!(fake::bpf::with(|k| k.entries.len()), base);
     balanced(&pm);
     // again, but the process exits after a few steps: what landed goes
     plan(&mut pm, pid, synthetic(10_000, 0x1_0000_0000));
@@ -346,18 +368,140 @@ fn a_huge_process_is_synced_in_bounded_steps_and_its_exit_midway_leaves_nothing(
     pm.process_exit(pid).unwrap();
     assert!(!pm.is_syncing(pid));
     assert_eq!(pm.budget.total(), 0);
-    assert!(fake::uninstall().unwrap().entries.is_empty(), "zero leaks");
+    assert!(
+        fake::bpf::uninstall().unwrap().entries.is_empty(),
+        "zero leaks"
+    );
+}
+
+/// The fake kernel with a trie, fake pidfds, a sleeper and its manager.
+fn with_fake_pidfds() -> (Sleeper, ProcessManager) {
+    fake::reset();
+    fake::bpf::install(FakeMap::new(16, 16, 1 << 20));
+    fake::pidfd::install();
+    let child = sleeper();
+    (child, ProcessManager::new(Tables::create(1 << 20).unwrap()))
+}
+
+fn stop(child: Sleeper) {
+    drop(child);
+    fake::reset();
+}
+
+/// The exit path driven by the pidfd alone: the fake makes it readable
+/// while the process runs on, so nothing but the pidfd can tell.
+#[test]
+fn an_exit_seen_on_the_pidfd_deletes_every_key_in_bounded_steps() {
+    let (child, mut pm) = with_fake_pidfds();
+    let pid = child.id();
+    assert!(matches!(
+        pm.sync(pid),
+        SyncOutcome::Synced { new: true, .. }
+    ));
+    assert_eq!(fake::pidfd::opened(pid), 1);
+    assert_eq!(pm.take_newly_tracked(), vec![pid], "its pidfd to watch");
+    // 2 000 more mappings of 3 keys: the exit takes several steps
+    let mut want: Vec<Wanted> = pm
+        .get(pid)
+        .unwrap()
+        .mappings
+        .values()
+        .map(|m| Wanted {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            file_id: m.file_id,
+            dev: 0,
+            ino: 0,
+            deleted: false,
+        })
+        .collect();
+    want.extend(synthetic(2_000, 0x1_0000_0000));
+    apply_wanted(&mut pm, pid, want);
+    let keys = fake::bpf::with(|k| k.entries.len());
+    assert_eq!(keys, expected(pid).len() + 6_000);
+    assert!(pm.fired().is_empty(), "running, its pidfd silent");
+    assert_eq!(fake::pidfd::exit(pid), 1);
+    assert_eq!(pm.fired(), vec![pid], "the pidfd turned readable");
+    assert!(pm.exit_later(pid));
+    assert!(!pm.is_tracked(pid) && pm.is_dying(pid));
+    let calls = fake::bpf::with(|k| k.calls.len());
+    let mut turns = 0;
+    let mut done = Vec::new();
+    while pm.has_work() {
+        turns += 1;
+        done.extend(pm.work(Instant::now()));
+    }
+    assert!(turns >= keys / STEP_KEYS, "{keys} keys in {turns} turns");
+    let sent = fake::bpf::with(|k| k.calls[calls..].iter().map(|c| c.1).max());
+    assert!(sent.unwrap() as usize <= STEP_KEYS, "a batch of {sent:?}");
+    assert!(
+        matches!(&done[..], [Done { pid: p, outcome: SyncOutcome::Gone }] if *p == pid),
+        "{done:?}"
+    );
+    assert!(!pm.is_dying(pid));
+    assert_eq!(fake::bpf::with(|k| k.entries.len()), 0, "zero leaks");
+    assert!(pm.registry.is_empty());
+    assert_eq!(pm.budget.total(), 0);
+    stop(child);
+}
+
+/// PID reuse: the pidfd opened at the start of a sync fires before the
+/// sync ends; whatever the maps said belongs to no process we know.
+#[test]
+fn a_pidfd_firing_during_the_sync_makes_it_gone_and_leaves_nothing() {
+    let (child, mut pm) = with_fake_pidfds();
+    let pid = child.id();
+    pm.request(pid);
+    pm.work(Instant::now()); // one step: the pidfd is opened first
+    assert_eq!(fake::pidfd::opened(pid), 1);
+    assert_eq!(fake::pidfd::exit(pid), 1);
+    let done = pm.work_all();
+    assert!(
+        matches!(&done[..], [Done { pid: p, outcome: SyncOutcome::Gone }] if *p == pid),
+        "{done:?}"
+    );
+    assert!(!pm.is_tracked(pid));
+    assert!(pm.take_newly_tracked().is_empty());
+    assert_eq!(fake::bpf::with(|k| k.entries.len()), 0, "nothing tracked");
+    stop(child);
+}
+
+/// A tracked process whose pidfd fired is gone, whatever /proc says: a
+/// new sync of its number retires it and tracks what holds the number
+/// now, afresh (here the same process: the fake fired without an exit).
+#[test]
+fn a_sync_after_the_pidfd_fired_tracks_the_number_afresh() {
+    let (child, mut pm) = with_fake_pidfds();
+    let pid = child.id();
+    assert!(matches!(
+        pm.sync(pid),
+        SyncOutcome::Synced { new: true, .. }
+    ));
+    fake::pidfd::exit(pid);
+    assert!(matches!(
+        pm.sync(pid),
+        SyncOutcome::Synced { new: true, .. }
+    ));
+    assert_eq!(fake::pidfd::opened(pid), 2, "a pidfd of its own");
+    assert!(pm.fired().is_empty(), "watching the new pidfd");
+    let stored: Vec<Vec<u8>> = fake::bpf::with(|k| k.entries.keys().cloned().collect());
+    assert_eq!(stored, expected(pid));
+    balanced(&pm);
+    stop(child);
 }
 
 /// A sleeper run as uid 65534 (the tests run as root, as `make test` does).
-fn sleeper_of_another_user() -> std::process::Child {
+fn sleeper_of_another_user() -> Sleeper {
     use std::os::unix::process::CommandExt;
-    let child = std::process::Command::new("/bin/sleep")
-        .arg("1000")
-        .uid(65534)
-        .gid(65534)
-        .spawn()
-        .expect("spawning sleep as uid 65534 (needs root)");
+    let child = Sleeper(
+        std::process::Command::new("/bin/sleep")
+            .arg("1000")
+            .uid(65534)
+            .gid(65534)
+            .spawn()
+            .expect("spawning sleep as uid 65534 (needs root)"),
+    );
     let pid = child.id();
     while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap_or_default()
@@ -404,20 +548,10 @@ fn a_stalled_maps_read_fails_its_sync_and_that_users_processes_are_then_refused(
     if !nix::unistd::geteuid().is_root() {
         return;
     }
-    /// The children, killed even when an assertion fails.
-    struct Kids(Vec<std::process::Child>);
-    impl Drop for Kids {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-    fake::install(FakeKernel::new(16, 16, 1 << 20));
-    let mut kids = Kids((0..3).map(|_| sleeper_of_another_user()).collect());
-    kids.0.push(sleeper());
-    let pids: Vec<u32> = kids.0.iter().map(|c| c.id()).collect();
+    fake::bpf::install(FakeMap::new(16, 16, 1 << 20));
+    let mut kids: Vec<Sleeper> = (0..3).map(|_| sleeper_of_another_user()).collect();
+    kids.push(sleeper());
+    let pids: Vec<u32> = kids.iter().map(|c| c.id()).collect();
     let (a, b, c, root) = (pids[0], pids[1], pids[2], pids[3]);
     let stalled = [a, b, c];
     let (release, held) = crossbeam_channel::bounded::<()>(0);
@@ -480,7 +614,7 @@ fn a_stalled_maps_read_fails_its_sync_and_that_users_processes_are_then_refused(
     drop(release);
     drop(kids);
     assert!(pm.process_exit(root).is_some());
-    fake::uninstall();
+    fake::bpf::uninstall();
 }
 
 #[test]
@@ -490,7 +624,7 @@ fn a_process_left_short_by_a_full_trie_gets_its_keys_when_room_frees() {
     let (a, b) = (first.id(), second.id());
     let need = expected(a).len();
     // room for the first process and a few keys of the second
-    fake::install(FakeKernel::new(16, 16, need + 4));
+    fake::bpf::install(FakeMap::new(16, 16, need + 4));
     let mut pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
     pm.set_retry_every(Duration::ZERO);
     let before = COUNTERS.snapshot();
@@ -511,7 +645,7 @@ fn a_process_left_short_by_a_full_trie_gets_its_keys_when_room_frees() {
         assert!(Instant::now() < end, "waited 10 s for the re-sync");
         pm.work_all();
     }
-    let stored: Vec<Vec<u8>> = fake::with(|k| k.entries.keys().cloned().collect());
+    let stored: Vec<Vec<u8>> = fake::bpf::with(|k| k.entries.keys().cloned().collect());
     assert_eq!(
         stored,
         expected(b),
@@ -521,5 +655,5 @@ fn a_process_left_short_by_a_full_trie_gets_its_keys_when_room_frees() {
     second.kill().unwrap();
     second.wait().unwrap();
     assert!(pm.process_exit(b).is_some());
-    assert!(fake::uninstall().unwrap().entries.is_empty());
+    assert!(fake::bpf::uninstall().unwrap().entries.is_empty());
 }

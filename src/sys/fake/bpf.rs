@@ -1,8 +1,9 @@
-//! A fake kernel for unit tests: in-memory maps per thread behind the
-//! bpf(2) dispatch, with knobs for the answers old or unhappy kernels give
-//! (no batch command, ENOTSUPP, transient errors, EFAULT, untouched counts).
-//! The installed map answers every fd; [`add_map`] binds more maps to the
-//! fds of the next map creations (tests that need two maps, as the audit).
+//! The fake kernel's BPF maps: in-memory maps per thread behind the bpf(2)
+//! dispatch (`sys_bpf`), with knobs for the answers old or unhappy kernels
+//! give (no batch command, ENOTSUPP, transient errors, EFAULT, untouched
+//! counts). The installed map answers every fd; [`add_map`] binds more maps
+//! to the fds of the next map creations (tests that need two maps, as the
+//! audit).
 
 use libbpf_sys as sys;
 use std::cell::RefCell;
@@ -18,8 +19,9 @@ pub enum FakeBatch {
     Unknown,
 }
 
+/// One fake BPF map: its sizes, its entries and how it answers.
 #[derive(Debug)]
-pub struct FakeKernel {
+pub struct FakeMap {
     pub key_size: usize,
     pub value_size: usize,
     pub max_entries: usize,
@@ -40,9 +42,9 @@ pub struct FakeKernel {
     pub calls: Vec<(u32, u32)>,
 }
 
-impl FakeKernel {
-    pub fn new(key_size: usize, value_size: usize, max_entries: usize) -> FakeKernel {
-        FakeKernel {
+impl FakeMap {
+    pub fn new(key_size: usize, value_size: usize, max_entries: usize) -> FakeMap {
+        FakeMap {
             key_size,
             value_size,
             max_entries,
@@ -102,19 +104,19 @@ impl FakeKernel {
 }
 
 thread_local! {
-    static FAKE: RefCell<Option<FakeKernel>> = const { RefCell::new(None) };
+    static FAKE: RefCell<Option<FakeMap>> = const { RefCell::new(None) };
     /// Maps waiting for their BPF_MAP_CREATE, and maps bound to an fd.
-    static QUEUED: RefCell<Vec<FakeKernel>> = const { RefCell::new(Vec::new()) };
-    static BOUND: RefCell<HashMap<u32, FakeKernel>> = RefCell::new(HashMap::new());
+    static QUEUED: RefCell<Vec<FakeMap>> = const { RefCell::new(Vec::new()) };
+    static BOUND: RefCell<HashMap<u32, FakeMap>> = RefCell::new(HashMap::new());
 }
 
 /// Routes this thread's bpf(2) calls to `k` until [`uninstall`].
-pub fn install(k: FakeKernel) {
+pub fn install(k: FakeMap) {
     FAKE.with(|f| *f.borrow_mut() = Some(k));
 }
 
 /// Removes every fake map of this thread; returns the installed one.
-pub fn uninstall() -> Option<FakeKernel> {
+pub fn uninstall() -> Option<FakeMap> {
     QUEUED.with(|q| q.borrow_mut().clear());
     BOUND.with(|b| b.borrow_mut().clear());
     FAKE.with(|f| f.borrow_mut().take())
@@ -122,13 +124,8 @@ pub fn uninstall() -> Option<FakeKernel> {
 
 /// The next BPF_MAP_CREATE of this thread (with a map installed) returns
 /// an fd that `k` answers, instead of the installed map.
-pub fn add_map(k: FakeKernel) {
+pub fn add_map(k: FakeMap) {
     QUEUED.with(|q| q.borrow_mut().push(k));
-}
-
-/// The map bound to `fd` by [`add_map`], taken out.
-pub fn take_map(fd: u32) -> Option<FakeKernel> {
-    BOUND.with(|b| b.borrow_mut().remove(&fd))
 }
 
 /// The fd a command addresses (0 for a map creation).
@@ -147,7 +144,8 @@ fn target_fd(cmd: u32, attr: &sys::bpf_attr) -> u32 {
     }
 }
 
-pub fn with<R>(f: impl FnOnce(&mut FakeKernel) -> R) -> R {
+/// Runs `f` on the installed map (panics if none is).
+pub fn with<R>(f: impl FnOnce(&mut FakeMap) -> R) -> R {
     FAKE.with(|k| f(k.borrow_mut().as_mut().expect("fake kernel installed")))
 }
 
@@ -165,7 +163,7 @@ unsafe fn write(addr: u64, data: &[u8]) {
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) }
 }
 
-pub(super) fn dispatch(cmd: u32, attr: &mut sys::bpf_attr) -> Option<Result<i64, i32>> {
+pub(in crate::sys) fn dispatch(cmd: u32, attr: &mut sys::bpf_attr) -> Option<Result<i64, i32>> {
     if FAKE.with(|f| f.borrow().is_none()) {
         return None;
     }
@@ -198,7 +196,7 @@ pub(super) fn dispatch(cmd: u32, attr: &mut sys::bpf_attr) -> Option<Result<i64,
 
 /// # Safety
 /// The pointers in `attr` must be valid for the command, as for bpf(2).
-unsafe fn answer(k: &mut FakeKernel, cmd: u32, attr: &mut sys::bpf_attr) -> Result<i64, i32> {
+unsafe fn answer(k: &mut FakeMap, cmd: u32, attr: &mut sys::bpf_attr) -> Result<i64, i32> {
     let (ks, vs) = (k.key_size, k.value_size);
     match cmd {
         sys::BPF_MAP_CREATE => {
@@ -318,20 +316,4 @@ unsafe fn answer(k: &mut FakeKernel, cmd: u32, attr: &mut sys::bpf_attr) -> Resu
         }
         _ => Err(libc::EINVAL),
     }
-}
-
-/// Whether a unit test that lacks what it needs (root, gcc) may skip:
-/// only when PIDMAP_SKIP_KERNEL_TESTS=1 asks for it outside CI; else the
-/// test fails saying what it lacked, so nothing missing reads as a pass.
-pub fn may_skip(what: &str) -> bool {
-    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-    let asked = std::env::var("PIDMAP_SKIP_KERNEL_TESTS").is_ok_and(|v| v == "1");
-    if ci || !asked {
-        panic!(
-            "{what}: run the tests as root with gcc installed (scripts/setup); \
-             PIDMAP_SKIP_KERNEL_TESTS=1 skips them on purpose (ignored when CI is set)"
-        );
-    }
-    eprintln!("SKIPPED (PIDMAP_SKIP_KERNEL_TESTS=1): {what}");
-    true
 }
