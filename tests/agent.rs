@@ -6,7 +6,7 @@ mod common;
 
 use common::{expected_keys, keys_of};
 use pidmap::abi::PidPage;
-use pidmap::agent::{self, AgentConfig, AgentHandle, Mode};
+use pidmap::agent::{AgentConfig, Mode};
 use pidmap::maps::tables::Tables;
 use pidmap::sys::bpf::MapHandle;
 use pidmap::tracker::process::{ProcessManager, SyncOutcome};
@@ -15,33 +15,7 @@ use std::time::Duration;
 
 use common::{Helper, WAIT};
 
-struct Running {
-    handle: AgentHandle,
-    join: Option<std::thread::JoinHandle<pidmap::error::Result<agent::Ended>>>,
-    pins: common::PinDir,
-}
-
-impl Running {
-    fn trie(&self) -> MapHandle {
-        MapHandle::from_pin(&self.pins.join(pidmap::abi::TRIE_NAME)).unwrap()
-    }
-
-    fn stop(mut self) {
-        self.handle.shutdown();
-        self.join.take().unwrap().join().unwrap().unwrap();
-        assert!(!self.pins.exists(), "pins removed at a clean stop");
-    }
-}
-
-impl Drop for Running {
-    /// A failing test stops its agent before its pin directory goes.
-    fn drop(&mut self) {
-        if let Some(j) = self.join.take() {
-            self.handle.shutdown();
-            let _ = j.join();
-        }
-    }
-}
+type Running = common::InProcessAgent;
 
 /// Tests that fork hold this shared; the one that steers pid numbers
 /// through the host-wide ns_last_pid holds it alone.
@@ -52,20 +26,14 @@ fn forks() -> std::sync::RwLockReadGuard<'static, ()> {
 }
 
 fn start(name: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Running {
-    let pins = common::pin_dir(name);
-    let mut cfg = AgentConfig {
-        pin_dir: pins.clone(),
-        // only the pidfd path may notice exits in these tests
-        sweep_interval: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    tweak(&mut cfg);
-    let (handle, join) = agent::spawn(cfg).expect("agent starts");
-    Running {
-        handle,
-        join: Some(join),
-        pins,
-    }
+    common::InProcessAgent::start(name, tweak)
+}
+
+/// A clean stop removes the pins.
+fn stop(r: Running) {
+    let pins = r.pins.to_path_buf();
+    r.stop();
+    assert!(!pins.exists(), "pins removed at a clean stop");
 }
 
 fn synced(out: Option<SyncOutcome>) {
@@ -88,7 +56,7 @@ fn a_tracked_process_has_exactly_its_prefixes_and_marker() {
     h.finish();
     assert!(a.handle.when_gone(pid, WAIT));
     assert!(keys_of(&a.trie(), pid).is_empty());
-    a.stop();
+    stop(a);
 }
 
 #[test]
@@ -121,7 +89,7 @@ fn dlopen_then_dlclose_adds_then_removes_the_library() {
     let pid = h.pid();
     h.finish();
     assert!(a.handle.when_gone(pid, WAIT));
-    a.stop();
+    stop(a);
 }
 
 #[test]
@@ -154,7 +122,7 @@ fn exec_replaces_the_old_images_keys() {
     h.child.wait().unwrap();
     assert!(a.handle.when_gone(pid, WAIT));
     assert!(keys_of(&a.trie(), pid).is_empty());
-    a.stop();
+    stop(a);
 }
 
 #[test]
@@ -188,7 +156,7 @@ fn exit_removes_every_key_through_the_pidfd() {
         Some(false),
         "a second exit is a no-op"
     );
-    a.stop();
+    stop(a);
 }
 
 #[test]
@@ -222,7 +190,7 @@ fn keys_deleted_behind_the_agents_back_do_not_stop_the_rest() {
         "absent keys counted: {} < {removed}",
         now - absent
     );
-    a.stop();
+    stop(a);
 }
 
 #[test]
@@ -266,7 +234,7 @@ fn a_zombie_leader_with_a_live_thread_keeps_its_keys() {
     h.finish(); // EOF ends the live thread
     assert!(a.handle.when_gone(pid, WAIT));
     assert!(keys_of(&a.trie(), pid).is_empty());
-    a.stop();
+    stop(a);
 }
 
 #[test]
@@ -357,7 +325,7 @@ fn a_full_trie_keeps_serving_and_leaves_nothing() {
         assert!(a.handle.when_gone(p, WAIT));
         assert!(keys_of(&a.trie(), p).is_empty());
     }
-    a.stop();
+    stop(a);
 }
 
 #[test]
@@ -410,7 +378,7 @@ fn lost_perf_records_are_followed_by_a_resync() {
     assert!(a.handle.when_gone(pid, WAIT));
     let report = a.handle.audit().unwrap().unwrap();
     assert!(report.clean(), "{}", report.to_text());
-    a.stop();
+    stop(a);
 }
 
 #[test]
@@ -452,5 +420,5 @@ fn churn_under_all_leaves_only_live_processes() {
         let n = trie.keys::<PidPage>(1 << 22).unwrap().len();
         before == n && n == a.handle.status().unwrap().keys
     });
-    a.stop();
+    stop(a);
 }

@@ -9,55 +9,19 @@ mod common;
 
 use common::{Guarded, WAIT};
 use pidmap::abi::{MappingInfo, PidPage};
-use pidmap::agent::{self, AgentConfig, AgentHandle, Mode};
+use pidmap::agent::{self, AgentConfig, Mode};
 use pidmap::sys::bpf::{MapHandle, BPF_NOEXIST};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+type Running = common::InProcessAgent;
+
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-struct Running {
-    handle: AgentHandle,
-    join: Option<std::thread::JoinHandle<pidmap::error::Result<agent::Ended>>>,
-    pins: common::PinDir,
-}
-
-impl Running {
-    fn events(&self) -> MapHandle {
-        MapHandle::from_pin(&self.pins.join(pidmap::abi::EVENTS_NAME)).unwrap()
-    }
-
-    fn stop(mut self) {
-        self.handle.shutdown();
-        self.join.take().unwrap().join().unwrap().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(j) = self.join.take() {
-            self.handle.shutdown();
-            let _ = j.join();
-        }
-    }
-}
-
 fn start(name: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Running {
-    let pins = common::pin_dir(name);
-    let mut cfg = AgentConfig {
-        pin_dir: pins.clone(),
-        sweep_interval: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    tweak(&mut cfg);
-    let (handle, join) = agent::spawn(cfg).expect("agent starts");
-    Running {
-        handle,
-        join: Some(join),
-        pins,
-    }
+    common::InProcessAgent::start(name, tweak)
 }
 
 /// A python3 parent that, on each line on its stdin, forks `n` children

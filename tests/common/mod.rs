@@ -525,3 +525,54 @@ pub fn read_until(r: &mut impl std::io::BufRead, what: &str) -> Result<String, S
         }
     }
 }
+
+/// An agent run in this process on a thread of its own, on a pin directory
+/// of its own; a failing test stops it before its pin directory goes.
+pub struct InProcessAgent {
+    pub handle: pidmap::agent::AgentHandle,
+    join: Option<std::thread::JoinHandle<pidmap::error::Result<pidmap::agent::Ended>>>,
+    pub pins: PinDir,
+}
+
+impl InProcessAgent {
+    /// Starts one on `pin_dir(name)`: only the pidfd path notices exits
+    /// (no liveness sweep), `tweak` sets the rest.
+    pub fn start(name: &str, tweak: impl FnOnce(&mut pidmap::agent::AgentConfig)) -> Self {
+        let pins = pin_dir(name);
+        let mut cfg = pidmap::agent::AgentConfig {
+            pin_dir: pins.clone(),
+            sweep_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let (handle, join) = pidmap::agent::spawn(cfg).expect("agent starts");
+        InProcessAgent {
+            handle,
+            join: Some(join),
+            pins,
+        }
+    }
+
+    pub fn trie(&self) -> MapHandle {
+        MapHandle::from_pin(&self.pins.join(pidmap::abi::TRIE_NAME)).unwrap()
+    }
+
+    pub fn events(&self) -> MapHandle {
+        MapHandle::from_pin(&self.pins.join(pidmap::abi::EVENTS_NAME)).unwrap()
+    }
+
+    /// Shuts it down; the agent's run must end without an error.
+    pub fn stop(mut self) {
+        self.handle.shutdown();
+        self.join.take().unwrap().join().unwrap().unwrap();
+    }
+}
+
+impl Drop for InProcessAgent {
+    fn drop(&mut self) {
+        if let Some(j) = self.join.take() {
+            self.handle.shutdown();
+            let _ = j.join();
+        }
+    }
+}

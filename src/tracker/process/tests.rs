@@ -157,6 +157,24 @@ fn balanced(pm: &ProcessManager) {
     }
 }
 
+/// The mappings of `pid` in the model, as a sync would want them.
+fn modelled(pm: &ProcessManager, pid: u32) -> Vec<Wanted> {
+    pm.get(pid)
+        .unwrap()
+        .mappings
+        .values()
+        .map(|m| Wanted {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            file_id: m.file_id,
+            dev: 0,
+            ino: 0,
+            deleted: false,
+        })
+        .collect()
+}
+
 /// `n` mappings of 7 pages at odd page addresses (3 prefix blocks each).
 fn synthetic(n: u64, base: u64) -> Vec<Wanted> {
     (0..n)
@@ -318,21 +336,7 @@ fn a_huge_process_is_synced_in_bounded_steps_and_its_exit_midway_leaves_nothing(
     pm.budget.charge(4242, pm.key_count() as u64);
     let base = fake::bpf::with(|k| k.entries.len());
     let calls = fake::bpf::with(|k| k.calls.len());
-    let real: Vec<Wanted> = pm
-        .get(pid)
-        .unwrap()
-        .mappings
-        .values()
-        .map(|m| Wanted {
-            start: m.start,
-            end: m.end,
-            offset: m.offset,
-            file_id: m.file_id,
-            dev: 0,
-            ino: 0,
-            deleted: false,
-        })
-        .collect();
+    let real = modelled(&pm, pid);
     // 10 000 more mappings of 3 keys: at least 30 000 / STEP_KEYS steps
     let mut want = real.clone();
     want.extend(synthetic(10_000, 0x1_0000_0000));
@@ -401,21 +405,7 @@ fn an_exit_seen_on_the_pidfd_deletes_every_key_in_bounded_steps() {
     assert_eq!(fake::pidfd::opened(pid), 1);
     assert_eq!(pm.take_newly_tracked(), vec![pid], "its pidfd to watch");
     // 2 000 more mappings of 3 keys: the exit takes several steps
-    let mut want: Vec<Wanted> = pm
-        .get(pid)
-        .unwrap()
-        .mappings
-        .values()
-        .map(|m| Wanted {
-            start: m.start,
-            end: m.end,
-            offset: m.offset,
-            file_id: m.file_id,
-            dev: 0,
-            ino: 0,
-            deleted: false,
-        })
-        .collect();
+    let mut want = modelled(&pm, pid);
     want.extend(synthetic(2_000, 0x1_0000_0000));
     apply_wanted(&mut pm, pid, want);
     let keys = fake::bpf::with(|k| k.entries.len());
