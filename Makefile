@@ -38,7 +38,7 @@ run: build
 
 # Every test: unit tests (fake kernel) and kernel tests (real bpf(), root).
 test: setup-test static
-	PIDMAP_STATIC_BIN=$(abspath $(STATIC_BIN)) $(CARGO) test --release
+	PIDMAP_STATIC_BIN=$(abspath $(STATIC_BIN)) $(CARGO) test --release --no-fail-fast
 
 bench: setup-test build static
 	bash scripts/bench-delete
