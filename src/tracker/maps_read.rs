@@ -125,10 +125,22 @@ impl MapsRead {
 
     /// Reads and parses a whole maps file a chunk at a time.
     fn read_from(&mut self, pid: u32, file: &mut File) -> std::io::Result<()> {
-        let mut buf = vec![0u8; CHUNK];
+        // one buffer per thread, kept across reads: a read of a small
+        // process costs no allocation and no page faults
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            buf.resize(CHUNK, 0);
+            self.read_with(pid, file, &mut buf)
+        })
+    }
+
+    fn read_with(&mut self, pid: u32, file: &mut File, buf: &mut [u8]) -> std::io::Result<()> {
         let mut carry = Vec::new();
         loop {
-            let n = match file.read(&mut buf) {
+            let n = match file.read(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 r => r?,
             };
