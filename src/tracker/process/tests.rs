@@ -43,6 +43,15 @@ fn old_kernel_scenario(batch: FakeBatch, pidfd_errno: Option<i32>) {
     ));
     let stored: Vec<Vec<u8>> = fake::bpf::with(|k| k.entries.keys().cloned().collect());
     assert_eq!(stored, expected(pid), "track");
+    // a re-sync knows the process (with or without a pidfd)
+    assert!(matches!(
+        pm.sync(pid),
+        SyncOutcome::Synced {
+            new: false,
+            added: 0,
+            removed: 0
+        }
+    ));
     // change: one mapping goes (path 1)
     let start = *pm.get(pid).unwrap().mappings.keys().next().unwrap();
     let n = pm.get(pid).unwrap().mappings[&start].key_count();
