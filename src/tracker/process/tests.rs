@@ -127,7 +127,26 @@ impl Drop for Sleeper {
     }
 }
 
-/// A [`Sleeper`] whose loader has mapped libc.
+/// Waits until `pid` (a /bin/sleep) sleeps in its nanosleep: its loader
+/// is done changing its mappings, so its maps stay as they are.
+fn settled(pid: u32) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        // the number of the system call it blocks in: clock_nanosleep or
+        // nanosleep on x86_64
+        let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        if matches!(call.split(' ').next(), Some("230" | "35")) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "waited 10 s for pid {pid} to sleep: {call:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A [`Sleeper`] asleep, its loader done.
 fn sleeper() -> Sleeper {
     let child = Sleeper(
         std::process::Command::new("/bin/sleep")
@@ -135,13 +154,7 @@ fn sleeper() -> Sleeper {
             .spawn()
             .unwrap(),
     );
-    let pid = child.id();
-    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .contains("libc.so")
-    {
-        std::thread::yield_now();
-    }
+    settled(child.id());
     child
 }
 
@@ -501,13 +514,7 @@ fn sleeper_of_another_user() -> Sleeper {
             .spawn()
             .expect("spawning sleep as uid 65534 (needs root)"),
     );
-    let pid = child.id();
-    while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .unwrap_or_default()
-        .contains("libc.so")
-    {
-        std::thread::yield_now();
-    }
+    settled(child.id());
     child
 }
 
