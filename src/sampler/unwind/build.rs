@@ -105,6 +105,7 @@ pub fn from_object<'d, R: ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<Unwi
                 &mut stats,
             )
         });
+        stats.eh_frame_hdr = listed;
         if !listed {
             eh_spans.clear();
             stats.eh_fdes = 0;
@@ -157,8 +158,19 @@ fn eh_frame_by_hdr(
                 return true;
             }
         };
-        let fde = table.pointer_to_offset(fde_ptr).and_then(|off| {
-            eh.fde_from_offset(bases, off, |s, b, o| cached_cie(&mut cies, s, b, o))
+        // not `EhHdrTable::pointer_to_offset`: it subtracts unchecked (an
+        // FDE pointer below `.eh_frame` panics a debug build)
+        let off = fde_ptr
+            .direct()
+            .ok()
+            .and_then(|p| p.checked_sub(eh_addr))
+            .and_then(|o| usize::try_from(o).ok());
+        let Some(off) = off else {
+            stats.bad_fdes += 1;
+            continue;
+        };
+        let fde = eh.fde_from_offset(bases, gimli::EhFrameOffset(off), |s, b, o| {
+            cached_cie(&mut cies, s, b, o)
         });
         match fde {
             Ok(fde) => {
@@ -239,6 +251,10 @@ fn eval_fde<'d, S: UnwindSection<Slice<'d>>>(
     while let Some(row) = rows.next_row()? {
         if row.start_address() >= row.end_address() {
             continue;
+        }
+        if stats.cfi_rows >= super::MAX_CFI_ROWS {
+            stats.truncated = true;
+            return Ok(());
         }
         stats.cfi_rows += 1;
         let compact = classify(section, row, signal, stats);

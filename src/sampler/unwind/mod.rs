@@ -75,6 +75,11 @@ pub const SIGNAL_RSP: i64 = 40 + 15 * 8;
 pub const SIGNAL_RBP: i64 = 40 + 10 * 8;
 pub const SIGNAL_RIP: i64 = 40 + 16 * 8;
 
+/// Rows of the CFI evaluated for one file at most (a hostile 256 MiB
+/// `.eh_frame` could otherwise hold a row a byte). Chromium-sized binaries
+/// have about 2 M; each costs 24 bytes while the table is built.
+pub const MAX_CFI_ROWS: u64 = 1 << 22;
+
 /// One row: how to find the caller's frame from a pc inside this range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(C)]
@@ -168,12 +173,17 @@ pub struct BuildStats {
     /// FDEs evaluated, from `.eh_frame` and from `.debug_frame`.
     pub eh_fdes: u64,
     pub debug_fdes: u64,
+    /// `.eh_frame`'s FDEs were listed by `.eh_frame_hdr`'s search table
+    /// (else the section was walked entry by entry).
+    pub eh_frame_hdr: bool,
     /// Rows of the CFI as evaluated (before merging and coalescing).
     pub cfi_rows: u64,
     /// Entries or FDEs that did not parse or evaluate (skipped).
     pub bad_fdes: u64,
     /// Rows outside every executable segment, or at file offsets ≥ 4 GiB.
     pub unmapped_rows: u64,
+    /// The file had more than [`MAX_CFI_ROWS`] rows: the rest were left out.
+    pub truncated: bool,
     /// Rows where the return address is undefined (the end of a stack).
     pub end_rows: u64,
     pub stops: StopCounts,

@@ -306,6 +306,7 @@ fn libc_rows_match_readelf() {
     let (table, checked) = check_against_readelf(&mapped("libc.so"));
     assert!(checked > 1000, "only {checked} addresses checked");
     assert!(table.stats.eh_fdes > 1000 && table.stats.bad_fdes == 0);
+    assert!(table.stats.eh_frame_hdr, "FDEs listed by .eh_frame_hdr");
 }
 
 #[test]
@@ -466,7 +467,8 @@ int g_leaf(int x) { return x * 3; }
 int g_frame(int x) { volatile int a[8]; a[x & 7] = x; return a[1] + g_leaf(x); }
 "#;
 
-/// The synthetic library: SYNTH_S's `.eh_frame` and DEBUG_C's `.debug_frame`.
+/// The synthetic library: SYNTH_S's `.eh_frame` and DEBUG_C's `.debug_frame`;
+/// beside it `libsynth-nohdr.so`, the same without `.eh_frame_hdr`.
 fn synth_lib(dir: &Path) -> Option<PathBuf> {
     std::fs::write(dir.join("synth.s"), SYNTH_S).unwrap();
     std::fs::write(dir.join("debug.c"), DEBUG_C).unwrap();
@@ -489,6 +491,15 @@ fn synth_lib(dir: &Path) -> Option<PathBuf> {
             "-nostdlib",
             "-o",
             "libsynth.so",
+            "synth.o",
+            "debug.o",
+        ]))
+        && run(Command::new("gcc").current_dir(dir).args([
+            "-shared",
+            "-nostdlib",
+            "-Wl,--no-eh-frame-hdr",
+            "-o",
+            "libsynth-nohdr.so",
             "synth.o",
             "debug.o",
         ]));
@@ -531,5 +542,48 @@ fn stops_are_counted_by_kind_and_debug_frame_fills_in() {
         "{:?}",
         at("g_frame", 4)
     );
+    // without .eh_frame_hdr, .eh_frame is walked entry by entry: same rows
+    assert!(s.eh_frame_hdr);
+    let (nohdr, _) = check_against_readelf(&dir.join("libsynth-nohdr.so"));
+    assert!(!nohdr.stats.eh_frame_hdr);
+    assert_eq!(nohdr.entries.len(), table.entries.len());
+    assert_eq!(nohdr.stats.stops, want);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn corrupt_cfi_is_skipped_not_a_panic() {
+    use object::{Object, ObjectSection};
+    let dir = scratch_dir("unwind-corrupt");
+    let bytes = std::fs::read(dump_vdso(&dir)).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let elf = object::File::parse(&*bytes).unwrap();
+    let ranges: Vec<(usize, usize)> = [".eh_frame", ".eh_frame_hdr"]
+        .iter()
+        .filter_map(|n| elf.section_by_name(n)?.file_range())
+        .map(|(o, s)| (o as usize, s as usize))
+        .collect();
+    assert_eq!(ranges.len(), 2);
+    let clean = from_object(&elf).unwrap();
+    let mut rng = crate::rng::Rng::new(12);
+    let mut differed = 0;
+    for _ in 0..500 {
+        let mut b = bytes.clone();
+        for _ in 0..1 + rng.below(4) {
+            let (o, s) = rng.pick(&ranges);
+            b[o + rng.index(s)] = rng.next_u64() as u8;
+        }
+        let Ok(elf) = object::File::parse(&*b) else {
+            continue;
+        };
+        let t = from_object(&elf).unwrap();
+        for w in t.entries.windows(2) {
+            assert!(w[0].pc < w[1].pc, "unsorted: {w:?}");
+        }
+        differed += usize::from(t != clean);
+    }
+    assert!(
+        differed > 100,
+        "the corruption reached the parser: {differed}"
+    );
 }
