@@ -16,7 +16,8 @@ use gimli::{
     EndianSlice, LittleEndian, Register, RegisterRule, UnwindContext, UnwindExpression,
     UnwindSection, UnwindTableRow,
 };
-use object::{Object, ObjectSection, ObjectSegment, ReadRef};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
+use object::{elf::FileHeader64, Endianness, ReadRef};
 use std::collections::HashMap;
 use std::fs::File;
 
@@ -56,34 +57,50 @@ pub fn from_file(file: &File) -> Result<UnwindTable, Error> {
         .metadata()
         .map_err(|e| Error::from(e).context("fstat of the ELF file"))?
         .len();
-    let reader = BoundedReader::new(file, len, MAX_SECTION, FILE_BUDGET);
-    let elf = object::File::parse(&reader)
-        .map_err(|e| Error::new(format!("not an ELF file this reads: {e}")))?;
-    from_object(&elf)
+    from_reader(&BoundedReader::new(file, len, MAX_SECTION, FILE_BUDGET))
 }
 
-/// The table of a parsed ELF file (x86_64 only).
-pub fn from_object<'d, R: ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<UnwindTable, Error> {
-    if elf.architecture() != object::Architecture::X86_64 || !elf.is_little_endian() {
+/// The table of a file read through `reader` (its caps apply).
+pub fn from_reader(reader: &BoundedReader<'_>) -> Result<UnwindTable, Error> {
+    let mut table = from_data(reader)?;
+    let refused = reader.refusals();
+    table.stats.refused_reads = refused.over_budget + u64::from(refused.over_cap.is_some());
+    Ok(table)
+}
+
+/// The table of an x86_64 ELF file. Only the headers and the CFI sections
+/// are read (not `object::File`, which reads every symbol table first).
+pub fn from_data<'d, R: ReadRef<'d>>(data: R) -> Result<UnwindTable, Error> {
+    let bad = |what: &str, e: object::Error| Error::new(format!("ELF {what}: {e}"));
+    let header = FileHeader64::<Endianness>::parse(data).map_err(|e| bad("header", e))?;
+    let endian = header.endian().map_err(|e| bad("header", e))?;
+    let machine = header.e_machine(endian);
+    if machine != object::elf::EM_X86_64 || endian != Endianness::Little {
         return Err(Error::new(format!(
-            "unwind tables are built for x86_64 only, not {:?}",
-            elf.architecture()
+            "unwind tables are built for x86_64 only, not ELF machine {machine}"
         )));
     }
-    let mut stats = BuildStats::default();
+    let sections = header
+        .sections(endian, data)
+        .map_err(|e| bad("section headers", e))?;
+    let phdrs = header
+        .program_headers(endian, data)
+        .map_err(|e| bad("program headers", e))?;
     let section = |name: &str| {
-        let s = elf.section_by_name(name)?;
-        let compressed = matches!(s.flags(), object::SectionFlags::Elf { sh_flags }
-            if sh_flags & u64::from(object::elf::SHF_COMPRESSED) != 0);
-        let data = s.data().ok().filter(|_| !compressed)?;
-        Some((s.address(), data))
+        let (_, sh) = sections.section_by_name(endian, name.as_bytes())?;
+        let compressed = sh.sh_flags(endian) & u64::from(object::elf::SHF_COMPRESSED) != 0;
+        if compressed || sh.sh_type(endian) == object::elf::SHT_NOBITS {
+            return None;
+        }
+        Some((sh.sh_addr(endian), sh.data(endian, data).ok()?))
     };
+    let mut stats = BuildStats::default();
     let mut bases = BaseAddresses::default();
-    if let Some(text) = elf.section_by_name(".text") {
-        bases = bases.set_text(text.address());
+    if let Some((text, _)) = section(".text") {
+        bases = bases.set_text(text);
     }
-    if let Some(got) = elf.section_by_name(".got") {
-        bases = bases.set_got(got.address());
+    if let Some((got, _)) = section(".got") {
+        bases = bases.set_got(got);
     }
     let mut ctx = UnwindContext::new();
     let mut eh_spans = Vec::new();
@@ -119,7 +136,13 @@ pub fn from_object<'d, R: ReadRef<'d>>(elf: &object::File<'d, R>) -> Result<Unwi
         df.set_address_size(8);
         all_fdes(&df, &bases, &mut ctx, &mut debug_spans, &mut stats, true);
     }
-    let segments = exec_segments(elf);
+    let segments: Vec<(u64, u64, u64)> = phdrs
+        .iter()
+        .filter(|ph| {
+            ph.p_type(endian) == object::elf::PT_LOAD && ph.p_flags(endian) & object::elf::PF_X != 0
+        })
+        .map(|ph| (ph.p_vaddr(endian), ph.p_offset(endian), ph.p_filesz(endian)))
+        .collect();
     let eh = clip_sorted(to_offsets(&segments, eh_spans, &mut stats));
     let debug = clip_sorted(to_offsets(&segments, debug_spans, &mut stats));
     let entries = to_entries(&fill_gaps(&eh, &debug));
@@ -334,20 +357,6 @@ fn classify<'d, S: UnwindSection<Slice<'d>>>(
         }
     };
     Row::regs(kind, cfa_offset, rbp)
-}
-
-/// (vaddr, file offset, size in the file) of each executable segment.
-fn exec_segments<'d, R: ReadRef<'d>>(elf: &object::File<'d, R>) -> Vec<(u64, u64, u64)> {
-    elf.segments()
-        .filter(|seg| {
-            matches!(seg.flags(), object::SegmentFlags::Elf { p_flags }
-                if p_flags & object::elf::PF_X != 0)
-        })
-        .map(|seg| {
-            let (offset, size) = seg.file_range();
-            (seg.address(), offset, size)
-        })
-        .collect()
 }
 
 /// Address spans as file offset spans: each clipped to the executable

@@ -35,7 +35,7 @@ mod build;
 #[cfg(test)]
 mod tests;
 
-pub use build::{from_file, from_object};
+pub use build::{from_data, from_file, from_reader};
 
 /// How the CFA of a row is found, or why the walk ends there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -182,6 +182,10 @@ pub struct BuildStats {
     pub bad_fdes: u64,
     /// Rows outside every executable segment, or at file offsets ≥ 4 GiB.
     pub unmapped_rows: u64,
+    /// Reads of the file refused by the caps of the bounded reader (a
+    /// section over 256 MiB, or past the file's budget): what they held is
+    /// missing from the table.
+    pub refused_reads: u64,
     /// The file had more than [`MAX_CFI_ROWS`] rows: the rest were left out.
     pub truncated: bool,
     /// Rows where the return address is undefined (the end of a stack).
