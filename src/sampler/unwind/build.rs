@@ -123,9 +123,8 @@ pub fn from_data<'d, R: ReadRef<'d>>(data: R) -> Result<UnwindTable, Error> {
             )
         });
         stats.eh_frame_hdr = listed;
+        // (a table that does not fit fails before its first FDE)
         if !listed {
-            eh_spans.clear();
-            stats.eh_fdes = 0;
             all_fdes(&eh, &bases, &mut ctx, &mut eh_spans, &mut stats, false);
         }
     }
