@@ -271,6 +271,13 @@ fn check_against_readelf(path: &Path) -> (UnwindTable, usize) {
     }
     let s = &table.stats;
     let mb = (s.eh_frame_bytes + s.debug_frame_bytes) as f64 / (1 << 20) as f64;
+    let distinct: std::collections::HashSet<Row> = table.entries.iter().map(|e| e.row).collect();
+    let gaps = table.entries.iter().filter(|e| e.row == Row::GAP).count();
+    eprintln!(
+        "{}: {} distinct rows, {gaps} gap entries",
+        path.display(),
+        distinct.len()
+    );
     eprintln!(
         "{}: {} FDEs (+{} .debug_frame), {} CFI rows -> {} entries ({} bytes), {:.2} MB CFI, \
          {:.0} entries/MB, built in {:.1} ms ({:.1} ms/MB), stops {:?}, {} checked, {} skipped",
