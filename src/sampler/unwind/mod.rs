@@ -33,6 +33,8 @@
 
 mod build;
 #[cfg(test)]
+mod readelf;
+#[cfg(test)]
 mod tests;
 
 pub use build::{from_data, from_file, from_reader};
