@@ -5,3 +5,4 @@ pub mod diff;
 pub(crate) mod pprof;
 pub mod profile;
 pub mod symbolize;
+pub mod unwind;
