@@ -1,25 +1,28 @@
-//! One named worker thread with a deadline per job, for work that may
-//! block on what a user controls (a mapped file's contents, a process's
+//! Named worker threads with a deadline per job, for work that may block
+//! on what a user controls (a mapped file's contents, a process's
 //! /proc/PID/maps behind its mmap lock), so the event loop never does
 //! (DESIGN §5, §9).
 //!
-//! The loop submits jobs over a crossbeam channel; results come back over
-//! another, and the worker wakes the loop through the agent's `mio::Waker`
-//! (mio allows one per Poll: every worker and the control API share it,
-//! and the loop drains them all every turn). The loop never waits for the
-//! worker, except through [`Pool::wait`] where it asks to.
+//! The loop submits jobs over crossbeam channels, each to the thread with
+//! the fewest jobs (a new one while the pool has room), so a job stuck in
+//! one thread delays only what was already queued behind it there. Results
+//! come back over another channel, and the workers wake the loop through
+//! the agent's `mio::Waker` (mio allows one per Poll: every worker and the
+//! control API share it, and the loop drains them all every turn). The
+//! loop never waits for a worker, except through [`Pool::wait`] where it
+//! asks to.
 //!
-//! Each job has a deadline, counted from the moment the worker starts it.
-//! A job past it is reported [`Event::TimedOut`], and the thread stuck in
-//! it is abandoned: left detached, whatever it answers later is dropped,
-//! and a fresh worker takes the jobs queued behind. After `max_abandoned`
-//! stuck threads, jobs are refused for good. What a timed-out job means
+//! Each job has a deadline, counted from the moment a worker starts it. A
+//! job past it is reported [`Event::TimedOut`], and the thread stuck in it
+//! is abandoned: left detached, whatever it answers later is dropped, and
+//! the jobs queued behind it go to the other threads or a fresh one. While
+//! `max_abandoned` abandoned threads are still stuck, jobs are refused. What a timed-out job means
 //! (never retry that file, stop reading that user's processes) is the
 //! caller's to decide.
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,11 +30,14 @@ use std::time::{Duration, Instant};
 /// A pool's settings.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
-    /// The thread's name.
+    /// The threads' name.
     pub name: &'static str,
+    /// Threads at most: a job goes to the one with the fewest jobs, so a
+    /// job stuck in one delays only what was queued behind it there.
+    pub threads: usize,
     /// How long one job may run.
     pub deadline: Duration,
-    /// Stuck threads abandoned before jobs are refused for good.
+    /// Stuck threads abandoned before jobs are refused (until one returns).
     pub max_abandoned: usize,
 }
 
@@ -57,25 +63,33 @@ struct Worker<J> {
     /// Set when it is abandoned stuck in a job: it counts in `stuck` until
     /// that job returns.
     was_stuck: Arc<AtomicBool>,
+    /// Jobs sent to it and not answered.
+    assigned: BTreeSet<u64>,
+}
+
+impl<J> Worker<J> {
+    fn running(&self) -> Option<(u64, Instant)> {
+        self.running.try_lock().ok().and_then(|g| *g)
+    }
 }
 
 /// The work one job is.
 pub type Work<J, R> = Arc<dyn Fn(J) -> R + Send + Sync>;
 
-/// The loop's side of one worker thread (see the module doc). No thread
-/// starts until the first job.
+/// The loop's side of the worker threads (see the module doc). No thread
+/// starts until the first job (or [`Pool::start`]).
 pub struct Pool<J, R> {
     cfg: PoolConfig,
     work: Work<J, R>,
     waker: Option<Arc<Waker>>,
     results_tx: Sender<(u64, Option<R>)>,
     results_rx: Receiver<(u64, Option<R>)>,
-    worker: Option<Worker<J>>,
+    workers: Vec<Worker<J>>,
     abandoned: usize,
     /// Threads abandoned in a job that has not returned yet.
     stuck: Arc<AtomicUsize>,
-    /// Jobs submitted and not yet reported, kept to hand them to a fresh
-    /// worker when one is abandoned.
+    /// Jobs submitted and not yet reported, kept to hand them to another
+    /// worker when theirs is abandoned.
     outstanding: BTreeMap<u64, J>,
     /// A thread could not be created (e.g. a pids cgroup at its limit).
     spawn_failed: bool,
@@ -90,7 +104,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
             waker,
             results_tx,
             results_rx,
-            worker: None,
+            workers: Vec::new(),
             abandoned: 0,
             stuck: Arc::default(),
             outstanding: BTreeMap::new(),
@@ -98,29 +112,32 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         }
     }
 
-    /// The waker the worker pulls after each answer (set once the loop has
+    /// The waker the workers pull after each answer (set once the loop has
     /// one; jobs submitted before answer without a wake-up).
     pub fn set_waker(&mut self, waker: Arc<Waker>) {
         self.waker = Some(waker);
-        // a running thread keeps the old one: start the next afresh
-        if let Some(w) = self.worker.take() {
-            w.abandoned.store(true, Ordering::Release);
-            let queued: Vec<(u64, J)> = self
-                .outstanding
-                .iter()
-                .map(|(id, j)| (*id, j.clone()))
-                .collect();
-            for (id, job) in queued {
-                self.send(id, job);
-            }
-        }
+        self.restart();
     }
 
     /// The work of jobs submitted from now on (tests script it).
     pub fn set_work(&mut self, work: Work<J, R>) {
         self.work = work;
-        if let Some(w) = self.worker.take() {
+        self.restart();
+    }
+
+    /// Running threads keep what they were made with: the next ones start
+    /// afresh, and the jobs not answered go to them.
+    fn restart(&mut self) {
+        for w in self.workers.drain(..) {
             w.abandoned.store(true, Ordering::Release);
+        }
+        let queued: Vec<(u64, J)> = self
+            .outstanding
+            .iter()
+            .map(|(id, j)| (*id, j.clone()))
+            .collect();
+        for (id, job) in queued {
+            self.send(id, job);
         }
     }
 
@@ -151,7 +168,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
     /// Whether jobs are refused: `max_abandoned` threads are stuck (until
     /// one of their jobs returns), or no thread could be made.
     pub fn is_closed(&self) -> bool {
-        self.stuck() >= self.cfg.max_abandoned || (self.spawn_failed && self.worker.is_none())
+        self.stuck() >= self.cfg.max_abandoned || (self.spawn_failed && self.workers.is_empty())
     }
 
     /// Queues a job; false when it is refused (see [`Pool::is_closed`]).
@@ -168,25 +185,48 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         self.outstanding.remove(&id);
     }
 
+    /// Sends a job to the worker with the fewest jobs; a new thread when
+    /// every one has some and the pool is not full.
     fn send(&mut self, id: u64, job: J) -> bool {
-        if self.worker.is_none() {
-            if self.spawn_failed || self.stuck() >= self.cfg.max_abandoned {
-                return false;
+        // the fewest jobs; between equals, the one whose running job began
+        // last (one long in its job may be stuck)
+        let now = Instant::now();
+        let least = (0..self.workers.len()).min_by_key(|i| {
+            let w = &self.workers[*i];
+            let age = w.running().map_or(Duration::ZERO, |(_, t)| now - t);
+            (w.assigned.len(), age)
+        });
+        let busy = least.is_none_or(|i| !self.workers[i].assigned.is_empty());
+        let mut at = least;
+        if busy
+            && self.workers.len() < self.cfg.threads.max(1)
+            && !self.spawn_failed
+            && self.stuck() < self.cfg.max_abandoned
+        {
+            match self.spawn() {
+                Some(w) => {
+                    self.workers.push(w);
+                    at = Some(self.workers.len() - 1);
+                }
+                // said once: from now on the threads there are do the work
+                None => self.spawn_failed = true,
             }
-            self.worker = self.spawn();
-            self.spawn_failed = self.worker.is_none();
         }
-        match &self.worker {
-            Some(w) => w.tx.send((id, job)).is_ok(),
-            None => false,
+        let Some(i) = at else { return false };
+        let w = &mut self.workers[i];
+        if w.tx.send((id, job)).is_err() {
+            return false;
         }
+        w.assigned.insert(id);
+        true
     }
 
-    /// Starts the thread now, so a process at its thread limit fails at
-    /// start with the reason instead of failing every job later.
+    /// Starts every thread now, so a process at its thread limit fails at
+    /// start with the reason instead of failing jobs later.
     pub fn start(&mut self) -> std::io::Result<()> {
-        if self.worker.is_none() {
-            self.worker = Some(self.try_spawn()?);
+        while self.workers.len() < self.cfg.threads.max(1) {
+            let w = self.try_spawn()?;
+            self.workers.push(w);
         }
         Ok(())
     }
@@ -195,7 +235,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         match self.try_spawn() {
             Ok(w) => Some(w),
             Err(e) => {
-                log::warn!("spawning the {} thread: {e}", self.cfg.name);
+                log::warn!("spawning a {} thread: {e}", self.cfg.name);
                 None
             }
         }
@@ -247,10 +287,11 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
             running,
             abandoned,
             was_stuck,
+            assigned: BTreeSet::new(),
         })
     }
 
-    /// Answers that arrived, and jobs failed because the worker is stuck
+    /// Answers that arrived, and jobs failed because their worker is stuck
     /// past the deadline (that worker is abandoned). Never blocks.
     pub fn collect(&mut self, now: Instant) -> Vec<Event<R>> {
         let mut out = Vec::new();
@@ -262,6 +303,9 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
     }
 
     fn answered(&mut self, id: u64, r: Option<R>, out: &mut Vec<Event<R>>) {
+        for w in &mut self.workers {
+            w.assigned.remove(&id);
+        }
         if self.outstanding.remove(&id).is_some() {
             out.push(match r {
                 Some(r) => Event::Done(id, r),
@@ -289,54 +333,60 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         out
     }
 
-    /// When the loop must look again (a running job's deadline), if any
-    /// job is outstanding.
+    /// When the loop must look again (the earliest running job's
+    /// deadline), if any job is outstanding.
     pub fn next_check(&self, now: Instant) -> Option<Instant> {
         if self.outstanding.is_empty() {
             return None;
         }
         let started = self
-            .worker
-            .as_ref()
-            .and_then(|w| w.running.try_lock().ok().and_then(|g| *g))
-            .map(|(_, t)| t);
+            .workers
+            .iter()
+            .filter_map(|w| w.running())
+            .map(|(_, t)| t)
+            .min();
         // the next job may start any moment: look again one deadline from now
         Some(started.unwrap_or(now) + self.cfg.deadline)
     }
 
     fn check_stuck(&mut self, now: Instant, out: &mut Vec<Event<R>>) {
-        let Some(w) = &self.worker else { return };
-        let Some((id, started)) = w.running.try_lock().ok().and_then(|g| *g) else {
-            return;
-        };
-        if now < started + self.cfg.deadline {
-            return;
-        }
-        if let Some(w) = self.worker.take() {
+        let mut queued = Vec::new();
+        let mut i = 0;
+        while i < self.workers.len() {
+            let late = self.workers[i]
+                .running()
+                .filter(|(_, started)| now >= *started + self.cfg.deadline);
+            let Some((id, _)) = late else {
+                i += 1;
+                continue;
+            };
+            let w = self.workers.remove(i);
             // counted before the thread can see it abandoned
             self.stuck.fetch_add(1, Ordering::AcqRel);
             w.was_stuck.store(true, Ordering::Release);
             w.abandoned.store(true, Ordering::Release);
+            self.abandoned += 1;
+            if self.outstanding.remove(&id).is_some() {
+                out.push(Event::TimedOut(id));
+            }
+            queued.extend(w.assigned.into_iter().filter(|j| *j != id));
         }
-        self.abandoned += 1;
-        if self.outstanding.remove(&id).is_some() {
-            out.push(Event::TimedOut(id));
+        if queued.is_empty() && self.abandoned == 0 {
+            return;
         }
-        if self.is_closed() {
+        if self.is_closed() && !queued.is_empty() {
             log::warn!(
                 "{} {} threads stuck: no more jobs are taken until one returns",
                 self.stuck(),
                 self.cfg.name
             );
         }
-        // the jobs queued behind go to a fresh worker, or are refused
-        let queued: Vec<(u64, J)> = self
-            .outstanding
-            .iter()
-            .map(|(id, j)| (*id, j.clone()))
-            .collect();
-        for (id, job) in queued {
-            if !self.send(id, job) {
+        // the jobs queued behind go to another worker, or are refused
+        for id in queued {
+            let Some(job) = self.outstanding.get(&id).cloned() else {
+                continue;
+            };
+            if self.is_closed() || !self.send(id, job) {
                 self.outstanding.remove(&id);
                 out.push(Event::Refused(id));
             }
@@ -346,7 +396,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
 
 impl<J, R> Drop for Pool<J, R> {
     fn drop(&mut self) {
-        if let Some(w) = &self.worker {
+        for w in &self.workers {
             w.abandoned.store(true, Ordering::Release);
         }
     }
@@ -360,6 +410,7 @@ mod tests {
     fn cfg(deadline_ms: u64, max_abandoned: usize) -> PoolConfig {
         PoolConfig {
             name: "pidmap-test",
+            threads: 1,
             deadline: Duration::from_millis(deadline_ms),
             max_abandoned,
         }
@@ -409,6 +460,46 @@ mod tests {
         assert!(matches!(events[0], Event::TimedOut(1)), "{events:?}");
         assert!(matches!(events[1], Event::Done(2, 5)), "{events:?}");
         assert_eq!(p.abandoned(), 1);
+        drop(release_tx);
+    }
+
+    #[test]
+    fn with_two_threads_a_stuck_job_delays_nothing_submitted_after_it() {
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+        let work: Work<u32, u32> = Arc::new(move |j| {
+            if j == 0 {
+                let _ = started_tx.send(());
+                let _ = release_rx.recv();
+            }
+            j
+        });
+        let mut p = Pool::new(
+            PoolConfig {
+                threads: 2,
+                ..cfg(2000, 2)
+            },
+            work,
+            None,
+        );
+        assert!(p.submit(1, 0));
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the first job starts");
+        let t0 = Instant::now();
+        assert!(p.submit(2, 5));
+        assert!(p.submit(3, 6));
+        let events = wait_all(&mut p, 2);
+        assert!(
+            t0.elapsed() < Duration::from_millis(1000),
+            "the jobs behind waited {:?}",
+            t0.elapsed()
+        );
+        assert!(
+            matches!(events[..], [Event::Done(2, 5), Event::Done(3, 6)]),
+            "{events:?}"
+        );
+        assert_eq!(p.outstanding(), 1, "the stuck job is still running");
         drop(release_tx);
     }
 

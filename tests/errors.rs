@@ -466,9 +466,9 @@ fn failed_forks_and_threads_are_named() {
     }
     let cg = PidsCgroup::new("forks");
     let pins = common::pin_dir("forks");
-    // the agent and its maps worker thread: the command's fork fails
+    // the agent and its two maps worker threads: the command's fork fails
     let (_, code, err) = cg.run(
-        2,
+        3,
         &[
             "run",
             "--pin-dir",
@@ -483,15 +483,16 @@ fn failed_forks_and_threads_are_named() {
         "{err}"
     );
     assert!(!pins.exists(), "{err}");
-    // tasks in the cgroup: the bench, the agent, the agent's maps worker
-    // thread (started before it serves), the log drain thread, the reaper
-    // thread, then the first workload process
+    // tasks in the cgroup: the bench, the agent, the agent's two maps
+    // worker threads (started before it serves), the log drain thread, the
+    // reaper thread, then the first workload process
     for (max, what) in [
         (1, "bench churn: starting the agent (pidmap run): Resource temporarily unavailable"),
         (2, "spawning the maps worker thread (pidmap-maps): Resource temporarily unavailable"),
-        (3, "bench churn: spawning the log drain thread: Resource temporarily unavailable"),
-        (4, "bench churn: spawning the reaper thread: Resource temporarily unavailable"),
-        (5, "bench churn: starting workload process 1 (/bin/sleep): Resource temporarily unavailable"),
+        (3, "spawning the maps worker thread (pidmap-maps): Resource temporarily unavailable"),
+        (4, "bench churn: spawning the log drain thread: Resource temporarily unavailable"),
+        (5, "bench churn: spawning the reaper thread: Resource temporarily unavailable"),
+        (6, "bench churn: starting workload process 1 (/bin/sleep): Resource temporarily unavailable"),
     ] {
         let (pid, code, err) = cg.run(
             max,

@@ -118,6 +118,7 @@ impl FileWorkers {
     pub fn new(cfg: FilesConfig, reader: Reader, waker: Option<Arc<Waker>>) -> FileWorkers {
         let pool_cfg = PoolConfig {
             name: "pidmap-files",
+            threads: 1,
             deadline: cfg.deadline,
             max_abandoned: cfg.max_abandoned,
         };

@@ -47,10 +47,12 @@ use std::time::{Duration, Instant};
 pub const STEP_KEYS: usize = 1024;
 /// The maps worker: a read may take this long before the sync fails and
 /// the read counts as a stall against the process's owner (a fork of a
-/// process with 30 000 mappings holds its mmap lock for ~40 ms). While 8
-/// threads are stuck in reads, syncs fail.
+/// process with 30 000 mappings holds its mmap lock for ~40 ms). Two
+/// threads: one stalled read delays no other while the second is free.
+/// While 8 threads are stuck in reads, syncs fail.
 const MAPS_POOL: PoolConfig = PoolConfig {
     name: "pidmap-maps",
+    threads: 2,
     deadline: Duration::from_secs(1),
     max_abandoned: 8,
 };

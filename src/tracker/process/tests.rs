@@ -579,6 +579,9 @@ fn a_stalled_maps_read_fails_its_sync_and_that_users_processes_are_then_refused(
     pm.request(a);
     pm.request(root);
     let done = drive(&mut pm, 2);
+    // the root process's read went to the other maps thread: it was not
+    // held behind the stalled one
+    assert_eq!(done[0].pid, root, "{done:?}");
     let out = |pid: u32| &done.iter().find(|d| d.pid == pid).unwrap().outcome;
     assert!(
         matches!(out(a), SyncOutcome::Failed(e) if e.to_string().contains("took more than")),
