@@ -17,6 +17,7 @@ pub(crate) mod pidfd;
 pub(crate) mod pread;
 pub(crate) mod process;
 pub mod safe_open;
+pub(crate) mod sched;
 pub mod signal;
 
 use std::fmt;
