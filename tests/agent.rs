@@ -407,7 +407,14 @@ fn churn_under_all_leaves_only_live_processes() {
     assert!(report.clean(), "{}", report.to_text());
     let st = a.handle.status().unwrap();
     let exits = st.counters.since(&before).exits;
-    assert!(exits >= 1000, "exits handled: {exits}");
+    // each process lives about a millisecond: a sync slower than that
+    // misses it (on a VM, a wake-up of an idle CPU for the maps read took
+    // that long: 366-1 299 of 2 000 were caught then; 1 960-1 990 now)
+    eprintln!("exits handled: {exits} of 2000");
+    assert!(
+        exits >= 1800,
+        "exits handled: {exits} of 2000 (syncs slower than a short process lives)"
+    );
     assert_eq!(
         st.files, st.files_in_use,
         "the registry holds only live processes' files"

@@ -185,6 +185,15 @@ impl Agent {
         let capacity = tables.capacity();
         let mut pm = ProcessManager::new(tables);
         pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
+        // the loop and its maps workers share one CPU: a read handed to a
+        // worker, and its answer, wake no idle CPU (sys/sched.rs says why)
+        if let Some(cpu) = crate::sys::sched::current_cpu() {
+            let me = crate::sys::sched::thread_id();
+            match crate::sys::sched::pin_thread(me, cpu) {
+                Ok(()) => log::debug!("the loop runs on cpu {cpu}"),
+                Err(e) => log::debug!("{e}: the loop is not pinned"),
+            }
+        }
         pm.start_reader(waker.clone())?;
         let mut agent = Agent {
             poll,
