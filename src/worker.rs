@@ -20,11 +20,10 @@
 //! (never retry that file, stop reading that user's processes) is the
 //! caller's to decide.
 
-use crate::sys::sched;
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,10 +39,6 @@ pub struct PoolConfig {
     pub deadline: Duration,
     /// Stuck threads abandoned before jobs are refused (until one returns).
     pub max_abandoned: usize,
-    /// A job's thread is moved to the CPU of the thread that submits it
-    /// (see `sys::sched`): no cross-CPU wake-up, neither of the worker nor
-    /// of the loop when it answers.
-    pub follow_cpu: bool,
 }
 
 /// What became of a submitted job.
@@ -70,31 +65,11 @@ struct Worker<J> {
     was_stuck: Arc<AtomicBool>,
     /// Jobs sent to it and not answered.
     assigned: BTreeSet<u64>,
-    /// Its thread id, once it runs (0 before).
-    tid: Arc<AtomicI32>,
-    /// The CPU it was last pinned to.
-    pinned: Option<u32>,
 }
 
 impl<J> Worker<J> {
     fn running(&self) -> Option<(u64, Instant)> {
         self.running.try_lock().ok().and_then(|g| *g)
-    }
-}
-
-/// Moves `w`'s thread to the caller's CPU, if it is not there already (one
-/// `sched_setaffinity` when the caller has moved; nothing otherwise).
-fn follow_cpu<J>(w: &mut Worker<J>) {
-    let Some(cpu) = sched::current_cpu() else {
-        return;
-    };
-    let tid = w.tid.load(Ordering::Acquire);
-    if w.pinned == Some(cpu) || tid == 0 {
-        return;
-    }
-    match sched::pin_thread(tid, cpu) {
-        Ok(()) => w.pinned = Some(cpu),
-        Err(e) => log::debug!("{e}: the worker stays where it is"),
     }
 }
 
@@ -166,7 +141,8 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         }
     }
 
-    /// How long a job may run, from the next check on.
+    /// How long a job may run, from the next check on (tests shorten it).
+    #[cfg(test)]
     pub fn set_deadline(&mut self, deadline: Duration) {
         self.cfg.deadline = deadline;
     }
@@ -238,11 +214,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
             }
         }
         let Some(i) = at else { return false };
-        let follow = self.cfg.follow_cpu;
         let w = &mut self.workers[i];
-        if follow {
-            follow_cpu(w);
-        }
         if w.tx.send((id, job)).is_err() {
             return false;
         }
@@ -280,12 +252,9 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         let results = self.results_tx.clone();
         let waker = self.waker.clone();
         let work = self.work.clone();
-        let tid = Arc::new(AtomicI32::new(0));
-        let t = tid.clone();
         let spawned = std::thread::Builder::new()
             .name(self.cfg.name.into())
             .spawn(move || {
-                t.store(sched::thread_id(), Ordering::Release);
                 while let Ok((id, job)) = rx.recv() {
                     if a.load(Ordering::Acquire) {
                         return;
@@ -320,8 +289,6 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
             abandoned,
             was_stuck,
             assigned: BTreeSet::new(),
-            tid,
-            pinned: None,
         })
     }
 
@@ -405,9 +372,6 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
             }
             queued.extend(w.assigned.into_iter().filter(|j| *j != id));
         }
-        if queued.is_empty() && self.abandoned == 0 {
-            return;
-        }
         if self.is_closed() && !queued.is_empty() {
             log::warn!(
                 "{} {} threads stuck: no more jobs are taken until one returns",
@@ -445,7 +409,6 @@ mod tests {
         PoolConfig {
             name: "pidmap-test",
             threads: 1,
-            follow_cpu: false,
             deadline: Duration::from_millis(deadline_ms),
             max_abandoned,
         }

@@ -120,7 +120,6 @@ impl FileWorkers {
             name: "pidmap-files",
             threads: 1,
             deadline: cfg.deadline,
-            follow_cpu: false,
             max_abandoned: cfg.max_abandoned,
         };
         let work: Work<MappedFile, Option<ElfSymbols>> = Arc::new(move |m| reader(&m));

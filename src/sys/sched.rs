@@ -1,7 +1,7 @@
 //! Where threads run: the CPU the caller is on, and a thread pinned to one.
 //!
-//! The agent's loop runs on the CPU it starts on, and its maps workers with
-//! it: a wake-up of a thread on another, idle CPU costs an
+//! The agent's loop runs on the CPU it starts on, and its maps workers,
+//! made after, inherit it: a wake-up of a thread on another, idle CPU costs an
 //! inter-processor interrupt, which on a VM is an exit to the host of tens
 //! to hundreds of µs, longer than a short process lives. On the loop's CPU
 //! a worker runs as soon as the loop waits, and its answer wakes the loop

@@ -49,16 +49,16 @@ pub const STEP_KEYS: usize = 1024;
 /// the read counts as a stall against the process's owner (a fork of a
 /// process with 30 000 mappings holds its mmap lock for ~40 ms). Two
 /// threads: one stalled read delays no other while the second is free.
-/// While 8 threads are stuck in reads, syncs fail. The reading thread
-/// follows the loop's CPU: a read started on another, idle CPU waits for
-/// it to wake, and a process that lives a millisecond is gone before its
-/// maps are read (on this VM 25–65 % of 2 000 /bin/true were missed; on
-/// the loop's CPU 1–2 %).
+/// While 8 threads are stuck in reads, syncs fail. The threads run on the
+/// loop's CPU (the agent pins the loop where it starts, before they are
+/// made, and they inherit it): a read started on another, idle CPU waits
+/// for it to wake, and a process that lives a millisecond is gone before
+/// its maps are read (on this VM 25–80 % of 2 000 /bin/true were missed;
+/// on the loop's CPU 1–2 %).
 const MAPS_POOL: PoolConfig = PoolConfig {
     name: "pidmap-maps",
     threads: 2,
     deadline: Duration::from_secs(1),
-    follow_cpu: true,
     max_abandoned: 8,
 };
 

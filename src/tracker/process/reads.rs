@@ -18,6 +18,7 @@ impl ProcessManager {
     }
 
     /// The maps worker's deadline per read (tests shorten it).
+    #[cfg(test)]
     pub fn set_read_deadline(&mut self, deadline: Duration) {
         self.maps.set_deadline(deadline);
     }
@@ -45,6 +46,7 @@ impl ProcessManager {
     }
 
     /// Reads outstanding on the maps worker.
+    #[cfg(test)]
     pub fn reads_outstanding(&self) -> usize {
         self.maps.outstanding()
     }

@@ -148,12 +148,11 @@ fn settled(pid: u32) {
 
 /// A [`Sleeper`] asleep, its loader done.
 fn sleeper() -> Sleeper {
-    let child = Sleeper(
-        std::process::Command::new("/bin/sleep")
-            .arg("1000")
-            .spawn()
-            .unwrap(),
-    );
+    sleeping(std::process::Command::new("/bin/sleep").arg("1000"))
+}
+
+fn sleeping(cmd: &mut std::process::Command) -> Sleeper {
+    let child = Sleeper(cmd.spawn().expect("spawning /bin/sleep"));
     settled(child.id());
     child
 }
@@ -506,16 +505,12 @@ fn a_sync_after_the_pidfd_fired_tracks_the_number_afresh() {
 /// A sleeper run as uid 65534 (the tests run as root, as `make test` does).
 fn sleeper_of_another_user() -> Sleeper {
     use std::os::unix::process::CommandExt;
-    let child = Sleeper(
+    sleeping(
         std::process::Command::new("/bin/sleep")
             .arg("1000")
             .uid(65534)
-            .gid(65534)
-            .spawn()
-            .expect("spawning sleep as uid 65534 (needs root)"),
-    );
-    settled(child.id());
-    child
+            .gid(65534),
+    )
 }
 
 /// Runs the manager as the loop does (work steps, answers of the maps
