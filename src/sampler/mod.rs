@@ -2,7 +2,10 @@
 //! output, and the diff of two profiles.
 
 pub mod diff;
+pub mod diff_report;
+pub mod pattern;
 pub(crate) mod pprof;
 pub mod profile;
+pub mod stats;
 pub mod symbolize;
 pub mod unwind;
