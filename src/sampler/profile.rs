@@ -11,6 +11,9 @@ use crate::sampler::symbolize::{ElfSymbols, KernelSymbols};
 use std::collections::HashMap;
 
 const UNKNOWN: &str = "[unknown]";
+/// The frame of a sample with no user frames (a kernel thread) when
+/// kernel stacks are not recorded.
+const IN_KERNEL: &str = "[kernel]";
 
 /// One distinct stack: comm, frames root-first as (function, file), count.
 pub type Stack = (String, Vec<(String, String)>, u64);
@@ -63,6 +66,8 @@ enum RawFrame {
         leaf: bool,
     },
     Unknown,
+    /// A sample with no user frames and no kernel stack taken.
+    InKernel,
 }
 
 /// Strings to dense ids in first-seen order (the frame names here, the
@@ -167,7 +172,18 @@ impl Profile {
             stack.push(self.raw_id(RawFrame::Kernel { addr, leaf: i == 0 }));
         }
         if stack.is_empty() {
-            stack.push(self.raw_id(RawFrame::Unknown));
+            // no user frames: a kernel thread, or a task sampled in the
+            // kernel whose user stack is empty; without --kernel its
+            // kernel stack is not taken, so it is the kernel, not a
+            // failed unwind (a user stack that could not be read is)
+            let failed = sample.header.flags & crate::abi::SAMPLE_USER_STACK_ERROR != 0
+                && sample.header.flags & crate::abi::SAMPLE_KTHREAD == 0;
+            let f = if failed {
+                RawFrame::Unknown
+            } else {
+                RawFrame::InKernel
+            };
+            stack.push(self.raw_id(f));
         }
         let comm = match self.comms.get(&sample.header.comm) {
             Some(&id) => id,
@@ -243,6 +259,7 @@ impl Profile {
         }
         let id = match self.raw[raw as usize] {
             RawFrame::Unknown => self.interner.intern(UNKNOWN),
+            RawFrame::InKernel => self.interner.intern(IN_KERNEL),
             RawFrame::Kernel { addr, leaf } => {
                 let lookup = if leaf { addr } else { addr.saturating_sub(1) };
                 let name = match self.kernel.as_ref().and_then(|k| k.lookup(lookup)) {
@@ -330,7 +347,7 @@ impl Profile {
                     Some(f) => f.base.clone(),
                     None => continue,
                 },
-                RawFrame::Kernel { .. } => "[kernel]".to_string(),
+                RawFrame::Kernel { .. } | RawFrame::InKernel => "[kernel]".to_string(),
                 RawFrame::Unknown => continue,
             };
             origin.entry(*name).or_insert(file);
