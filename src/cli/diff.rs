@@ -20,7 +20,8 @@ const INPUTS: &[Flag] = &[
     Flag::value(
         "--",
         "NEW...",
-        "the NEW profiles; the profiles before -- are the BASE ones",
+        "the NEW profiles (every word after -- is one; options go before \
+         it); the profiles before -- are the BASE ones",
         "b2",
     ),
 ];
@@ -92,7 +93,7 @@ pub const SPEC: CommandSpec = CommandSpec {
 pidmap diff: compare profiles of a base and a new build
 
 Usage: pidmap diff BASE NEW [OPTIONS]
-       pidmap diff BASE... -- NEW... [OPTIONS]
+       pidmap diff [OPTIONS] BASE... -- NEW...
        pidmap diff --base FILE... --new FILE... [OPTIONS]
 
 Profiles are folded stacks or pprof profiles (gzipped or not), regular files
