@@ -69,7 +69,7 @@ pub fn summary(r: &Report) -> String {
 fn p_text(p: Option<f64>) -> String {
     match p {
         None => "-".into(),
-        Some(p) if p == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(p) if p < 0.001 => format!("{p:.1e}"),
         Some(p) => format!("{p:.3}"),
     }
