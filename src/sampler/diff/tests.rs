@@ -166,3 +166,16 @@ fn mean_stacks_average_the_runs_shares() {
     let m = mean_stacks(&[run(50, 50, 0), run(100, 300, 0)]);
     assert!((m["w;main;hot_a;helper"] - (0.5 + 0.25) / 2.0).abs() < 1e-12);
 }
+
+#[test]
+fn a_significant_change_within_the_threshold_is_not_reported() {
+    // every run moves hot_a by the same 0.3 points: certain, but small
+    let base: Vec<Vec<Stack>> = (0..5).map(|_| run(3700, 3700, 2600)).collect();
+    let new: Vec<Vec<Stack>> = (0..5).map(|_| run(3730, 3670, 2600)).collect();
+    let r = compare(&shares(&base), &shares(&new), 1.0, 0.01);
+    let a = row(&r, "hot_a");
+    assert!(a.total.p.unwrap() < 0.01 && !a.total.beyond, "{a:?}");
+    assert_eq!(r.changed(), 0);
+    // with a threshold below it, it is
+    assert!(compare(&shares(&base), &shares(&new), 0.1, 0.01).changed() > 0);
+}
