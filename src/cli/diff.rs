@@ -178,14 +178,6 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
         command: SPEC.name,
     };
     let mut format_given = false;
-    let pattern = |t: &str, v| {
-        super::take(t, v).and_then(|v| {
-            let s = v
-                .to_str()
-                .ok_or_else(|| format!("{t}: the pattern is not UTF-8"))?;
-            Pattern::new(s).map_err(|e| format!("{t}: {e}"))
-        })
-    };
     while let Some(item) = next_item(p, &flags, SPEC.name)? {
         let (long, typed, value) = match item {
             Item::Help => return Ok(Cmd::Help(SPEC.help())),
@@ -309,4 +301,13 @@ fn sides(
         ));
     }
     Ok((bases, news))
+}
+
+/// A `--comm`/`--dso`/`--function` value (diff and profile).
+pub(super) fn pattern(t: &str, v: Option<std::ffi::OsString>) -> Result<Pattern, String> {
+    let v = super::take(t, v)?;
+    let s = v
+        .to_str()
+        .ok_or_else(|| format!("{t}: the pattern is not UTF-8"))?;
+    Pattern::new(s).map_err(|e| format!("{t}: {e}"))
 }

@@ -4,6 +4,7 @@ use super::run::set_mode;
 use super::{choice, next_item, num, pid, ring_pages, Choice, CommandSpec, Flag, Item};
 use super::{Cmd, Section, Usage};
 use crate::agent::Mode;
+use crate::sampler::pattern::Filters;
 use crate::tracker::budget::Budgets;
 use std::path::PathBuf;
 
@@ -91,6 +92,44 @@ const OPTIONS: &[Flag] = &[
     .default("1/4 of the trie"),
 ];
 
+/// Filters, repeated runs and the extra flame graph (regression labs).
+const LABS: &[Flag] = &[
+    Flag::value(
+        "--repeat",
+        "N",
+        "profile -- CMD N times, one profile per run: -o names a directory \
+         (run-1.folded, ...) or a pattern with {} for the run number; then a \
+         summary of the top functions' spread over the runs",
+        "3",
+    )
+    .default("1"),
+    Flag::value(
+        "--svg",
+        "FILE",
+        "also write a flame graph there (beside -o's folded or pprof output)",
+        "/tmp/profile.svg",
+    ),
+    Flag::value(
+        "--comm",
+        "PATTERN",
+        "keep only the stacks of processes whose name matches (a small \
+         regular expression, as for `pidmap diff`)",
+        "^work",
+    ),
+    Flag::value(
+        "--dso",
+        "PATTERN",
+        "keep only the stacks with a frame in a file that matches",
+        "libc",
+    ),
+    Flag::value(
+        "--function",
+        "PATTERN",
+        "keep only the stacks with a function that matches",
+        "hot_[ab]",
+    ),
+];
+
 pub const SPEC: CommandSpec = CommandSpec {
     name: "profile",
     intro: "\
@@ -106,6 +145,10 @@ Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS
         Section {
             title: "Options:",
             flags: OPTIONS,
+        },
+        Section {
+            title: "Runs and filters:",
+            flags: LABS,
         },
     ],
     outro: "\
@@ -131,6 +174,11 @@ pub struct ProfileArgs {
     pub ring_pages: usize,
     pub format: Format,
     pub budgets: Budgets,
+    /// `--repeat`: runs of -- CMD, one profile each.
+    pub repeat: u32,
+    /// `--svg`: a flame graph besides the output.
+    pub svg: Option<PathBuf>,
+    pub filters: Filters,
 }
 
 impl Default for ProfileArgs {
@@ -147,6 +195,9 @@ impl Default for ProfileArgs {
             ring_pages: crate::agent::DEFAULT_SAMPLE_RING_PAGES,
             format: Format::Folded,
             budgets: Budgets::default(),
+            repeat: 1,
+            svg: None,
+            filters: Filters::default(),
         }
     }
 }
@@ -233,6 +284,18 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
             "--ring-pages" => ring_pages(t, value).map(|n| r.ring_pages = n),
             "--max-keys-per-process" => num(t, value).map(|n| r.budgets.per_process = Some(n)),
             "--max-keys-per-uid" => num(t, value).map(|n| r.budgets.per_uid = Some(n)),
+            "--repeat" => num::<u32>(t, value).and_then(|n| {
+                if n == 0 {
+                    Err(format!("{t}: runs, at least 1"))
+                } else {
+                    r.repeat = n;
+                    Ok(())
+                }
+            }),
+            "--svg" => super::take(t, value).map(|v| r.svg = Some(v.into())),
+            "--comm" => super::diff::pattern(t, value).map(|x| r.filters.comm = Some(x)),
+            "--dso" => super::diff::pattern(t, value).map(|x| r.filters.dso = Some(x)),
+            "--function" => super::diff::pattern(t, value).map(|x| r.filters.function = Some(x)),
             other => Err(format!("{other}: in the table but not handled")),
         }
         .map_err(err)?;

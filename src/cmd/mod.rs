@@ -4,5 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod churn;
 pub mod diff;
+pub mod notes;
 pub mod profile;
+pub mod repeat;
 pub mod run;

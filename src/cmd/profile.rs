@@ -210,6 +210,14 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         ),
         None => None,
     };
+    let svg = match &p.svg {
+        Some(path) => Some(
+            File::create(path)
+                .map_err(|e| Error::from(e).context(format!("creating {}", path.display())))?,
+        ),
+        None => None,
+    };
+    let is_command = matches!(p.mode, Mode::Command(_));
     eprintln!("pidmap: profiling {what} at {} Hz", p.freq);
     let mode = match p.mode {
         Mode::Serve => Mode::All,
@@ -254,6 +262,8 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         return Ok(ended.exit_code.map_or(2, |c| c.clamp(0, 255) as u8));
     }
     profile.borrow_mut().finish();
+    let before = profile.borrow().samples();
+    let kept = profile.borrow_mut().retain(&p.filters);
     let profile = profile.borrow();
     let elapsed = started.elapsed();
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
@@ -276,6 +286,16 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
                 .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
         }
         _ => write(&mut std::io::stdout().lock())?,
+    }
+    if let (Some(f), Some(path)) = (svg, &p.svg) {
+        let mut f = std::io::BufWriter::new(f);
+        write_svg(&profile, &mut f)
+            .and_then(|_| f.flush())
+            .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
+        eprintln!("pidmap: SVG flame graph in {}", path.display());
+    }
+    if !p.filters.is_empty() {
+        eprintln!("pidmap: the filters kept {kept} of {before} samples");
     }
     let c = COUNTERS.snapshot();
     eprintln!(
@@ -316,6 +336,10 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
     );
     if p.top > 0 && profile.samples() > 0 {
         eprint!("{}", profile.top_table(p.top));
+    }
+    let filtered = !p.filters.is_empty();
+    if let Some(note) = super::notes::few_samples(profile.samples(), p.freq, is_command, filtered) {
+        eprintln!("{note}");
     }
     Ok(ended.exit_code.map_or(0, |c| c.clamp(0, 255) as u8))
 }

@@ -382,6 +382,35 @@ impl Profile {
         self.total
     }
 
+    /// Keeps only the stacks `f` keeps (a frame's file is the file its
+    /// name came from); the shares are then of the kept samples. Returns
+    /// how many samples were kept. Call after [`Profile::finish`].
+    pub fn retain(&mut self, f: &crate::sampler::pattern::Filters) -> u64 {
+        if f.is_empty() {
+            return self.total;
+        }
+        let origin = self.origins();
+        let names = self.interner.names();
+        let mut kept = 0;
+        self.stacks.retain(|(comm, frames), count| {
+            let keep = f.keeps(
+                Some(names[*comm as usize].as_str()),
+                frames.iter().map(|id| {
+                    (
+                        names[*id as usize].as_str(),
+                        origin.get(id).map(String::as_str),
+                    )
+                }),
+            );
+            if keep {
+                kept += *count;
+            }
+            keep
+        });
+        self.total = kept;
+        kept
+    }
+
     /// One `comm;root;...;leaf count` line per distinct stack, sorted.
     pub fn write_folded(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         let names = self.interner.names();

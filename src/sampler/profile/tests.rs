@@ -308,3 +308,41 @@ fn samples_without_user_frames_are_the_kernel() {
         .collect();
     assert!(files.iter().any(|f| f == "[kernel]"), "{files:?}");
 }
+
+#[test]
+fn filters_keep_the_matching_stacks() {
+    use crate::sampler::pattern::{Filters, Pattern};
+    let Some(prog) = test_prog() else { return };
+    let (hot, other, main) = (
+        func_offset(prog, "hot_function"),
+        func_offset(prog, "other_function"),
+        func_offset(prog, "main"),
+    );
+    let make = || {
+        let mut opener = FakeSource::new(prog, false);
+        scenario(hot, other, main, &mut opener, |_, _| {})
+    };
+    let mut p = make();
+    let f = Filters {
+        function: Some(Pattern::new("^hot_").unwrap()),
+        ..Filters::default()
+    };
+    assert_eq!(p.retain(&f), 2);
+    assert_eq!(folded(&p), "app;main;other_function;hot_function 2\n");
+    assert!(p.top_table(5).contains(" 100.00  100.00  hot_function\n"));
+    let mut p = make();
+    let f = Filters {
+        comm: Some(Pattern::new("^idle$").unwrap()),
+        ..Filters::default()
+    };
+    assert_eq!(p.retain(&f), 1);
+    // the file of a frame: the kernel's, a library's
+    let mut p = make();
+    let f = Filters {
+        dso: Some(Pattern::new("^libgone").unwrap()),
+        ..Filters::default()
+    };
+    assert_eq!(p.retain(&f), 1, "{}", folded(&make()));
+    let mut p = make();
+    assert_eq!(p.retain(&Filters::default()), 6);
+}
