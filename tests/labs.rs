@@ -1,0 +1,132 @@
+//! The regression lab, end to end on the real kernel, at small scale: a C
+//! workload whose three hot functions share one helper, built three
+//! times (twice unchanged, once with hot_a 15 % slower), each build
+//! profiled five times with `pidmap profile --repeat 5`, then
+//! `pidmap diff BASE... -- NEW...`. Identical builds are not flagged; the
+//! slower caller is, by its total (inclusive) share, since the helper is
+//! the leaf of every sample and no self share moves.
+
+mod common;
+
+use common::{output_within, pidmap_bin};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Rounds of the workload per run: about 0.4 s of CPU, some 2000
+/// samples at 4999 Hz.
+const ROUNDS: &str = "4000";
+const RUNS: usize = 5;
+
+/// Five profiles of `exe`, as `dir/NAME-N.folded`.
+fn profile_runs(dir: &Path, name: &str, exe: &Path) -> Vec<PathBuf> {
+    let pins = common::pin_dir("labs");
+    let pattern = dir.join(format!("{name}-{{}}.folded"));
+    let o = output_within(
+        Command::new(pidmap_bin())
+            .args(["profile", "--repeat", &RUNS.to_string(), "-F", "4999"])
+            .arg("--pin-dir")
+            .arg(&*pins)
+            .arg("-o")
+            .arg(&pattern)
+            .arg("--")
+            .arg(exe)
+            .arg(ROUNDS),
+        common::RUN,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{name}: {err}");
+    // the summary of the runs' spread names the callers
+    assert!(err.contains(&format!("pidmap: {RUNS} runs, ")), "{err}");
+    assert!(
+        err.contains(" hot_a\n") || err.contains(" helper\n"),
+        "{err}"
+    );
+    let runs: Vec<PathBuf> = (1..=RUNS)
+        .map(|i| dir.join(format!("{name}-{i}.folded")))
+        .collect();
+    for r in &runs {
+        assert!(r.is_file(), "{} missing: {err}", r.display());
+    }
+    runs
+}
+
+/// `pidmap diff --format json` of two sets: (exit code, JSON, stderr).
+fn diff(base: &[PathBuf], new: &[PathBuf]) -> (i32, String, String) {
+    let o = output_within(
+        Command::new(pidmap_bin())
+            .args(["diff", "--threshold", "1", "--format", "json"])
+            .args(base)
+            .arg("--")
+            .args(new),
+        common::RUN,
+    );
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The JSON object of one function in the report (the report is ours:
+/// one object a line would be simpler, this finds its span).
+fn function<'a>(json: &'a str, name: &str) -> &'a str {
+    let at = json
+        .find(&format!("{{\"function\":\"{name}\""))
+        .unwrap_or_else(|| panic!("{name} not in {json}"));
+    let rest = &json[at..];
+    &rest[..rest.find("]}}").map_or(rest.len(), |e| e + 3)]
+}
+
+#[test]
+fn a_slower_caller_is_flagged_and_identical_builds_are_not() {
+    if !common::bpf_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let build = |name: &str, extra: &[&str]| {
+        let mut flags = vec!["-DSHARED=1"];
+        flags.extend(extra);
+        common::build_c("labs.c", &dir.path().join(name), &flags)
+    };
+    let base_exe = build("labs-base", &[]);
+    let same_exe = build("labs-same", &[]);
+    let new_exe = build("labs-new", &["-DSLOW_PCT=15"]);
+    let base = profile_runs(dir.path(), "base", &base_exe);
+    let same = profile_runs(dir.path(), "same", &same_exe);
+    let new = profile_runs(dir.path(), "new", &new_exe);
+
+    let (code, json, err) = diff(&base, &same);
+    assert_eq!(code, 0, "identical builds flagged: {err}\n{json}");
+    assert!(json.contains("\"changed\":0,"), "{json}");
+
+    let (code, json, err) = diff(&base, &new);
+    assert_eq!(code, 1, "the 15 % slower hot_a not flagged: {err}\n{json}");
+    let a = function(&json, "hot_a");
+    assert!(a.contains("\"changed\":true"), "{a}");
+    // the helper is every sample's leaf: hot_a's self share stays 0, its
+    // total share carries the change
+    let total = &a[a.find("\"total\":").unwrap()..];
+    let self_ = &a[a.find("\"self\":").unwrap()..a.find("\"total\":").unwrap()];
+    assert!(
+        total.starts_with("\"total\":{") && total.contains("\"changed\":true"),
+        "{a}"
+    );
+    assert!(self_.contains("\"changed\":false"), "{a}");
+    let delta: f64 = total
+        .split("\"delta_points\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    // 37 % of the work 15 % slower: about +3.3 points
+    assert!(
+        (1.5..6.0).contains(&delta),
+        "hot_a moved {delta} points: {a}"
+    );
+    let helper = function(&json, "helper");
+    assert!(
+        helper.starts_with("{\"function\":\"helper\",\"presence\":\"both\",\"changed\":false"),
+        "{helper}"
+    );
+    assert!(err.contains("changed: hot_a"), "{err}");
+}
