@@ -51,10 +51,18 @@ fn profile_runs(dir: &Path, name: &str, exe: &Path) -> Vec<PathBuf> {
 }
 
 /// `pidmap diff --format json` of two sets: (exit code, JSON, stderr).
-fn diff(base: &[PathBuf], new: &[PathBuf]) -> (i32, String, String) {
+fn diff(base: &[PathBuf], new: &[PathBuf], scale: &str) -> (i32, String, String) {
     let o = output_within(
         Command::new(pidmap_bin())
-            .args(["diff", "--threshold", "1", "--format", "json"])
+            .args([
+                "diff",
+                "--threshold",
+                "1",
+                "--format",
+                "json",
+                "--scale",
+                scale,
+            ])
             .args(base)
             .arg("--")
             .args(new),
@@ -95,11 +103,11 @@ fn a_slower_caller_is_flagged_and_identical_builds_are_not() {
     let same = profile_runs(dir.path(), "same", &same_exe);
     let new = profile_runs(dir.path(), "new", &new_exe);
 
-    let (code, json, err) = diff(&base, &same);
+    let (code, json, err) = diff(&base, &same, "run");
     assert_eq!(code, 0, "identical builds flagged: {err}\n{json}");
     assert!(json.contains("\"changed\":0,"), "{json}");
 
-    let (code, json, err) = diff(&base, &new);
+    let (code, json, err) = diff(&base, &new, "run");
     assert_eq!(code, 1, "the 15 % slower hot_a not flagged: {err}\n{json}");
     let a = function(&json, "hot_a");
     assert!(a.contains("\"changed\":true"), "{a}");
@@ -129,4 +137,28 @@ fn a_slower_caller_is_flagged_and_identical_builds_are_not() {
         "{helper}"
     );
     assert!(err.contains("changed: hot_a"), "{err}");
+
+    // each run does a fixed amount of work: as shares of the base's
+    // samples, hot_b and hot_c did not change, hot_a (and the helper and
+    // main, which did its extra work) did
+    let (code, json, err) = diff(&base, &same, "base");
+    assert_eq!(
+        code, 0,
+        "identical builds flagged (--scale base): {err}\n{json}"
+    );
+    let (code, json, err) = diff(&base, &new, "base");
+    assert_eq!(code, 1, "{err}\n{json}");
+    assert!(
+        function(&json, "hot_a").contains("\"changed\":true"),
+        "{json}"
+    );
+    for bystander in ["hot_b", "hot_c"] {
+        let f = function(&json, bystander);
+        assert!(
+            f.contains(&format!(
+                "\"function\":\"{bystander}\",\"presence\":\"both\",\"changed\":false"
+            )),
+            "{f}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! `pidmap diff`: its flag table and parser.
 
 use super::{choice, next_item, num, Choice, Cmd, CommandSpec, Flag, Item, Section, Usage};
+use crate::sampler::diff::Scale;
 use crate::sampler::pattern::{Filters, Pattern};
 use std::path::PathBuf;
 
@@ -42,6 +43,17 @@ const OPTIONS: &[Flag] = &[
         "0.05",
     )
     .default("0.01"),
+    Flag::value(
+        "--scale",
+        "run|base",
+        "a share of what: run, each run's own samples (runs of a fixed \
+         duration; shares sum to 100 %, so when one function grows the \
+         others shrink); base, the base runs' mean samples (runs of a fixed \
+         amount of work, a benchmark: a function that did not change keeps \
+         its value)",
+        "base",
+    )
+    .default("run"),
     Flag::value(
         "--format",
         "text|json|markdown|svg",
@@ -135,6 +147,10 @@ pub enum DiffFormat {
     Svg,
 }
 
+impl Choice for Scale {
+    const NAMES: &'static [(&'static str, Self)] = &[("run", Scale::Run), ("base", Scale::Base)];
+}
+
 impl Choice for DiffFormat {
     const NAMES: &'static [(&'static str, Self)] = &[
         ("text", DiffFormat::Text),
@@ -156,6 +172,7 @@ pub struct DiffArgs {
     pub top: usize,
     pub filters: Filters,
     pub max_input: u64,
+    pub scale: Scale,
 }
 
 pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
@@ -172,6 +189,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
         top: 20,
         filters: Filters::default(),
         max_input: crate::sampler::diff::DEFAULT_MAX_INPUT,
+        scale: Scale::Run,
     };
     let err = |msg: String| Usage {
         msg,
@@ -211,6 +229,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
                     Err(format!("{t}: a probability between 0 and 1, not {x}"))
                 }
             }),
+            "--scale" => choice(t, value).map(|x| a.scale = x),
             "--format" => choice(t, value).map(|f| {
                 a.format = f;
                 format_given = true;

@@ -3,7 +3,7 @@
 
 use crate::cli::{DiffArgs, DiffFormat};
 use crate::error::{Error, Result};
-use crate::sampler::diff::{compare, filter, load_stacks, mean_stacks, run_shares, Stack};
+use crate::sampler::diff::{compare_scaled, filter, load_stacks, mean_stacks, run_shares, Stack};
 use crate::sampler::diff_report;
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ pub fn run(a: &DiffArgs) -> Result<u8> {
             }
         }
     }
-    let report = compare(&bs, &ns, a.threshold, a.alpha);
+    let report = compare_scaled(&bs, &ns, a.threshold, a.alpha, a.scale);
     if !report.significance() {
         eprintln!(
             "pidmap diff: {} base and {} new: no significance can be computed (that needs \

@@ -344,6 +344,7 @@ pub struct Report {
     pub alpha: f64,
     /// Changed rows first, then by the size of the change.
     pub rows: Vec<Row>,
+    pub scale: Scale,
 }
 
 impl Report {
@@ -355,6 +356,48 @@ impl Report {
     pub fn changed(&self) -> usize {
         self.rows.iter().filter(|r| r.changed()).count()
     }
+}
+
+/// What a function's value in one run is a share of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scale {
+    /// The run's own samples: for runs of a fixed duration. Shares sum to
+    /// 100 %, so when one function grows every other one's share shrinks
+    /// by the same ratio.
+    Run,
+    /// The base runs' mean number of samples: for runs of a fixed amount
+    /// of work (a benchmark), where a function's samples measure its CPU
+    /// time; a function that did not change keeps its value while another
+    /// grows.
+    Base,
+}
+
+/// As [`compare`], with each run's shares taken of `scale`'s samples.
+pub fn compare_scaled(
+    base: &[RunShares],
+    new: &[RunShares],
+    threshold: f64,
+    alpha: f64,
+    scale: Scale,
+) -> Report {
+    if scale == Scale::Run {
+        return compare(base, new, threshold, alpha);
+    }
+    let mean = stats::mean(&base.iter().map(|r| r.samples as f64).collect::<Vec<_>>());
+    let rescale = |side: &[RunShares]| {
+        side.iter()
+            .map(|r| {
+                let k = r.samples as f64 / mean.max(1.0);
+                let mut r = r.clone();
+                r.self_.values_mut().for_each(|v| *v *= k);
+                r.total.values_mut().for_each(|v| *v *= k);
+                r
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut r = compare(&rescale(base), &rescale(new), threshold, alpha);
+    r.scale = scale;
+    r
 }
 
 /// Compares every function of either side: the mean of its per-run
@@ -409,6 +452,7 @@ pub fn compare(base: &[RunShares], new: &[RunShares], threshold: f64, alpha: f64
         threshold,
         alpha,
         rows,
+        scale: Scale::Run,
     }
 }
 

@@ -4,7 +4,7 @@
 //! one side, each frame red where it grew and blue where it shrank, the
 //! stronger the larger the change).
 
-use crate::sampler::diff::{Measure, Presence, Report, Row};
+use crate::sampler::diff::{Measure, Presence, Report, Row, Scale};
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 
@@ -58,8 +58,12 @@ pub fn summary(r: &Report) -> String {
     } else {
         "no significance test (one profile a side)".to_string()
     };
+    let of = match r.scale {
+        Scale::Run => "% of each run's samples",
+        Scale::Base => "% of the base runs' mean samples",
+    };
     format!(
-        "{} vs {}; {test}; threshold {} points",
+        "{} vs {}; {test}; threshold {} points; shares in {of}",
         side(&r.base_samples, "base"),
         side(&r.new_samples, "new"),
         r.threshold
@@ -164,8 +168,12 @@ pub fn json(r: &Report, top: usize) -> String {
         })
         .collect();
     format!(
-        "{{\"test\":\"{}\",\"significance\":{},\"alpha\":{},\"threshold_points\":{},\"base_samples\":[{}],\"new_samples\":[{}],\"changed\":{},\"functions\":[{}]}}\n",
+        "{{\"test\":\"{}\",\"scale\":\"{}\",\"significance\":{},\"alpha\":{},\"threshold_points\":{},\"base_samples\":[{}],\"new_samples\":[{}],\"changed\":{},\"functions\":[{}]}}\n",
         if r.significance() { "welch_t" } else { "none" },
+        match r.scale {
+            Scale::Run => "run",
+            Scale::Base => "base",
+        },
         r.significance(),
         json_num(r.alpha),
         json_num(r.threshold),

@@ -179,3 +179,136 @@ fn a_significant_change_within_the_threshold_is_not_reported() {
     // with a threshold below it, it is
     assert!(compare(&shares(&base), &shares(&new), 0.1, 0.01).changed() > 0);
 }
+
+/// One simulated run of the workload, a fixed amount of work:
+/// hot_a, hot_b, hot_c get samples in proportion to their `work` (about
+/// `samples` in all for the base build's work of 99), with Poisson noise
+/// (normal approximation).
+fn simulated_run(rng: &mut crate::rng::Rng, work: [f64; 3], samples: f64) -> RunShares {
+    let mut normal = || {
+        // Box-Muller
+        let u = |r: &mut crate::rng::Rng| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let (a, b) = (u(rng).max(1e-300), u(rng));
+        (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
+    };
+    let counts: Vec<f64> = work
+        .iter()
+        .map(|w| {
+            let mean = w / 99.0 * samples;
+            mean + normal() * mean.sqrt()
+        })
+        .collect();
+    let total: f64 = counts.iter().sum();
+    let mut r = RunShares {
+        samples: total.round() as u64,
+        ..RunShares::default()
+    };
+    for (name, c) in ["hot_a", "hot_b", "hot_c"].into_iter().zip(counts) {
+        r.self_.insert(name.into(), c / total);
+        r.total.insert(name.into(), c / total);
+    }
+    r
+}
+
+/// Over many simulated labs of 5 runs a side (50 000 samples a run):
+/// identical builds are flagged at no more than alpha's rate, and hot_a
+/// made 3 % slower is found nearly always while nothing else is (shares
+/// of the base's samples: the others' shares of their own runs do shrink).
+#[test]
+fn false_positives_stay_within_alpha_and_a_3_percent_change_is_found() {
+    let mut rng = crate::rng::Rng::new(14);
+    let (trials, samples) = (2000, 50_000.0);
+    let base_work = [37.0, 37.0, 25.0];
+    let slow_work = [37.0 * 1.03, 37.0, 25.0];
+    let set = |rng: &mut crate::rng::Rng, w| {
+        (0..5)
+            .map(|_| simulated_run(rng, w, samples))
+            .collect::<Vec<_>>()
+    };
+    // the test alone (threshold 0): a function flagged at rate ~alpha
+    for scale in [Scale::Run, Scale::Base] {
+        let mut flagged = 0;
+        for _ in 0..trials {
+            let (a, b) = (set(&mut rng, base_work), set(&mut rng, base_work));
+            flagged +=
+                usize::from(row(&compare_scaled(&a, &b, 0.0, 0.01, scale), "hot_a").changed());
+        }
+        let rate = flagged as f64 / trials as f64;
+        assert!(
+            rate <= 0.02,
+            "{scale:?}: identical builds: hot_a flagged in {rate} of the labs"
+        );
+    }
+    // with the threshold the lab uses: a 3 % slower hot_a moves it about
+    // 1.1 points of the base's samples, the others not at all
+    let (mut found, mut others, mut false_pos) = (0, 0, 0);
+    for _ in 0..trials / 4 {
+        let base = set(&mut rng, base_work);
+        let r = compare_scaled(&base, &set(&mut rng, slow_work), 0.5, 0.01, Scale::Base);
+        found += usize::from(row(&r, "hot_a").changed());
+        others += r
+            .rows
+            .iter()
+            .filter(|x| x.function != "hot_a" && x.changed())
+            .count();
+        false_pos +=
+            compare_scaled(&base, &set(&mut rng, base_work), 0.5, 0.01, Scale::Base).changed();
+    }
+    let n = (trials / 4) as f64;
+    assert!(
+        found as f64 / n >= 0.95,
+        "a 3 % slower hot_a found in {found} of {n}"
+    );
+    assert!(
+        others as f64 / n <= 0.01,
+        "bystanders flagged {others} times in {n}"
+    );
+    assert!(
+        false_pos as f64 / n <= 0.01,
+        "identical builds flagged {false_pos} times in {n}"
+    );
+    // of each run's own samples, the bystanders' shares shrink: they are
+    // flagged too, about as often as their 0.4-point move crosses 0.3
+    let base = set(&mut rng, base_work);
+    let r = compare_scaled(&base, &set(&mut rng, slow_work), 0.3, 0.01, Scale::Run);
+    assert!(
+        row(&r, "hot_b").self_.delta_points() < -0.2,
+        "{:?}",
+        row(&r, "hot_b")
+    );
+}
+
+#[test]
+fn shares_of_the_base_samples_keep_an_unchanged_function_unchanged() {
+    // fixed work: hot_a's 370 samples became 425, the others stayed
+    let base: Vec<RunShares> = (0..5)
+        .map(|i| run_shares(&run(370 + i, 370 - i, 260)))
+        .collect();
+    let new: Vec<RunShares> = (0..5)
+        .map(|i| run_shares(&run(425 + i, 370 - i, 260)))
+        .collect();
+    let r = compare_scaled(&base, &new, 1.0, 0.01, Scale::Base);
+    // hot_a, and the helper and main, which did its extra work with it
+    let changed: Vec<&str> = r
+        .rows
+        .iter()
+        .filter(|x| x.changed())
+        .map(|x| x.function.as_str())
+        .collect();
+    assert_eq!(changed.len(), 3, "{changed:?}");
+    assert!(["hot_a", "helper", "main"]
+        .iter()
+        .all(|f| changed.contains(f)));
+    let a = row(&r, "hot_a");
+    assert!(
+        (a.total.delta_points() - 55.0 / 1000.0 * 100.0).abs() < 1e-9,
+        "{a:?}"
+    );
+    assert!(row(&r, "hot_b").total.delta_points().abs() < 1e-9);
+    assert_eq!(r.scale, Scale::Base);
+    // the same profiles as shares of each run: the three callers moved
+    let r = compare(&base, &new, 1.0, 0.01);
+    assert!(["hot_a", "hot_b", "hot_c"]
+        .iter()
+        .all(|f| row(&r, f).changed()));
+}
