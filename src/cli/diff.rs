@@ -121,9 +121,10 @@ below --alpha; with one profile a side no test can be made, and the
 threshold alone decides, as for a single pair. Names are matched with
 addresses stripped (`f+0x1a` is `f`; a `FILE+0xOFFSET` frame is FILE).
 
-PATTERN is a small regular expression: `.` `[a-z]` `[^...]` `*` `+` `?`, `^` and
-`$` at the ends, `|` between alternatives, `\\` before a literal; it matches
-anywhere in the name. Shares are then of the kept samples.
+PATTERN is a small regular expression: `.` `[a-z]` `[^...]` `*` `+` `?`,
+`^` and `$` at the ends, `|` between alternatives, `\\` before a literal; it
+matches anywhere in the name. Shares are then of the kept samples. A folded
+frame's file is known for `FILE+0xOFFSET` and `_[k]` (kernel) frames only.
 ",
     sections: &[
         Section {

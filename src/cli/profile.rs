@@ -136,6 +136,7 @@ pub const SPEC: CommandSpec = CommandSpec {
 pidmap profile: sample CPUs, attribute every frame through the trie
 
 Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS]
+       pidmap profile --repeat N -o DIR [OPTIONS] -- CMD ARGS...
 ",
     sections: &[
         Section {
@@ -143,12 +144,12 @@ Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS
             flags: TARGETS,
         },
         Section {
-            title: "Options:",
-            flags: OPTIONS,
-        },
-        Section {
             title: "Runs and filters:",
             flags: LABS,
+        },
+        Section {
+            title: "Options:",
+            flags: OPTIONS,
         },
     ],
     outro: "\
