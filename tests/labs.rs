@@ -162,3 +162,114 @@ fn a_slower_caller_is_flagged_and_identical_builds_are_not() {
         );
     }
 }
+
+/// `pidmap profile ARGS` in a fresh pin directory: (status, stderr).
+fn profile(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let pins = common::pin_dir("labs-profile");
+    let o = output_within(
+        Command::new(pidmap_bin())
+            .arg("profile")
+            .arg("--pin-dir")
+            .arg(&*pins)
+            .args(args),
+        common::RUN,
+    );
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn repeat_svg_filters_and_the_few_samples_note() {
+    if !common::bpf_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = common::build_c("labs.c", &dir.path().join("labs"), &[]);
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let p = |v: &Path| v.as_os_str().to_os_string();
+    // a directory of runs, and the spread over them
+    let runs = dir.path().join("runs");
+    let (code, err) = profile(&[
+        &os("--repeat"),
+        &os("2"),
+        &os("-F"),
+        &os("999"),
+        &os("-o"),
+        &p(&runs),
+        &os("--"),
+        &p(&exe),
+        &os("2000"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(runs.join("run-1.folded").is_file() && runs.join("run-2.folded").is_file());
+    assert!(err.contains("pidmap: 2 runs, "), "{err}");
+    assert!(err.contains(" hot_a\n"), "{err}");
+    // a failing run stops the series with its status
+    let (code, err) = profile(&[
+        &os("--repeat"),
+        &os("3"),
+        &os("-o"),
+        &p(&dir.path().join("false")),
+        &os("--"),
+        &os("/bin/false"),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("pidmap: run 1 ended with status 1: stopping"),
+        "{err}"
+    );
+    assert!(!dir.path().join("false/run-2.folded").exists());
+    // --repeat needs a command and -o
+    let (code, err) = profile(&[&os("--repeat"), &os("2"), &os("--"), &p(&exe)]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--repeat writes one profile per run: give -o DIR"),
+        "{err}"
+    );
+    // a flame graph beside the folded stacks, and a filter
+    let folded = dir.path().join("b.folded");
+    let svg = dir.path().join("b.svg");
+    let (code, err) = profile(&[
+        &os("-F"),
+        &os("999"),
+        &os("-o"),
+        &p(&folded),
+        &os("--svg"),
+        &p(&svg),
+        &os("--function"),
+        &os("^hot_b$"),
+        &os("--"),
+        &p(&exe),
+        &os("2000"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&folded).unwrap();
+    assert!(
+        !text.is_empty() && text.lines().all(|l| l.contains(";hot_b")),
+        "{text}"
+    );
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        picture.contains("<svg") && picture.contains("hot_b"),
+        "{picture}"
+    );
+    assert!(
+        !picture.contains("hot_a"),
+        "the filter applies to the SVG too"
+    );
+    assert!(err.contains("pidmap: the filters kept "), "{err}");
+    // a command that barely runs: the note says why and what to do
+    let (code, err) = profile(&[
+        &os("-o"),
+        &p(&dir.path().join("t.folded")),
+        &os("--"),
+        &os("/bin/true"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the command was on a CPU for less than") && err.contains("raise -F"),
+        "{err}"
+    );
+}
