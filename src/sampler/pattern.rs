@@ -327,6 +327,19 @@ mod tests {
     }
 
     #[test]
+    fn random_patterns_never_panic() {
+        let mut rng = crate::rng::Rng::new(7);
+        let alphabet: Vec<char> = "ab.[]^$-|*+?\\(){}é".chars().collect();
+        for _ in 0..20_000 {
+            let p: String = (0..rng.below(12)).map(|_| rng.pick(&alphabet)).collect();
+            let t: String = (0..rng.below(12)).map(|_| rng.pick(&alphabet)).collect();
+            if let Ok(p) = Pattern::new(&p) {
+                let _ = p.is_match(&t);
+            }
+        }
+    }
+
+    #[test]
     fn no_exponential_case() {
         let text = "a".repeat(3000);
         let start = std::time::Instant::now();
