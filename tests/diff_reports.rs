@@ -312,3 +312,32 @@ fn mismatched_inputs_are_usage_errors() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("put -- between the BASE and the NEW"));
 }
+
+#[test]
+fn builds_named_apart_draw_one_flame_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let side = |comm: &str, a: u64| {
+        let p = dir.path().join(format!("{comm}-{a}.folded"));
+        std::fs::write(
+            &p,
+            format!("{comm};main;hot_a {a}\n{comm};main;hot_b 100\n"),
+        )
+        .unwrap();
+        p
+    };
+    let (_, svg, err) = diff(
+        &[side("bench-old", 100)],
+        &[side("bench-new", 150)],
+        &["--format", "svg"],
+    );
+    assert!(err.contains("the two sides' process names differ"), "{err}");
+    let names: Vec<String> = frames(&svg).into_iter().map(|f| f.0).collect();
+    assert!(!names.iter().any(|n| n.starts_with("bench-")), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| *n == "main").count(),
+        1,
+        "{names:?}"
+    );
+    let grew = fill(&svg, "hot_a").unwrap();
+    assert!(grew.0 == 255 && grew.1 < 250, "{grew:?}");
+}

@@ -3,7 +3,9 @@
 
 use crate::cli::{DiffArgs, DiffFormat};
 use crate::error::{Error, Result};
-use crate::sampler::diff::{compare_scaled, filter, load_stacks, mean_stacks, run_shares, Stack};
+use crate::sampler::diff::{
+    comms, compare_scaled, filter, load_stacks, mean_stacks, run_shares, Stack,
+};
 use crate::sampler::diff_report;
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,7 +59,22 @@ pub fn run(a: &DiffArgs) -> Result<u8> {
             DiffFormat::Svg => {
                 let scale = report.new_samples.iter().sum::<u64>() as f64
                     / report.new_samples.len().max(1) as f64;
-                diff_report::svg(&mean_stacks(&base), &mean_stacks(&new), scale, a.reverse, w)?
+                // processes named after their build (bench-old, bench-new)
+                // would draw two towers: without comms they are one
+                let with_comm = comms(&base) == comms(&new);
+                if !with_comm {
+                    eprintln!(
+                        "pidmap diff: the two sides' process names differ: the flame graph \
+                         starts at the functions, not at the process names"
+                    );
+                }
+                diff_report::svg(
+                    &mean_stacks(&base, with_comm),
+                    &mean_stacks(&new, with_comm),
+                    scale,
+                    a.reverse,
+                    w,
+                )?
             }
         }
         w.flush()

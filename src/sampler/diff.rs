@@ -456,17 +456,27 @@ pub fn compare(base: &[RunShares], new: &[RunShares], threshold: f64, alpha: f64
     }
 }
 
+/// The comms of a side's stacks.
+pub fn comms(runs: &[Vec<Stack>]) -> BTreeSet<&str> {
+    runs.iter()
+        .flatten()
+        .filter_map(|s| s.comm.as_deref())
+        .collect()
+}
+
 /// The mean share (0..1) of each distinct stack over a side's runs, keyed
-/// by its folded line (`comm;outer;...;leaf`), for the differential
-/// flame graph.
-pub fn mean_stacks(runs: &[Vec<Stack>]) -> HashMap<String, f64> {
+/// by its folded line (`comm;outer;...;leaf`, without the comm unless
+/// `with_comm`: two builds' processes are often named after them), for
+/// the differential flame graph.
+pub fn mean_stacks(runs: &[Vec<Stack>], with_comm: bool) -> HashMap<String, f64> {
     let mut out: HashMap<String, f64> = HashMap::new();
     for run in runs {
         let total: u64 = run.iter().map(|s| s.count).sum();
         for s in run {
-            let mut line = s.comm.clone().unwrap_or_default();
+            let comm = s.comm.as_ref().filter(|_| with_comm);
+            let mut line = comm.cloned().unwrap_or_default();
             for (i, f) in s.frames.iter().enumerate() {
-                if i > 0 || s.comm.is_some() {
+                if i > 0 || comm.is_some() {
                     line.push(';');
                 }
                 line.push_str(&f.name);

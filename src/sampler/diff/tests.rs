@@ -163,8 +163,14 @@ fn filters_keep_matching_stacks() {
 
 #[test]
 fn mean_stacks_average_the_runs_shares() {
-    let m = mean_stacks(&[run(50, 50, 0), run(100, 300, 0)]);
+    let m = mean_stacks(&[run(50, 50, 0), run(100, 300, 0)], true);
     assert!((m["w;main;hot_a;helper"] - (0.5 + 0.25) / 2.0).abs() < 1e-12);
+    let m = mean_stacks(&[run(50, 50, 0)], false);
+    assert!((m["main;hot_a;helper"] - 0.5).abs() < 1e-12);
+    assert_eq!(
+        comms(&[run(1, 1, 1)]).into_iter().collect::<Vec<_>>(),
+        ["w"]
+    );
 }
 
 #[test]
