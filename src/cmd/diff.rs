@@ -4,26 +4,31 @@
 use crate::cli::{DiffArgs, DiffFormat};
 use crate::error::{Error, Result};
 use crate::sampler::diff::{
-    comms, compare_scaled, filter, load_stacks, mean_stacks, run_shares, Stack,
+    comms, compare_scaled, filter, load_stacks, mean_stacks, run_shares, RunShares, Stack,
 };
 use crate::sampler::diff_report;
 use std::io::Write;
 use std::path::PathBuf;
 
-/// Reads one side's profiles, filtered.
-fn side(paths: &[PathBuf], a: &DiffArgs) -> Result<Vec<Vec<Stack>>> {
-    paths
-        .iter()
-        .map(|p| Ok(filter(load_stacks(p, a.max_input)?, &a.filters)))
-        .collect()
+/// Reads one side's profiles, filtered, one at a time: each run's shares,
+/// and its stacks only when the flame graph needs them (an input may
+/// decode to 4 times --max-input: runs are not held together otherwise).
+fn side(paths: &[PathBuf], a: &DiffArgs) -> Result<(Vec<RunShares>, Vec<Vec<Stack>>)> {
+    let (mut shares, mut stacks) = (Vec::new(), Vec::new());
+    for p in paths {
+        let s = filter(load_stacks(p, a.max_input)?, &a.filters);
+        shares.push(run_shares(&s));
+        if a.format == DiffFormat::Svg {
+            stacks.push(s);
+        }
+    }
+    Ok((shares, stacks))
 }
 
 /// Writes the report; exit status 1 when a function changed (beyond the
 /// threshold and, with several runs a side, significant), else 0.
 pub fn run(a: &DiffArgs) -> Result<u8> {
-    let (base, new) = (side(&a.base, a)?, side(&a.new, a)?);
-    let shares = |runs: &[Vec<Stack>]| runs.iter().map(|r| run_shares(r)).collect::<Vec<_>>();
-    let (bs, ns) = (shares(&base), shares(&new));
+    let ((bs, base), (ns, new)) = (side(&a.base, a)?, side(&a.new, a)?);
     for (paths, s) in [(&a.base, &bs), (&a.new, &ns)] {
         for (p, r) in paths.iter().zip(s) {
             if r.samples == 0 {
