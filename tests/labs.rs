@@ -273,3 +273,52 @@ fn repeat_svg_filters_and_the_few_samples_note() {
         "{err}"
     );
 }
+
+/// Kernel threads have no user frames: without --kernel each of their
+/// samples is `[kernel]` under the thread's name, never `[unknown]`.
+#[test]
+fn kernel_threads_are_the_kernel_not_unknown() {
+    if !common::bpf_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // writes made durable keep the kernel's writeback and journal
+    // threads busy while the whole system is profiled
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), dir.path().join("data"));
+        std::thread::spawn(move || {
+            let block = vec![0x5au8; 4 << 20];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut f = std::fs::File::create(&path).unwrap();
+                std::io::Write::write_all(&mut f, &block).unwrap();
+                f.sync_all().unwrap();
+            }
+        })
+    };
+    let out = dir.path().join("k.folded");
+    let (code, err) = profile(&[
+        std::ffi::OsStr::new("--duration"),
+        std::ffi::OsStr::new("2"),
+        std::ffi::OsStr::new("-F"),
+        std::ffi::OsStr::new("999"),
+        std::ffi::OsStr::new("--comm"),
+        std::ffi::OsStr::new("^kworker/|^jbd2/|^ksoftirqd/|^rcu_"),
+        std::ffi::OsStr::new("-o"),
+        out.as_os_str(),
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        !text.is_empty(),
+        "no kernel thread sampled in 2 s of fsync'd writes: {err}"
+    );
+    for line in text.lines() {
+        let (stack, _) = line.rsplit_once(' ').unwrap();
+        let frames: Vec<&str> = stack.split(';').collect();
+        assert_eq!(frames.len(), 2, "{line}");
+        assert_eq!(frames[1], "[kernel]", "{line}");
+    }
+}
