@@ -3,6 +3,7 @@
 
 pub mod diff;
 pub mod diff_report;
+pub mod folded;
 pub mod pattern;
 pub(crate) mod pprof;
 pub mod profile;
