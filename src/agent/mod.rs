@@ -25,6 +25,8 @@ pub mod files;
 mod hooks;
 pub(crate) mod metrics;
 mod rings;
+mod unwind;
+pub use unwind::UnwindView;
 
 use child::ChildCommand;
 pub use config::{
@@ -107,6 +109,8 @@ pub struct Agent {
     /// The requests read from the request rings this turn (a buffer kept
     /// across turns).
     records: Vec<ReportEvent>,
+    /// The unwind tables of the sampler's CFI walk (`--unwind auto|cfi`).
+    unwinder: Option<unwind::Unwinder>,
     loop_hist: Histogram,
     /// The pin directory's lock, held for the agent's life.
     _pin_lock: Option<PinLock>,
@@ -181,10 +185,24 @@ impl Agent {
             kernel_stacks: cfg.sampling.as_ref().is_some_and(|s| s.kernel) as u32,
             wake_every_request: cfg.wake_every_request as u32,
             request_interval_ns: interval.as_nanos() as u64,
+            unwind: cfg
+                .sampling
+                .as_ref()
+                .map_or(crate::abi::UNWIND_FP, |s| s.unwind.config()),
+            pad: 0,
         })?;
         let capacity = tables.capacity();
         let mut pm = ProcessManager::new(tables);
         pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
+        // before the first sync: every file the syncs register gets a table
+        let unwinder = match &cfg.sampling {
+            Some(s) if s.unwind.uses_tables() => Some(unwind::Unwinder::new(
+                loaded.map("unwind_files")?,
+                loaded.map("unwind_pages")?,
+                &mut pm,
+            )),
+            _ => None,
+        };
         // the loop and its maps workers share one CPU: a read handed to a
         // worker, and its answer, wake no idle CPU (sys/sched.rs says why)
         if let Some(cpu) = crate::sys::sched::current_cpu() {
@@ -217,6 +235,7 @@ impl Agent {
             ),
             resync_all: false,
             records: Vec::new(),
+            unwinder,
             loop_hist: Histogram::default(),
             _pin_lock: None,
             cfg: AgentConfig {
@@ -389,6 +408,8 @@ impl Agent {
             // walk of every mapping)
             trie_entries: self.pm.trie_entries(),
             files: self.pm.file_count() as u64,
+            unwind_tables: self.unwinder.as_ref().map_or(0, |u| u.loaded().0 as u64),
+            unwind_parts: self.unwinder.as_ref().map_or(0, |u| u.loaded().1),
         };
         let text =
             metrics::render(&COUNTERS.snapshot(), &g) + &metrics::render_loop(&self.loop_hist);
@@ -491,13 +512,30 @@ impl Agent {
         }
     }
 
-    /// Hands finished (and timed-out) file jobs to the sink; never waits.
+    /// Hands finished (and timed-out) file jobs to the sink, and built
+    /// unwind tables to the kernel; never waits.
     fn collect_files(&mut self) {
-        let done = self.files.collect(Instant::now());
+        let mut done = self.files.collect_all(Instant::now());
+        if let Some(u) = self.unwinder.as_mut() {
+            done = u.take(done, &self.pm);
+        }
         if let Some(sink) = self.sink.as_mut() {
             for d in done {
-                sink.file_done(d);
+                if let files::Answer::Symbols(symbols) = d.answer {
+                    sink.file_done(files::Done {
+                        file_id: d.file_id,
+                        symbols,
+                    });
+                }
             }
+        }
+    }
+
+    /// Files that entered the registry become unwind table builds; those
+    /// that left it free theirs.
+    fn follow_files(&mut self) {
+        if let Some(u) = self.unwinder.as_mut() {
+            u.follow(&mut self.pm, &mut self.files);
         }
     }
 
@@ -656,6 +694,7 @@ impl Agent {
                 worked = Some(Instant::now());
                 self.work(woke + WORK_SLICE);
             }
+            self.follow_files();
             let now = Instant::now();
             if now >= next_request_sweep {
                 // requests other writers put in pid_events without a record

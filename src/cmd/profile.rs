@@ -229,6 +229,7 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
             kernel: p.kernel,
             ring_pages: p.ring_pages,
             request_interval: Duration::from_millis(250),
+            unwind: p.unwind,
         }),
         ..Default::default()
     };
@@ -314,6 +315,26 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         crate::text::counted(stat("requests"), "sync request", "sync requests"),
         stat("requests_suppressed")
     );
+    if p.unwind.uses_tables() {
+        eprintln!(
+            "pidmap: unwinding ({}): {} walks: {} reached the stack's end; ended by {} no mapping, {} no table, {} no row, {} stop row, {} read fault, {} frame limit, {} no user registers; {} frames by CFI, {} frame-pointer steps; {} tables loaded, {} freed, {} files without CFI",
+            p.unwind.name(),
+            stat("walks"),
+            stat("walk_end_marker"),
+            stat("walk_no_mapping"),
+            stat("walk_no_table"),
+            stat("walk_no_row"),
+            stat("walk_stop_row"),
+            stat("walk_read_fault"),
+            stat("walk_frame_limit"),
+            stat("walk_no_regs"),
+            stat("cfi_frames"),
+            stat("fp_steps"),
+            c.unwind_tables_loaded,
+            c.unwind_tables_freed,
+            c.unwind_tables_empty,
+        );
+    }
     if p.top > 0 && profile.samples() > 0 {
         eprint!("{}", profile.top_table(p.top));
     }

@@ -43,7 +43,9 @@ unsafe extern "C" fn libbpf_print(
     if !log::log_enabled!(log::Level::Debug) || fmt.is_null() {
         return 0;
     }
-    let mut buf = [0u8; 1024];
+    // a verifier log comes as one argument: room for a long one (the
+    // argument list can be consumed only once)
+    let mut buf = vec![0u8; 1 << 20];
     // SAFETY: buf is writable for its length; fmt and ap come from libbpf
     // as a matching format and argument list, consumed once here.
     let n = unsafe { vsnprintf(buf.as_mut_ptr().cast(), buf.len(), fmt, ap) };
