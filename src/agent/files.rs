@@ -143,7 +143,8 @@ pub enum Job {
 #[derive(Debug)]
 pub enum Answer {
     Symbols(Option<ElfSymbols>),
-    Unwind(Option<UnwindTable>),
+    /// The table, built and made ready for the kernel.
+    Unwind(Option<crate::sampler::unwind::kernel::Prepared>),
 }
 
 impl Answer {
@@ -203,7 +204,9 @@ impl FileWorkers {
         };
         let work: Work<(Job, MappedFile), Answer> = Arc::new(move |(job, m)| match job {
             Job::Symbols => Answer::Symbols(reader(&m)),
-            Job::Unwind => Answer::Unwind(unwind(&m)),
+            Job::Unwind => {
+                Answer::Unwind(unwind(&m).map(|t| crate::sampler::unwind::kernel::prepare(&t)))
+            }
         });
         FileWorkers {
             pool: Pool::new(pool_cfg, work, waker),

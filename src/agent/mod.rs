@@ -505,6 +505,14 @@ impl Agent {
             return;
         };
         let samples = rings::read_samples(ring);
+        if let Some(u) = self.unwinder.as_mut() {
+            // files whose table the walk missed are built first
+            for s in &samples {
+                for f in s.user.iter().filter(|f| f.file_id != 0) {
+                    u.wanted(f.file_id);
+                }
+            }
+        }
         if let Some(sink) = self.sink.as_mut() {
             for s in &samples {
                 sink.sample(s, &self.pm, &mut self.files);
@@ -629,7 +637,7 @@ impl Agent {
                 deadline = deadline.min(at);
             }
             let mut timeout = deadline.saturating_duration_since(now);
-            if self.pm.has_work() {
+            if self.pm.has_work() || self.unwinder.as_ref().is_some_and(|u| u.has_work()) {
                 timeout = Duration::ZERO;
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -695,6 +703,9 @@ impl Agent {
                 self.work(woke + WORK_SLICE);
             }
             self.follow_files();
+            if let Some(u) = self.unwinder.as_mut().filter(|u| u.has_work()) {
+                u.load(Instant::now() + WORK_SLICE, &self.pm);
+            }
             let now = Instant::now();
             if now >= next_request_sweep {
                 // requests other writers put in pid_events without a record

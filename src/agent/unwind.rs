@@ -11,13 +11,12 @@
 
 use crate::agent::files::{Answer, FileWorkers, Finished, Job, Submitted};
 use crate::counters::{add, COUNTERS};
-use crate::sampler::unwind::kernel::KernelTables;
-use crate::sampler::unwind::UnwindTable;
+use crate::sampler::unwind::kernel::{KernelTables, Prepared};
 use crate::sys::bpf::MapHandle;
 use crate::sys::safe_open::MappedFile;
 use crate::tracker::process::ProcessManager;
-use crate::tracker::registry::Change;
-use std::collections::HashSet;
+use crate::tracker::registry::{Born, Change};
+use std::collections::{HashSet, VecDeque};
 
 /// The unwind tables as the agent and the kernel hold them (the control
 /// API's answer, for tests).
@@ -27,7 +26,7 @@ pub struct UnwindView {
     pub kernel: crate::sampler::unwind::kernel::ReadBack,
     /// Files the agent holds a table for (empty ones included).
     pub tables: usize,
-    /// Files whose table is being built.
+    /// Files whose table is being built or waits to be.
     pub building: usize,
 }
 
@@ -35,7 +34,17 @@ pub struct Unwinder {
     tables: KernelTables,
     /// Files whose table is being built.
     building: HashSet<u64>,
+    /// Files waiting for their build, in order: a file a sample needs
+    /// goes to the front.
+    waiting: VecDeque<Born>,
+    /// The file_ids in `waiting`, with how many times each is there.
+    waiting_ids: std::collections::HashMap<u64, usize>,
 }
+
+/// Jobs on the file worker at most before another build is submitted:
+/// builds queue here, so the profile's symbol jobs wait for at most this
+/// many builds.
+const IN_FLIGHT: usize = 1;
 
 impl Unwinder {
     /// On `unwind_files` and `unwind_pages`; the registry reports its
@@ -45,35 +54,79 @@ impl Unwinder {
         Unwinder {
             tables: KernelTables::new(files, pages),
             building: HashSet::new(),
+            waiting: VecDeque::new(),
+            waiting_ids: std::collections::HashMap::new(),
         }
     }
 
-    /// Turns the registry's changes into build jobs and frees.
+    /// Turns the registry's changes into waiting builds and frees, and
+    /// submits builds while the file worker is idle enough.
     pub fn follow(&mut self, pm: &mut ProcessManager, files: &mut FileWorkers) {
         for change in pm.take_file_changes() {
             match change {
                 Change::Born(b) => {
-                    if self.tables.has(b.file_id) || self.building.contains(&b.file_id) {
-                        continue;
-                    }
-                    // gone again already: its death follows in this list
-                    let Some(info) = pm.file(b.file_id) else {
-                        continue;
-                    };
-                    let m = MappedFile {
-                        pid: b.pid,
-                        start: b.start,
-                        end: b.end,
-                        dev: info.dev,
-                        ino: info.ino,
-                        path: info.path.clone(),
-                        deleted: info.deleted,
-                    };
-                    if files.submit_job(b.file_id, Job::Unwind, m) == Submitted::Queued {
-                        self.building.insert(b.file_id);
-                    }
+                    *self.waiting_ids.entry(b.file_id).or_default() += 1;
+                    self.waiting.push_back(b);
                 }
                 Change::Died(id) => self.tables.unload(id),
+            }
+        }
+        while files.outstanding() < IN_FLIGHT {
+            let Some(b) = self.waiting.pop_front() else {
+                break;
+            };
+            if let Some(n) = self.waiting_ids.get_mut(&b.file_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.waiting_ids.remove(&b.file_id);
+                }
+            }
+            if self.tables.has(b.file_id) || self.building.contains(&b.file_id) {
+                continue;
+            }
+            // gone since (its death freed nothing: it had no table)
+            let Some(info) = pm.file(b.file_id) else {
+                continue;
+            };
+            // a mapping of the file now: the one it was first seen in may
+            // be gone, and map_files is how a deleted file is reached
+            let now = |pid: u32| {
+                let m = pm
+                    .get(pid)?
+                    .mappings
+                    .values()
+                    .find(|m| m.file_id == b.file_id)?;
+                Some((pid, m.start, m.end))
+            };
+            let (pid, start, end) = now(b.pid)
+                .or_else(|| pm.pids().into_iter().find_map(now))
+                .unwrap_or((b.pid, b.start, b.end));
+            let m = MappedFile {
+                pid,
+                start,
+                end,
+                dev: info.dev,
+                ino: info.ino,
+                path: info.path.clone(),
+                deleted: info.deleted,
+            };
+            if files.submit_job(b.file_id, Job::Unwind, m) == Submitted::Queued {
+                self.building.insert(b.file_id);
+            }
+        }
+    }
+
+    /// A sample needs the table of `file_id`, which is not loaded: its
+    /// build goes first.
+    pub fn wanted(&mut self, file_id: u64) {
+        if !self.waiting_ids.contains_key(&file_id) {
+            return;
+        }
+        if let Some(at) = self.waiting.iter().position(|b| b.file_id == file_id) {
+            if at > 0 {
+                if let Some(b) = self.waiting.remove(at) {
+                    self.waiting.push_front(b);
+                }
             }
         }
     }
@@ -91,7 +144,7 @@ impl Unwinder {
         rest
     }
 
-    fn built(&mut self, file_id: u64, table: Option<UnwindTable>, pm: &ProcessManager) {
+    fn built(&mut self, file_id: u64, table: Option<Prepared>, pm: &ProcessManager) {
         self.building.remove(&file_id);
         let Some(table) = table else {
             return;
@@ -100,20 +153,29 @@ impl Unwinder {
             add(&COUNTERS.unwind_tables_dropped, 1);
             return;
         }
-        let t0 = std::time::Instant::now();
-        let loaded = self.tables.load(file_id, &table);
         log::debug!(
-            "unwind table of file {file_id:#x}: {} entries loaded in {:?}",
-            table.entries.len(),
-            t0.elapsed()
+            "unwind table of {}: {} rows in {} parts to load",
+            pm.file(file_id).map_or("?", |f| f.path.as_str()),
+            table.entries,
+            table.keys.len()
         );
-        if let Err(e) = loaded {
+        self.tables.begin(file_id, table);
+    }
+
+    /// Whether tables wait to be loaded (the loop turns again at once).
+    pub fn has_work(&self) -> bool {
+        self.tables.loading()
+    }
+
+    /// Loads tables until `until` (a few parts at a time, so exits and
+    /// syncs are served in between).
+    pub fn load(&mut self, until: std::time::Instant, pm: &ProcessManager) {
+        for (file_id, e) in self.tables.step(until) {
             add(&COUNTERS.unwind_loads_failed, 1);
             let path = pm.file(file_id).map_or("?", |f| f.path.as_str());
             crate::warn_limited!(
                 "unwind table load",
-                "loading the unwind table of {path} ({} rows): {e}",
-                table.entries.len()
+                "loading the unwind table of {path}: {e}"
             );
         }
     }
@@ -124,7 +186,7 @@ impl Unwinder {
         Ok(UnwindView {
             kernel: self.tables.read_back()?,
             tables: self.tables.len(),
-            building: self.building.len(),
+            building: self.building.len() + self.waiting.len(),
         })
     }
 

@@ -171,9 +171,45 @@ pub fn pages(
     )
 }
 
+/// A table ready for the kernel: its parts, keyed with file_id 0 until
+/// [`KernelTables::begin`] gives them their file. Made off the loop (the
+/// file worker), from the built table.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub span: UnwindFile,
+    pub keys: Vec<UnwindPageKey>,
+    pub values: Vec<UnwindPage>,
+    /// Rows of the built table.
+    pub entries: usize,
+}
+
+/// Encodes and pages a built table (counting rows that do not fit and
+/// pages too dense).
+pub fn prepare(table: &UnwindTable) -> Prepared {
+    let (rows, unfit) = encode(&table.entries);
+    add(&COUNTERS.unwind_rows_unencodable, unfit);
+    let (span, parts, dense) = pages(0, &rows);
+    add(&COUNTERS.unwind_pages_dense, dense);
+    let (keys, values) = parts.into_iter().unzip();
+    Prepared {
+        span,
+        keys,
+        values,
+        entries: table.entries.len(),
+    }
+}
+
 /// One table in the kernel: the keys of its parts.
 struct Loaded {
     keys: Vec<UnwindPageKey>,
+}
+
+/// A table being loaded, a few parts a loop turn.
+struct Loading {
+    file_id: u64,
+    table: Prepared,
+    /// Parts inserted so far.
+    done: usize,
 }
 
 /// The loop's side of `unwind_files` and `unwind_pages`.
@@ -182,8 +218,12 @@ pub struct KernelTables {
     pages: BatchMap,
     opts: EngineOptions,
     loaded: HashMap<u64, Loaded>,
+    loading: std::collections::VecDeque<Loading>,
     parts: u64,
 }
+
+/// Parts inserted by one call of the batch engine while loading.
+pub const LOAD_CHUNK: usize = 64;
 
 impl KernelTables {
     pub fn new(files: MapHandle, pages: MapHandle) -> KernelTables {
@@ -192,13 +232,15 @@ impl KernelTables {
             pages: BatchMap::probe::<UnwindPageKey, UnwindPage>(pages),
             opts: EngineOptions::default(),
             loaded: HashMap::new(),
+            loading: std::collections::VecDeque::new(),
             parts: 0,
         }
     }
 
-    /// Whether `file_id` has a table (an empty table counts: it was built).
+    /// Whether `file_id` has a table, loaded or loading (an empty table
+    /// counts: it was built).
     pub fn has(&self, file_id: u64) -> bool {
-        self.loaded.contains_key(&file_id)
+        self.loaded.contains_key(&file_id) || self.loading.iter().any(|l| l.file_id == file_id)
     }
 
     /// Files with a table (empty ones included).
@@ -215,62 +257,102 @@ impl KernelTables {
         self.parts
     }
 
+    /// Whether a table is still being loaded.
+    pub fn loading(&self) -> bool {
+        !self.loading.is_empty()
+    }
+
     /// What the kernel holds, read back: see [`read_back`].
     pub fn read_back(&self) -> Result<ReadBack, SysError> {
         read_back(&self.files, &self.pages.map)
     }
 
-    /// Loads `table` for `file_id`: its pages first, then its
-    /// `unwind_files` entry, so the BPF side sees the table whole or not
-    /// at all. An empty table is remembered and not loaded: the walk takes
-    /// a frame-pointer step in such files. When the pages do not all fit,
-    /// those that landed are deleted again and the table is not loaded.
-    pub fn load(&mut self, file_id: u64, table: &UnwindTable) -> Result<(), SysError> {
-        if self.loaded.contains_key(&file_id) {
-            return Ok(());
+    /// Starts loading `table` for `file_id`; [`KernelTables::step`] does
+    /// it. An empty table is remembered and not loaded: the walk takes a
+    /// frame-pointer step in such files.
+    pub fn begin(&mut self, file_id: u64, mut table: Prepared) {
+        if self.has(file_id) {
+            return;
         }
-        let (rows, unfit) = encode(&table.entries);
-        add(&COUNTERS.unwind_rows_unencodable, unfit);
-        let (span, parts, dense) = pages(file_id, &rows);
-        add(&COUNTERS.unwind_pages_dense, dense);
-        if parts.is_empty() {
+        if table.keys.is_empty() {
             add(&COUNTERS.unwind_tables_empty, 1);
             self.loaded.insert(file_id, Loaded { keys: Vec::new() });
-            return Ok(());
+            return;
         }
-        let (keys, values): (Vec<UnwindPageKey>, Vec<UnwindPage>) = parts.into_iter().unzip();
-        let report = engine::insert_keys(&self.pages, &keys, &values, BPF_ANY, &self.opts);
-        let landed: Vec<UnwindPageKey> = report.landed_indices().map(|i| keys[i]).collect();
-        if landed.len() < keys.len() {
-            engine::delete_keys(&self.pages, &landed, &self.opts);
-            let errno = if report.full() {
-                libc::E2BIG
+        for k in &mut table.keys {
+            k.file_id = file_id;
+        }
+        self.loading.push_back(Loading {
+            file_id,
+            table,
+            done: 0,
+        });
+    }
+
+    /// Loads parts until `until`, [`LOAD_CHUNK`] at a time: a table's
+    /// pages first, then its `unwind_files` entry, so the BPF side sees it
+    /// whole or not at all. A table whose pages do not all fit is taken
+    /// out again; the errors are returned with their file.
+    pub fn step(&mut self, until: std::time::Instant) -> Vec<(u64, SysError)> {
+        let mut failed = Vec::new();
+        while let Some(l) = self.loading.front_mut() {
+            let end = (l.done + LOAD_CHUNK).min(l.table.keys.len());
+            let (keys, values) = (&l.table.keys[l.done..end], &l.table.values[l.done..end]);
+            let report = engine::insert_keys(&self.pages, keys, values, BPF_ANY, &self.opts);
+            let mut error = None;
+            if report.landed() < keys.len() {
+                let errno = if report.full() {
+                    libc::E2BIG
+                } else {
+                    libc::EIO
+                };
+                error = Some(SysError::new(
+                    "BPF_MAP_UPDATE_BATCH",
+                    format!(
+                        "unwind_pages ({} of {} parts landed)",
+                        l.done + report.landed(),
+                        l.table.keys.len()
+                    ),
+                    errno,
+                ));
+                // exactly what landed goes again: the parts before this
+                // chunk and those of it that landed
+                let mut landed: Vec<UnwindPageKey> = l.table.keys[..l.done].to_vec();
+                landed.extend(report.landed_indices().map(|i| keys[i]));
+                engine::delete_keys(&self.pages, &landed, &self.opts);
             } else {
-                libc::EIO
-            };
-            return Err(SysError::new(
-                "BPF_MAP_UPDATE_BATCH",
-                format!(
-                    "unwind_pages ({} of {} parts landed)",
-                    landed.len(),
-                    keys.len()
-                ),
-                errno,
-            ));
+                l.done = end;
+                if l.done == l.table.keys.len() {
+                    if let Err(e) = self.files.update(&l.file_id, &l.table.span, BPF_ANY) {
+                        engine::delete_keys(&self.pages, &l.table.keys, &self.opts);
+                        error = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = error {
+                let l = self.loading.pop_front().expect("the front");
+                failed.push((l.file_id, e));
+            } else if l.done == l.table.keys.len() {
+                let l = self.loading.pop_front().expect("the front");
+                add(&COUNTERS.unwind_tables_loaded, 1);
+                self.parts += l.table.keys.len() as u64;
+                self.loaded.insert(l.file_id, Loaded { keys: l.table.keys });
+            }
+            if std::time::Instant::now() >= until {
+                break;
+            }
         }
-        if let Err(e) = self.files.update(&file_id, &span, BPF_ANY) {
-            engine::delete_keys(&self.pages, &keys, &self.opts);
-            return Err(e);
-        }
-        add(&COUNTERS.unwind_tables_loaded, 1);
-        self.parts += keys.len() as u64;
-        self.loaded.insert(file_id, Loaded { keys });
-        Ok(())
+        failed
     }
 
     /// Frees the table of `file_id`, if it has one: its `unwind_files`
     /// entry first (the BPF side stops using it), then its pages.
     pub fn unload(&mut self, file_id: u64) {
+        if let Some(at) = self.loading.iter().position(|l| l.file_id == file_id) {
+            let l = self.loading.remove(at).expect("found");
+            engine::delete_keys(&self.pages, &l.table.keys[..l.done], &self.opts);
+            return;
+        }
         let Some(l) = self.loaded.remove(&file_id) else {
             return;
         };
@@ -468,5 +550,106 @@ mod tests {
         assert_eq!(dense, 1);
         let map: HashMap<_, _> = parts.into_iter().collect();
         assert_eq!(find(&span, &map, 1, 0x10), Some(Kind::Stop as u32));
+    }
+
+    mod in_the_fake_kernel {
+        use super::*;
+        use crate::sys::bpf::MAP_TYPE_HASH;
+        use crate::sys::fake::bpf::{self as fake, FakeMap};
+        use std::time::{Duration, Instant};
+
+        struct Fake;
+        impl Drop for Fake {
+            fn drop(&mut self) {
+                fake::uninstall();
+            }
+        }
+
+        /// Tables on fake maps: unwind_pages holding `max_parts`.
+        fn tables(max_parts: usize) -> (KernelTables, Fake) {
+            fake::install(FakeMap::new(8, 8, 16));
+            fake::add_map(FakeMap::new(
+                16,
+                std::mem::size_of::<UnwindPage>(),
+                max_parts,
+            ));
+            let pages = MapHandle::create(
+                MAP_TYPE_HASH,
+                "unwind_pages",
+                16,
+                std::mem::size_of::<UnwindPage>() as u32,
+                max_parts as u32,
+                0,
+            )
+            .unwrap();
+            let files = MapHandle::create(MAP_TYPE_HASH, "unwind_files", 8, 8, 16, 0).unwrap();
+            (KernelTables::new(files, pages), Fake)
+        }
+
+        /// A table of `n` parts: one row a page.
+        fn table(n: u32) -> Prepared {
+            let entries = (0..n)
+                .map(|i| entry(i << 12, Row::regs(Kind::Rsp, 8 * (i as i32 % 3 + 1), None)))
+                .collect();
+            let p = prepare(&UnwindTable {
+                entries,
+                ..Default::default()
+            });
+            assert_eq!(p.keys.len(), n as usize);
+            p
+        }
+
+        fn kernel(t: &KernelTables) -> ReadBack {
+            t.read_back().unwrap()
+        }
+
+        fn load_all(t: &mut KernelTables) -> Vec<(u64, SysError)> {
+            let mut failed = Vec::new();
+            while t.loading() {
+                failed.extend(t.step(Instant::now() + Duration::from_secs(1)));
+            }
+            failed
+        }
+
+        #[test]
+        fn a_table_loads_whole_and_a_table_that_does_not_fit_leaves_nothing() {
+            let (mut t, _f) = tables(100);
+            t.begin(1, table(30));
+            assert!(load_all(&mut t).is_empty());
+            let k = kernel(&t);
+            assert_eq!(
+                (k.files.as_slice(), k.parts.get(&1)),
+                (&[1u64][..], Some(&30))
+            );
+            // 80 more parts do not fit in 100: the 70 that landed go again
+            t.begin(2, table(80));
+            let failed = load_all(&mut t);
+            assert_eq!(failed.len(), 1, "{failed:?}");
+            assert_eq!(failed[0].1.errno(), libc::E2BIG);
+            let k = kernel(&t);
+            assert_eq!(k.files, [1]);
+            assert_eq!(k.parts.len(), 1, "{k:?}");
+            assert!(!t.has(2));
+            t.unload(1);
+            let k = kernel(&t);
+            assert!(k.files.is_empty() && k.parts.is_empty(), "{k:?}");
+            assert_eq!(t.parts(), 0);
+        }
+
+        #[test]
+        fn a_table_loads_a_chunk_a_step_and_unloading_it_midway_removes_what_landed() {
+            let (mut t, _f) = tables(1000);
+            t.begin(3, table(200));
+            // a deadline already past: one chunk, then the loop's turn
+            assert!(t.step(Instant::now()).is_empty());
+            let k = kernel(&t);
+            assert_eq!(k.parts.get(&3), Some(&LOAD_CHUNK));
+            assert!(k.files.is_empty(), "not visible before it is whole");
+            assert!(t.loading() && t.has(3));
+            t.unload(3);
+            assert!(!t.loading() && !t.has(3));
+            let k = kernel(&t);
+            assert!(k.parts.is_empty(), "{k:?}");
+        }
     }
 }

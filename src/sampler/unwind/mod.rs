@@ -148,6 +148,12 @@ pub const SIGNAL_RIP: i64 = 40 + 16 * 8;
 /// have about 2 M; each costs 24 bytes while the table is built.
 pub const MAX_CFI_ROWS: u64 = 1 << 22;
 
+/// The longest a table's build runs: a file with more CFI than this
+/// evaluates (a 16 MiB `.eh_frame`, ~1 s) keeps the rows found until then.
+/// Well inside the file worker's deadline, so a big file never costs the
+/// worker thread.
+pub const MAX_BUILD_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One row: how to find the caller's frame from a pc inside this range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(C)]
@@ -254,8 +260,13 @@ pub struct BuildStats {
     /// section over 256 MiB, or past the file's budget): what they held is
     /// missing from the table.
     pub refused_reads: u64,
-    /// The file had more than [`MAX_CFI_ROWS`] rows: the rest were left out.
+    /// The file had more than [`MAX_CFI_ROWS`] rows, or its build ran out
+    /// of [`MAX_BUILD_TIME`]: the rest were left out.
     pub truncated: bool,
+    /// The build ran out of [`MAX_BUILD_TIME`].
+    pub timed_out: bool,
+    /// When the build stops (set by the builder).
+    pub(super) deadline: Option<std::time::Instant>,
     /// Rows where the return address is undefined (the end of a stack).
     pub end_rows: u64,
     pub stops: StopCounts,
