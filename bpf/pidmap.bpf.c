@@ -557,6 +557,7 @@ int pidmap_sample(struct bpf_perf_event_data *ctx)
 
 	__u32 nuser = 0, walk = WALK_NONE;
 	struct resolve_ctx rc = { .tgid = tgid, .unresolved = 0 };
+	__u64 walk_start = bpf_ktime_get_ns();
 	if (!(flags & SAMPLE_KTHREAD) && cfg->unwind != PIDMAP_UNWIND_FP) {
 		nuser = walk_user(ctx, tgid, cfg->unwind, &walk, &rc.unresolved);
 	} else if (!(flags & SAMPLE_KTHREAD)) {
@@ -581,6 +582,10 @@ int pidmap_sample(struct bpf_perf_event_data *ctx)
 		nuser = PIDMAP_MAX_USER_FRAMES;
 	if (nuser && walk == WALK_NONE)
 		bpf_loop(nuser, resolve_frame, &rc, 0);
+	if (!(flags & SAMPLE_KTHREAD)) {
+		stat_add(SAMPLER_STAT_USER_WALK_NS, bpf_ktime_get_ns() - walk_start);
+		stat_add(SAMPLER_STAT_USER_WALKS, 1);
+	}
 	stat_add(SAMPLER_STAT_FRAMES, nuser);
 	stat_add(SAMPLER_STAT_UNRESOLVED_FRAMES, rc.unresolved);
 	if (!known)

@@ -185,6 +185,10 @@ struct sample_frame {
 #define SAMPLER_STAT_WALK_READ_FAULT 18
 #define SAMPLER_STAT_WALK_FRAME_LIMIT 19
 #define SAMPLER_STAT_WALK_NO_REGS 20
-#define SAMPLER_STAT_COUNT 21
+/* ns spent walking and resolving user stacks (either walk), and the
+ * samples that had one walked */
+#define SAMPLER_STAT_USER_WALK_NS 21
+#define SAMPLER_STAT_USER_WALKS 22
+#define SAMPLER_STAT_COUNT 23
 
 #endif

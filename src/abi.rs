@@ -298,7 +298,7 @@ pub struct RequestState {
 }
 
 /// The sampler_stats indices of pidmap.h (`SAMPLER_STAT_<NAME>`), in order.
-pub const SAMPLER_STAT_NAMES: [&str; 21] = [
+pub const SAMPLER_STAT_NAMES: [&str; 23] = [
     "samples",
     "out_of_scope",
     "unknown_process",
@@ -320,6 +320,8 @@ pub const SAMPLER_STAT_NAMES: [&str; 21] = [
     "walk_read_fault",
     "walk_frame_limit",
     "walk_no_regs",
+    "user_walk_ns",
+    "user_walks",
 ];
 
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub struct Ended {
     pub signal: Option<i32>,
     /// `-- CMD` could not be executed: why (`exit_code` is 126 or 127).
     pub not_started: Option<String>,
+    /// The sampler program's runs and their total time (ns), as the kernel
+    /// counts them while `kernel.bpf_stats_enabled` is 1.
+    pub sampler_runs: Option<(u64, u64)>,
 }
 
 /// Receives every decoded sample, with the process model to resolve files
@@ -800,6 +803,10 @@ impl Agent {
             }
         }
         self.write_metrics();
-        Ok(self.ended.take().unwrap_or_default())
+        let mut ended = self.ended.take().unwrap_or_default();
+        if self.cfg.sampling.is_some() {
+            ended.sampler_runs = self.loaded.prog_stats("pidmap_sample").ok();
+        }
+        Ok(ended)
     }
 }

@@ -335,6 +335,24 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
             c.unwind_tables_empty,
         );
     }
+    if stat("user_walks") > 0 {
+        eprintln!(
+            "pidmap: user stacks: {} walked, {:.2} µs each on average in BPF ({})",
+            stat("user_walks"),
+            stat("user_walk_ns") as f64 / stat("user_walks") as f64 / 1000.0,
+            if p.unwind.uses_tables() {
+                "CFI walk and trie lookups"
+            } else {
+                "frame-pointer walk and trie lookups"
+            }
+        );
+    }
+    if let Some((runs, ns)) = ended.sampler_runs.filter(|r| r.0 > 0) {
+        eprintln!(
+            "pidmap: sampler program: {runs} runs, {:.2} µs each on average (kernel.bpf_stats_enabled)",
+            ns as f64 / runs as f64 / 1000.0
+        );
+    }
     if p.top > 0 && profile.samples() > 0 {
         eprint!("{}", profile.top_table(p.top));
     }
