@@ -436,11 +436,10 @@ fn known_pairs(ours: &Seen, theirs: &Seen) -> (u64, u64) {
 /// The comparison of one workload: prints both tools' numbers, then
 /// asserts that >= 97 % of pidmap's user-mode samples reach the end, that
 /// perf's top functions (by self and by inclusive share, named ones) have
-/// shares within [`share_bound`] in pidmap's profile and, where the
-/// workload's call paths are few (`fixed_paths`), that >= 97 % of
-/// pidmap's samples hold only caller -> callee pairs perf also recorded
-/// ([`known_pairs`]).
-fn compare(name: &str, b: &Both, min_samples: u64, fixed_paths: bool) {
+/// shares within [`share_bound`] in pidmap's profile and that at least
+/// `pairs_pct` % of pidmap's samples hold only caller -> callee pairs perf
+/// also recorded ([`known_pairs`]).
+fn compare(name: &str, b: &Both, min_samples: u64, pairs_pct: u64) {
     let (so, sp) = (b.ours.stats(), b.perf.stats());
     eprintln!("{name}: pidmap: {so}; output {} bytes", b.ours.size);
     eprintln!("{name}: perf:   {sp}; output {} bytes", b.perf.size);
@@ -459,8 +458,10 @@ fn compare(name: &str, b: &Both, min_samples: u64, fixed_paths: bool) {
     let mut failures = Vec::new();
     let (n, good) = known_pairs(&b.ours, &b.perf);
     eprintln!("{name}: {good} of pidmap's {n} samples have only caller-callee pairs perf has");
-    if fixed_paths && good * 100 < 97 * n {
-        failures.push(format!("{good} of {n} samples have only pairs perf has"));
+    if good * 100 < pairs_pct * n {
+        failures.push(format!(
+            "{good} of {n} samples have only pairs perf has (>= {pairs_pct} %)"
+        ));
     }
     for (kind, theirs, ours) in [
         ("self", named(&own_p, 5), &own_o),
@@ -523,43 +524,39 @@ struct Case {
     cmd: Vec<String>,
     /// the fewest samples each tool must have of it (~150 expected)
     min: u64,
-    /// whether its call paths are few enough that one run of perf sees
-    /// them all: measured, two runs of perf agree on 100 % of the samples
-    /// of the C, threads and signal workloads, 88-98 % of Rust's (std's
-    /// formatting and allocation take many rare paths) and 85-91 % of
-    /// python's
-    fixed_paths: bool,
+    /// the least share (%) of samples with only caller -> callee pairs
+    /// perf has: as much as one run of perf sees of another's. Measured
+    /// over 7 pairs of perf runs: 100 % of the samples of the C, threads
+    /// and signal workloads, whose paths are few (bound 97 %); 88-98.6 %
+    /// of Rust's, whose std formatting and allocation take many rare paths
+    /// (bound 80 %); 85-91 % of python's (bound 75 %). A wrong frame
+    /// anywhere in a stack makes a pair nobody else sees.
+    pairs_pct: u64,
 }
 
 fn cases() -> Vec<Case> {
     let w = workloads();
-    let c = |name, comm, cmd: &[&str], min, fixed_paths| Case {
+    let c = |name, comm, cmd: &[&str], min, pairs_pct| Case {
         name,
         comm,
         cmd: strings(cmd),
         min,
-        fixed_paths,
+        pairs_pct,
     };
     let python = python_cmd();
     let python: Vec<&str> = python.iter().map(String::as_str).collect();
     vec![
-        c("python", "python3", &python, 100, false),
-        c("c-plt", "uwapp", &[&w.exe("uwapp"), "1.5"], 100, true),
-        c("rust", "uwrust", &[&w.exe("uwrust"), "1.5"], 100, false),
+        c("python", "python3", &python, 100, 75),
+        c("c-plt", "uwapp", &[&w.exe("uwapp"), "1.5"], 100, 97),
+        c("rust", "uwrust", &[&w.exe("uwrust"), "1.5"], 100, 80),
         c(
             "threads",
             "uwthreads",
             &[&w.exe("uwthreads"), "0.6", "4"],
             150,
-            true,
+            97,
         ),
-        c(
-            "signal",
-            "uwsignal",
-            &[&w.exe("uwsignal"), "1.5"],
-            100,
-            true,
-        ),
+        c("signal", "uwsignal", &[&w.exe("uwsignal"), "1.5"], 100, 97),
     ]
 }
 
@@ -576,7 +573,7 @@ fn compare_case(name: &str) {
     }
     let c = case(name);
     let b = profile_with_perf("cfi", FREQ, c.comm, &c.cmd);
-    compare(name, &b, c.min, c.fixed_paths);
+    compare(name, &b, c.min, c.pairs_pct);
 }
 
 // Measured with frame pointers only (the binary before --unwind, flag
@@ -637,7 +634,7 @@ fn a_signal_handler_is_unwound_through_the_signal_frame_like_perf() {
         "signal: {through} of {n} handler samples go on to main ({:.1} % of the samples in the handler)",
         own.get("handler_hot").copied().unwrap_or(0.0) * 100.0
     );
-    compare("signal", &b, c.min, c.fixed_paths);
+    compare("signal", &b, c.min, c.pairs_pct);
     // measured: the handler holds 62-69 % of the samples
     assert!(
         n * 2 >= b.ours.stats().user_mode,
@@ -804,7 +801,7 @@ fn perf_dwarf_is_a_stable_reference_on_every_workload() {
             &format!("{} (perf against perf)", c.name),
             &b,
             c.min,
-            c.fixed_paths,
+            c.pairs_pct,
         );
     }
 }
