@@ -274,18 +274,16 @@ impl Seen {
 
     /// The most common stacks, for a failure message.
     fn top_stacks(&self, k: usize) -> String {
-        let mut v: Vec<&Stack> = self.stacks.iter().collect();
-        v.sort_by_key(|s| std::cmp::Reverse(s.n));
+        let mut by: HashMap<String, u64> = HashMap::new();
+        for s in &self.stacks {
+            let key = format!("{}{}", s.user.join(";"), if s.kernel { " [k]" } else { "" });
+            *by.entry(key).or_default() += s.n;
+        }
+        let mut v: Vec<(String, u64)> = by.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         v.iter()
             .take(k)
-            .map(|s| {
-                format!(
-                    "  {:4} {}{}\n",
-                    s.n,
-                    s.user.join(";"),
-                    if s.kernel { " [k]" } else { "" }
-                )
-            })
+            .map(|(s, n)| format!("  {n:4} {s}\n"))
             .collect()
     }
 }
