@@ -104,11 +104,30 @@ fn chain_count<'a>(
         };
         with_f += n;
         let got: Vec<(&str, &str)> = s[..=at].iter().map(|x| frame(x)).collect();
-        if got == want {
+        if without_entry(got) == want {
             whole += n;
         }
     }
     (with_f, whole)
+}
+
+/// `stack` without the two frames an unwinder that reads libc's CFI finds
+/// above `__libc_start_call_main` (frame pointers end there: libc keeps
+/// none): the executable's `_start` and libc's `__libc_start_main`. The
+/// chains below hold with them or without.
+fn without_entry<'a>(mut stack: Vec<(&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+    if let Some(i) = stack.iter().position(|f| f.0 == "_start") {
+        let entry = stack
+            .get(i + 1)
+            .is_some_and(|f| f.0.starts_with("__libc_start_main"))
+            && stack
+                .get(i + 2)
+                .is_some_and(|f| f.0 == "__libc_start_call_main");
+        if entry {
+            stack.drain(i..i + 2);
+        }
+    }
+    stack
 }
 
 /// Stacks of a pprof profile with the file of each frame, read by the
@@ -694,4 +713,21 @@ fn progress_is_shown_on_a_terminal() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
     assert!(text.contains("\rpidmap: 1 s,"), "progress line: {text:?}");
+}
+
+#[test]
+fn a_chain_holds_with_or_without_the_entry_frames() {
+    let fp = vec![
+        ("sampled", ""),
+        ("__libc_start_call_main", ""),
+        ("main", ""),
+    ];
+    let mut cfi = fp.clone();
+    cfi.insert(1, ("_start", ""));
+    cfi.insert(2, ("__libc_start_main@@GLIBC_2.34", ""));
+    assert_eq!(without_entry(cfi.clone()), fp);
+    assert_eq!(without_entry(fp.clone()), fp);
+    // anything else above __libc_start_call_main stays and breaks the chain
+    cfi[2] = ("garbage", "");
+    assert_ne!(without_entry(cfi), fp);
 }
