@@ -509,11 +509,16 @@ impl Agent {
         };
         let samples = rings::read_samples(ring);
         if let Some(u) = self.unwinder.as_mut() {
-            // files whose table the walk missed are built first
+            // the files of a process whose sample missed a table are built
+            // first (the walk ended there, or stepped over it)
             for s in &samples {
-                for f in s.user.iter().filter(|f| f.file_id != 0) {
-                    u.wanted(f.file_id);
-                }
+                let frames: Vec<u64> = s
+                    .user
+                    .iter()
+                    .map(|f| f.file_id)
+                    .filter(|&id| id != 0)
+                    .collect();
+                u.wanted(s.header.pid, &frames, &self.pm);
             }
         }
         if let Some(sink) = self.sink.as_mut() {

@@ -34,8 +34,8 @@ pub struct Unwinder {
     tables: KernelTables,
     /// Files whose table is being built.
     building: HashSet<u64>,
-    /// Files waiting for their build, in order: a file a sample needs
-    /// goes to the front.
+    /// Files waiting for their build, the newest first: the files of a
+    /// process a sample needs go to the front.
     waiting: VecDeque<Born>,
     /// The file_ids in `waiting`, with how many times each is there.
     waiting_ids: std::collections::HashMap<u64, usize>,
@@ -62,14 +62,21 @@ impl Unwinder {
     /// Turns the registry's changes into waiting builds and frees, and
     /// submits builds while the file worker is idle enough.
     pub fn follow(&mut self, pm: &mut ProcessManager, files: &mut FileWorkers) {
+        // the newest files first, in the order they came: a process that
+        // just started (a workload, a short-lived child) is likelier to
+        // be sampled now than one whose files wait since the start
+        let mut born = Vec::new();
         for change in pm.take_file_changes() {
             match change {
                 Change::Born(b) => {
                     *self.waiting_ids.entry(b.file_id).or_default() += 1;
-                    self.waiting.push_back(b);
+                    born.push(b);
                 }
                 Change::Died(id) => self.tables.unload(id),
             }
+        }
+        for b in born.into_iter().rev() {
+            self.waiting.push_front(b);
         }
         while files.outstanding() < IN_FLIGHT {
             let Some(b) = self.waiting.pop_front() else {
@@ -116,14 +123,26 @@ impl Unwinder {
         }
     }
 
-    /// A sample needs the table of `file_id`, which is not loaded: its
-    /// build goes first.
-    pub fn wanted(&mut self, file_id: u64) {
-        if !self.waiting_ids.contains_key(&file_id) {
+    /// A sample of `pid` walked without a table (it ended at a file that
+    /// has none yet, or stepped over one by frame pointer): the builds of
+    /// every file the process maps go first, the files of its frames
+    /// before the others.
+    pub fn wanted(&mut self, pid: u32, frames: &[u64], pm: &ProcessManager) {
+        if self.waiting_ids.is_empty() {
             return;
         }
-        if let Some(at) = self.waiting.iter().position(|b| b.file_id == file_id) {
-            if at > 0 {
+        let mut ids: Vec<u64> = pm
+            .get(pid)
+            .map(|p| p.mappings.values().map(|m| m.file_id).collect())
+            .unwrap_or_default();
+        ids.retain(|id| self.waiting_ids.contains_key(id) && !frames.contains(id));
+        ids.extend(frames.iter().filter(|id| self.waiting_ids.contains_key(id)));
+        if ids.is_empty() {
+            return;
+        }
+        // the last moved is the first built: the frames' files
+        for id in ids {
+            if let Some(at) = self.waiting.iter().position(|b| b.file_id == id) {
                 if let Some(b) = self.waiting.remove(at) {
                     self.waiting.push_front(b);
                 }
