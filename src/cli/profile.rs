@@ -39,6 +39,17 @@ const OPTIONS: &[Flag] = &[
         .default("99"),
     Flag::switch("--kernel", "also record kernel stacks"),
     Flag::value(
+        "--unwind",
+        "auto|cfi|fp",
+        "how user stacks are walked: auto walks by each file's call frame \
+         information (.eh_frame, .debug_frame; built per file off the loop \
+         and loaded into the kernel) and takes a frame-pointer step where a \
+         file has none (JIT code, a table not loaded yet); cfi ends a stack \
+         there instead; fp follows frame pointers only (no tables)",
+        "fp",
+    )
+    .default("auto"),
+    Flag::value(
         "--output",
         "FILE",
         "write the profile there",
@@ -175,11 +186,20 @@ pub struct ProfileArgs {
     pub ring_pages: usize,
     pub format: Format,
     pub budgets: Budgets,
+    pub unwind: crate::sampler::unwind::Mode,
     /// `--repeat`: runs of -- CMD, one profile each.
     pub repeat: u32,
     /// `--svg`: a flame graph besides the output.
     pub svg: Option<PathBuf>,
     pub filters: Filters,
+}
+
+impl Choice for crate::sampler::unwind::Mode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", crate::sampler::unwind::Mode::Auto),
+        ("cfi", crate::sampler::unwind::Mode::Cfi),
+        ("fp", crate::sampler::unwind::Mode::Fp),
+    ];
 }
 
 impl Default for ProfileArgs {
@@ -196,6 +216,7 @@ impl Default for ProfileArgs {
             ring_pages: crate::agent::DEFAULT_SAMPLE_RING_PAGES,
             format: Format::Folded,
             budgets: Budgets::default(),
+            unwind: crate::sampler::unwind::Mode::Auto,
             repeat: 1,
             svg: None,
             filters: Filters::default(),
@@ -274,6 +295,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
                 r.kernel = true;
                 Ok(())
             }
+            "--unwind" => choice(t, value).map(|m| r.unwind = m),
             "--output" => super::take(t, value).map(|v| r.output = Some(v.into())),
             "--format" => choice(t, value).map(|f| r.format = f),
             "--top" => num(t, value).map(|n| r.top = n),

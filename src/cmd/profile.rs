@@ -237,6 +237,7 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
             kernel: p.kernel,
             ring_pages: p.ring_pages,
             request_interval: Duration::from_millis(250),
+            unwind: p.unwind,
         }),
         ..Default::default()
     };
@@ -334,6 +335,44 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         crate::text::counted(stat("requests"), "sync request", "sync requests"),
         stat("requests_suppressed")
     );
+    if p.unwind.uses_tables() {
+        eprintln!(
+            "pidmap: unwinding ({}): {} walks: {} reached the stack's end; ended by {} no mapping, {} no table, {} no row, {} stop row, {} read fault, {} frame limit, {} no user registers; {} frames by CFI, {} frame-pointer steps; {} tables loaded, {} freed, {} files without CFI",
+            p.unwind.name(),
+            stat("walks"),
+            stat("walk_end_marker"),
+            stat("walk_no_mapping"),
+            stat("walk_no_table"),
+            stat("walk_no_row"),
+            stat("walk_stop_row"),
+            stat("walk_read_fault"),
+            stat("walk_frame_limit"),
+            stat("walk_no_regs"),
+            stat("cfi_frames"),
+            stat("fp_steps"),
+            c.unwind_tables_loaded,
+            c.unwind_tables_freed,
+            c.unwind_tables_empty,
+        );
+    }
+    if stat("user_walks") > 0 {
+        eprintln!(
+            "pidmap: user stacks: {} walked, {:.2} µs each on average in BPF ({})",
+            stat("user_walks"),
+            stat("user_walk_ns") as f64 / stat("user_walks") as f64 / 1000.0,
+            if p.unwind.uses_tables() {
+                "CFI walk and trie lookups"
+            } else {
+                "frame-pointer walk and trie lookups"
+            }
+        );
+    }
+    if let Some((runs, ns)) = ended.sampler_runs.filter(|r| r.0 > 0) {
+        eprintln!(
+            "pidmap: sampler program: {runs} runs, {:.2} µs each on average (kernel.bpf_stats_enabled)",
+            ns as f64 / runs as f64 / 1000.0
+        );
+    }
     if p.top > 0 && profile.samples() > 0 {
         eprint!("{}", profile.top_table(p.top));
     }
