@@ -326,6 +326,16 @@ impl Row {
         self.self_.changed || self.total.changed
     }
 
+    /// The largest ratio of the measures that changed (a function new
+    /// in NEW: infinite), for sorting.
+    fn growth(&self) -> f64 {
+        [&self.self_, &self.total]
+            .into_iter()
+            .filter(|m| m.changed)
+            .map(|m| m.ratio().unwrap_or(f64::INFINITY))
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
     /// The larger change of the two measures, in points (for sorting).
     fn size(&self) -> f64 {
         self.self_
@@ -342,7 +352,8 @@ pub struct Report {
     pub new_samples: Vec<u64>,
     pub threshold: f64,
     pub alpha: f64,
-    /// Changed rows first, then by the size of the change.
+    /// Changed rows first, the largest growth first; then by the size of
+    /// the change.
     pub rows: Vec<Row>,
     pub scale: Scale,
 }
@@ -440,9 +451,19 @@ pub fn compare(base: &[RunShares], new: &[RunShares], threshold: f64, alpha: f64
             }
         })
         .collect();
+    // changed rows first, the largest growth first (what got slower is
+    // what a lab looks for: new functions, then the highest ratio, then
+    // what shrank, what vanished last); the others by size of change
     rows.sort_by(|a, b| {
         b.changed()
             .cmp(&a.changed())
+            .then_with(|| {
+                if a.changed() && b.changed() {
+                    b.growth().total_cmp(&a.growth())
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
             .then(b.size().total_cmp(&a.size()))
             .then(a.function.cmp(&b.function))
     });

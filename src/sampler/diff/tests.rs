@@ -132,6 +132,8 @@ fn functions_on_one_side_only_are_marked() {
     let r = compare(&shares(&base), &shares(&new), 1.0, 0.01);
     let f = row(&r, "fresh");
     assert_eq!(f.presence, Presence::NewOnly);
+    // a new function is the first of the changed ones
+    assert_eq!(r.rows[0].function, "fresh");
     assert!(f.changed());
     assert!(f.total.ratio().is_none());
     let back = compare(&shares(&new), &shares(&base), 1.0, 0.01);
