@@ -281,9 +281,10 @@ fn kernel_threads_are_the_kernel_not_unknown() {
     if !common::bpf_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     // writes made durable keep the kernel's writeback and journal
-    // threads busy while the whole system is profiled
+    // threads busy while the whole system is profiled: in the build
+    // directory, on a disk (/tmp may be a tmpfs, where fsync does nothing)
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (stop, path) = (stop.clone(), dir.path().join("data"));
