@@ -13,7 +13,6 @@ use crate::agent::files::{Answer, FileWorkers, Finished, Job, Submitted};
 use crate::counters::{add, COUNTERS};
 use crate::sampler::unwind::kernel::{KernelTables, Prepared};
 use crate::sys::bpf::MapHandle;
-use crate::sys::safe_open::MappedFile;
 use crate::tracker::process::ProcessManager;
 use crate::tracker::registry::{Born, Change};
 use std::collections::{HashSet, VecDeque};
@@ -91,31 +90,11 @@ impl Unwinder {
             if self.tables.has(b.file_id) || self.building.contains(&b.file_id) {
                 continue;
             }
-            // gone since (its death freed nothing: it had no table)
-            let Some(info) = pm.file(b.file_id) else {
+            // gone since (its death freed nothing: it had no table); else a
+            // mapping of the file now: the one it was first seen in may be
+            // gone, and map_files is how a deleted file is reached
+            let Some(m) = pm.mapped_file(b.file_id, b.pid, (b.pid, b.start, b.end)) else {
                 continue;
-            };
-            // a mapping of the file now: the one it was first seen in may
-            // be gone, and map_files is how a deleted file is reached
-            let now = |pid: u32| {
-                let m = pm
-                    .get(pid)?
-                    .mappings
-                    .values()
-                    .find(|m| m.file_id == b.file_id)?;
-                Some((pid, m.start, m.end))
-            };
-            let (pid, start, end) = now(b.pid)
-                .or_else(|| pm.pids().into_iter().find_map(now))
-                .unwrap_or((b.pid, b.start, b.end));
-            let m = MappedFile {
-                pid,
-                start,
-                end,
-                dev: info.dev,
-                ino: info.ino,
-                path: info.path.clone(),
-                deleted: info.deleted,
             };
             if files.submit_job(b.file_id, Job::Unwind, m) == Submitted::Queued {
                 self.building.insert(b.file_id);

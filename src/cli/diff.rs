@@ -72,24 +72,6 @@ const OPTIONS: &[Flag] = &[
         .default("stdout"),
     Flag::value("--top", "N", "rows to print (changed ones always)", "3").default("20"),
     Flag::value(
-        "--comm",
-        "PATTERN",
-        "keep only the stacks of processes whose name matches",
-        "^work",
-    ),
-    Flag::value(
-        "--dso",
-        "PATTERN",
-        "keep only the stacks with a frame in a file that matches",
-        "libc",
-    ),
-    Flag::value(
-        "--function",
-        "PATTERN",
-        "keep only the stacks with a function that matches",
-        "hot_[ab]",
-    ),
-    Flag::value(
         "--max-input",
         "BYTES",
         "the most an input may hold after decompression (its stacks may take \
@@ -130,6 +112,10 @@ frame's file is known for `FILE+0xOFFSET` and `_[k]` (kernel) frames only.
         Section {
             title: "Inputs:",
             flags: INPUTS,
+        },
+        Section {
+            title: "Filters:",
+            flags: FILTERS,
         },
         Section {
             title: "Options:",
@@ -322,6 +308,28 @@ fn sides(
     }
     Ok((bases, news))
 }
+
+/// The filters of diff and profile.
+pub(super) const FILTERS: &[Flag] = &[
+    Flag::value(
+        "--comm",
+        "PATTERN",
+        "keep only the stacks of processes whose name matches",
+        "^work",
+    ),
+    Flag::value(
+        "--dso",
+        "PATTERN",
+        "keep only the stacks with a frame in a file that matches",
+        "libc",
+    ),
+    Flag::value(
+        "--function",
+        "PATTERN",
+        "keep only the stacks with a function that matches",
+        "hot_[ab]",
+    ),
+];
 
 /// A `--comm`/`--dso`/`--function` value (diff and profile).
 pub(super) fn pattern(t: &str, v: Option<std::ffi::OsString>) -> Result<Pattern, String> {

@@ -120,25 +120,6 @@ const LABS: &[Flag] = &[
         "also write a flame graph there (beside -o's folded or pprof output)",
         "/tmp/profile.svg",
     ),
-    Flag::value(
-        "--comm",
-        "PATTERN",
-        "keep only the stacks of processes whose name matches (a small \
-         regular expression, as for `pidmap diff`)",
-        "^work",
-    ),
-    Flag::value(
-        "--dso",
-        "PATTERN",
-        "keep only the stacks with a frame in a file that matches",
-        "libc",
-    ),
-    Flag::value(
-        "--function",
-        "PATTERN",
-        "keep only the stacks with a function that matches",
-        "hot_[ab]",
-    ),
 ];
 
 pub const SPEC: CommandSpec = CommandSpec {
@@ -157,6 +138,10 @@ Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS
         Section {
             title: "Runs and filters:",
             flags: LABS,
+        },
+        Section {
+            title: "Filters (PATTERN: a small regular expression, as for `pidmap diff`):",
+            flags: super::diff::FILTERS,
         },
         Section {
             title: "Options:",

@@ -12,7 +12,6 @@ use crate::counters::COUNTERS;
 use crate::error::{Error, Result};
 use crate::sampler::profile::{FileSource, Profile, Requested};
 use crate::sampler::symbolize::KernelSymbols;
-use crate::sys::safe_open::MappedFile;
 use crate::tracker::process::ProcessManager;
 use crate::tracker::registry::VDSO_FILE_ID;
 use std::cell::RefCell;
@@ -38,29 +37,8 @@ impl FileSource for ModelFiles<'_> {
         if file_id == VDSO_FILE_ID {
             return Requested::Ready(None);
         }
-        let Some(info) = self.pm.file(file_id) else {
+        let Some(job) = self.pm.mapped_file(file_id, pid, (pid, 0, 0)) else {
             return Requested::Ready(None);
-        };
-        let mapping_of = |p: u32| {
-            let m = self
-                .pm
-                .get(p)?
-                .mappings
-                .values()
-                .find(|m| m.file_id == file_id)?;
-            Some((p, m.start, m.end))
-        };
-        let (pid, start, end) = mapping_of(pid)
-            .or_else(|| self.pm.pids().into_iter().find_map(mapping_of))
-            .unwrap_or((pid, 0, 0));
-        let job = MappedFile {
-            pid,
-            start,
-            end,
-            dev: info.dev,
-            ino: info.ino,
-            path: info.path.clone(),
-            deleted: info.deleted,
         };
         match self.files.submit(file_id, job) {
             Submitted::Queued => Requested::Pending,

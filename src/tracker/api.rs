@@ -46,6 +46,38 @@ impl ProcessManager {
         self.registry.take_changes()
     }
 
+    /// A mapping of the file `file_id` to open it by, `pid`'s if it maps
+    /// the file, else any tracked process's; `fallback` (pid, start, end)
+    /// when none does (the file is then opened by path only).
+    pub fn mapped_file(
+        &self,
+        file_id: u64,
+        pid: u32,
+        fallback: (u32, u64, u64),
+    ) -> Option<crate::sys::safe_open::MappedFile> {
+        let info = self.registry.get(file_id)?;
+        let mapping_of = |p: u32| {
+            let m = self
+                .get(p)?
+                .mappings
+                .values()
+                .find(|m| m.file_id == file_id)?;
+            Some((p, m.start, m.end))
+        };
+        let (pid, start, end) = mapping_of(pid)
+            .or_else(|| self.pids().into_iter().find_map(mapping_of))
+            .unwrap_or(fallback);
+        Some(crate::sys::safe_open::MappedFile {
+            pid,
+            start,
+            end,
+            dev: info.dev,
+            ino: info.ino,
+            path: info.path.clone(),
+            deleted: info.deleted,
+        })
+    }
+
     /// Files in the registry.
     pub fn file_count(&self) -> usize {
         self.registry.len()
