@@ -89,6 +89,7 @@ counters! {
     unwind_loads_failed: "unwind tables that could not be loaded (map create or update failed, table map full)",
     unwind_rows_unencodable: "unwind rows too large for the kernel's 32-bit row (made stop rows)",
     unwind_pages_dense: "4 KiB pages of code with more unwind rows than 16 parts of 128 hold (made one stop row)",
+    unwind_tables_over_budget: "unwind tables not loaded: the uid whose process mapped the file holds its share of unwind_pages",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

@@ -15,7 +15,7 @@ use crate::sampler::unwind::kernel::{KernelTables, Prepared};
 use crate::sys::bpf::MapHandle;
 use crate::tracker::process::ProcessManager;
 use crate::tracker::registry::{Born, Change};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 /// The unwind tables as the agent and the kernel hold them (the control
 /// API's answer, for tests).
@@ -31,13 +31,13 @@ pub struct UnwindView {
 
 pub struct Unwinder {
     tables: KernelTables,
-    /// Files whose table is being built.
-    building: HashSet<u64>,
+    /// Files whose table is being built, with the uid it is charged to.
+    building: HashMap<u64, u32>,
     /// Files waiting for their build, the newest first: the files of a
     /// process a sample needs go to the front.
     waiting: VecDeque<Born>,
     /// The file_ids in `waiting`, with how many times each is there.
-    waiting_ids: std::collections::HashMap<u64, usize>,
+    waiting_ids: HashMap<u64, usize>,
 }
 
 /// Jobs on the file worker at most before another build is submitted:
@@ -52,9 +52,9 @@ impl Unwinder {
         pm.watch_files();
         Unwinder {
             tables: KernelTables::new(files, pages),
-            building: HashSet::new(),
+            building: HashMap::new(),
             waiting: VecDeque::new(),
-            waiting_ids: std::collections::HashMap::new(),
+            waiting_ids: HashMap::new(),
         }
     }
 
@@ -87,7 +87,7 @@ impl Unwinder {
                     self.waiting_ids.remove(&b.file_id);
                 }
             }
-            if self.tables.has(b.file_id) || self.building.contains(&b.file_id) {
+            if self.tables.has(b.file_id) || self.building.contains_key(&b.file_id) {
                 continue;
             }
             // gone since (its death freed nothing: it had no table); else a
@@ -96,8 +96,10 @@ impl Unwinder {
             let Some(m) = pm.mapped_file(b.file_id, b.pid, (b.pid, b.start, b.end)) else {
                 continue;
             };
+            // charged to the user whose process maps it (unknown: not root)
+            let uid = pm.get(m.pid).map_or(u32::MAX, |p| p.uid);
             if files.submit_job(b.file_id, Job::Unwind, m) == Submitted::Queued {
-                self.building.insert(b.file_id);
+                self.building.insert(b.file_id, uid);
             }
         }
     }
@@ -143,7 +145,7 @@ impl Unwinder {
     }
 
     fn built(&mut self, file_id: u64, table: Option<Prepared>, pm: &ProcessManager) {
-        self.building.remove(&file_id);
+        let uid = self.building.remove(&file_id).unwrap_or(u32::MAX);
         let Some(table) = table else {
             return;
         };
@@ -157,7 +159,13 @@ impl Unwinder {
             table.entries,
             table.keys.len()
         );
-        self.tables.begin(file_id, table);
+        if !self.tables.begin(file_id, uid, table) {
+            crate::warn_limited!(
+                "unwind table budget",
+                "uid {uid} holds its share of the unwind tables: {} is walked by frame pointers",
+                pm.file(file_id).map_or("?", |f| f.path.as_str())
+            );
+        }
     }
 
     /// Whether tables wait to be loaded (the loop turns again at once).

@@ -199,14 +199,17 @@ pub fn prepare(table: &UnwindTable) -> Prepared {
     }
 }
 
-/// One table in the kernel: the keys of its parts.
+/// One table in the kernel: the keys of its parts, and the uid they are
+/// charged to.
 struct Loaded {
     keys: Vec<UnwindPageKey>,
+    uid: u32,
 }
 
 /// A table being loaded, a few parts a loop turn.
 struct Loading {
     file_id: u64,
+    uid: u32,
     table: Prepared,
     /// Parts inserted so far.
     done: usize,
@@ -220,7 +223,16 @@ pub struct KernelTables {
     loaded: HashMap<u64, Loaded>,
     loading: std::collections::VecDeque<Loading>,
     parts: u64,
+    /// Parts charged per uid (loaded and loading tables), and the most one
+    /// non-root uid may hold: a user mapping many large files cannot take
+    /// the tables from the others.
+    charged: HashMap<u32, u64>,
+    uid_limit: u64,
 }
+
+/// The parts one non-root uid may hold by default: a quarter of
+/// `unwind_pages`.
+pub const UID_PARTS: u64 = crate::abi::UNWIND_PAGES_MAX_ENTRIES as u64 / 4;
 
 /// Parts inserted by one call of the batch engine while loading.
 pub const LOAD_CHUNK: usize = 64;
@@ -234,6 +246,22 @@ impl KernelTables {
             loaded: HashMap::new(),
             loading: std::collections::VecDeque::new(),
             parts: 0,
+            charged: HashMap::new(),
+            uid_limit: UID_PARTS,
+        }
+    }
+
+    /// The parts one non-root uid may hold.
+    pub fn set_uid_limit(&mut self, parts: u64) {
+        self.uid_limit = parts;
+    }
+
+    fn release(&mut self, uid: u32, parts: usize) {
+        if let Some(c) = self.charged.get_mut(&uid) {
+            *c = c.saturating_sub(parts as u64);
+            if *c == 0 {
+                self.charged.remove(&uid);
+            }
         }
     }
 
@@ -267,26 +295,48 @@ impl KernelTables {
         read_back(&self.files, &self.pages.map)
     }
 
-    /// Starts loading `table` for `file_id`; [`KernelTables::step`] does
-    /// it. An empty table is remembered and not loaded: the walk takes a
-    /// frame-pointer step in such files.
-    pub fn begin(&mut self, file_id: u64, mut table: Prepared) {
+    /// Starts loading `table` for `file_id`, charged to `uid` (whose
+    /// process mapped the file); [`KernelTables::step`] does it. An empty
+    /// table is remembered and not loaded: the walk takes a frame-pointer
+    /// step in such files. A table that would take a non-root uid past its
+    /// limit is not loaded (false; a later mapping of the file asks again).
+    pub fn begin(&mut self, file_id: u64, uid: u32, mut table: Prepared) -> bool {
         if self.has(file_id) {
-            return;
+            return true;
         }
         if table.keys.is_empty() {
             add(&COUNTERS.unwind_tables_empty, 1);
-            self.loaded.insert(file_id, Loaded { keys: Vec::new() });
-            return;
+            self.loaded.insert(
+                file_id,
+                Loaded {
+                    keys: Vec::new(),
+                    uid,
+                },
+            );
+            return true;
         }
+        let n = table.keys.len() as u64;
+        let held = self.charged.get(&uid).copied().unwrap_or(0);
+        if uid != 0 && held + n > self.uid_limit {
+            add(&COUNTERS.unwind_tables_over_budget, 1);
+            return false;
+        }
+        *self.charged.entry(uid).or_default() += n;
         for k in &mut table.keys {
             k.file_id = file_id;
         }
         self.loading.push_back(Loading {
             file_id,
+            uid,
             table,
             done: 0,
         });
+        true
+    }
+
+    /// Parts charged to `uid`.
+    pub fn held_by(&self, uid: u32) -> u64 {
+        self.charged.get(&uid).copied().unwrap_or(0)
     }
 
     /// Loads parts until `until`, [`LOAD_CHUNK`] at a time: a table's
@@ -331,12 +381,19 @@ impl KernelTables {
             }
             if let Some(e) = error {
                 let l = self.loading.pop_front().expect("the front");
+                self.release(l.uid, l.table.keys.len());
                 failed.push((l.file_id, e));
             } else if l.done == l.table.keys.len() {
                 let l = self.loading.pop_front().expect("the front");
                 add(&COUNTERS.unwind_tables_loaded, 1);
                 self.parts += l.table.keys.len() as u64;
-                self.loaded.insert(l.file_id, Loaded { keys: l.table.keys });
+                self.loaded.insert(
+                    l.file_id,
+                    Loaded {
+                        keys: l.table.keys,
+                        uid: l.uid,
+                    },
+                );
             }
             if std::time::Instant::now() >= until {
                 break;
@@ -351,6 +408,7 @@ impl KernelTables {
         if let Some(at) = self.loading.iter().position(|l| l.file_id == file_id) {
             let l = self.loading.remove(at).expect("found");
             engine::delete_keys(&self.pages, &l.table.keys[..l.done], &self.opts);
+            self.release(l.uid, l.table.keys.len());
             return;
         }
         let Some(l) = self.loaded.remove(&file_id) else {
@@ -359,6 +417,7 @@ impl KernelTables {
         if l.keys.is_empty() {
             return;
         }
+        self.release(l.uid, l.keys.len());
         if let Err(e) = self.files.delete(&file_id) {
             crate::warn_limited!("unwind table delete", "{e}");
         }
@@ -614,7 +673,7 @@ mod tests {
         #[test]
         fn a_table_loads_whole_and_a_table_that_does_not_fit_leaves_nothing() {
             let (mut t, _f) = tables(100);
-            t.begin(1, table(30));
+            assert!(t.begin(1, 1000, table(30)));
             assert!(load_all(&mut t).is_empty());
             let k = kernel(&t);
             assert_eq!(
@@ -622,7 +681,7 @@ mod tests {
                 (&[1u64][..], Some(&30))
             );
             // 80 more parts do not fit in 100: the 70 that landed go again
-            t.begin(2, table(80));
+            assert!(t.begin(2, 1000, table(80)));
             let failed = load_all(&mut t);
             assert_eq!(failed.len(), 1, "{failed:?}");
             assert_eq!(failed[0].1.errno(), libc::E2BIG);
@@ -630,16 +689,36 @@ mod tests {
             assert_eq!(k.files, [1]);
             assert_eq!(k.parts.len(), 1, "{k:?}");
             assert!(!t.has(2));
+            assert_eq!(t.held_by(1000), 30, "the failed table's charge is released");
             t.unload(1);
             let k = kernel(&t);
             assert!(k.files.is_empty() && k.parts.is_empty(), "{k:?}");
             assert_eq!(t.parts(), 0);
+            assert_eq!(t.held_by(1000), 0);
+        }
+
+        #[test]
+        fn a_user_past_its_share_of_the_tables_is_refused_and_root_is_not() {
+            let (mut t, _f) = tables(1000);
+            t.set_uid_limit(100);
+            assert!(t.begin(1, 1000, table(60)));
+            assert!(!t.begin(2, 1000, table(60)), "160 parts > 100");
+            assert!(t.begin(3, 1001, table(60)), "another user's own share");
+            assert!(t.begin(4, 0, table(200)), "root is not limited");
+            assert!(load_all(&mut t).is_empty());
+            let k = kernel(&t);
+            let mut files = k.files.clone();
+            files.sort();
+            assert_eq!(files, [1, 3, 4]);
+            // freeing gives the share back
+            t.unload(1);
+            assert!(t.begin(2, 1000, table(60)));
         }
 
         #[test]
         fn a_table_loads_a_chunk_a_step_and_unloading_it_midway_removes_what_landed() {
             let (mut t, _f) = tables(1000);
-            t.begin(3, table(200));
+            assert!(t.begin(3, 1000, table(200)));
             // a deadline already past: one chunk, then the loop's turn
             assert!(t.step(Instant::now()).is_empty());
             let k = kernel(&t);
@@ -648,6 +727,7 @@ mod tests {
             assert!(t.loading() && t.has(3));
             t.unload(3);
             assert!(!t.loading() && !t.has(3));
+            assert_eq!(t.held_by(1000), 0, "the charge goes with the table");
             let k = kernel(&t);
             assert!(k.parts.is_empty(), "{k:?}");
         }
