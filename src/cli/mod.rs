@@ -249,7 +249,7 @@ Commands:
   run       the agent: track processes and keep pid_page_to_mapping_info exact
   profile   sample CPUs and attribute every frame to a file and function
   audit     check the pinned maps for leaked entries (and --repair them)
-  bench     benchmarks: delete, insert, churn
+  bench     benchmarks: delete, insert, churn; probe: the kernel's features
   diff      compare two profiles: the functions whose share changed most
   help      this text, or `pidmap help COMMAND`
 
@@ -277,6 +277,10 @@ pub enum BenchArgs {
     Delete(DeleteOpts),
     Insert(InsertOpts),
     Churn(ChurnOpts),
+    /// `bench probe`: the kernel feature table.
+    Probe {
+        json: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

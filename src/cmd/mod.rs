@@ -4,5 +4,6 @@ pub mod audit;
 pub mod bench;
 pub mod churn;
 pub mod diff;
+pub mod probe;
 pub mod profile;
 pub mod run;
