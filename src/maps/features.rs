@@ -68,9 +68,9 @@ pub const ALL: [Feature; 8] = [
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 impl Feature {
-    /// "the BPF helper bpf_loop (Linux >= 5.17: the sampler ...)".
+    /// "bpf_loop, Linux >= 5.17: the sampler resolves ...".
     pub fn needs(&self) -> String {
-        format!("{} (Linux >= {}: {})", self.name, self.since, self.why)
+        format!("{}, Linux >= {}: {}", self.name, self.since, self.why)
     }
 }
 
