@@ -32,9 +32,18 @@ static: setup
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET)
 	@ls -l $(STATIC_BIN)
 
-# The main job with useful defaults: profile the whole system for 10 s.
-run: build
-	$(BIN) profile --duration 10 -o profile.folded
+# The bundled demo workload: frame pointers, a few hot functions, a child.
+DEMO := $(TARGET_DIR)/demo
+
+$(DEMO): demo/demo.c
+	@mkdir -p $(TARGET_DIR)
+	gcc -O1 -g -fno-omit-frame-pointer -o $@ demo/demo.c
+
+# The main job with useful defaults: profile the demo workload (about a
+# second) into profile.folded and the flame graph profile.svg, with the
+# top-functions table on stderr. Whole system: `pidmap profile`.
+run: build $(DEMO)
+	$(BIN) profile -F 999 -o profile.folded --svg profile.svg -- $(DEMO)
 
 # Every test: unit tests (fake kernel), kernel tests (real bpf(), root),
 # then the kernel matrix; the matrix runs even when a test failed, and

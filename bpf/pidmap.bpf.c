@@ -15,6 +15,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define MAX_ANCESTORS 8
 #define FIRST_REQUEST_GAP_NS 1000000ULL
 #define PIDMAP_EEXIST 17
+/* the fields of an unwind row (pidmap.h) */
+#define UNWIND_ROW_KIND(r) ((r) & 0xf)
+#define UNWIND_ROW_RBP_SAVED(r) (((r) >> 4) & 1)
+#define UNWIND_ROW_CFA(r) (((r) >> 5) & 0x7ffff)
+#define UNWIND_ROW_RBP_OFFSET(r) ((__s64)(__s8)((r) >> 24) * 8)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -76,6 +81,25 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sampler_stats SEC(".maps");
+
+/* The unwind tables (pidmap.h says the layout): plain hashes, allocated
+ * as used, so loading or freeing a table costs no RCU grace period (a
+ * map of maps would, per update). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, UNWIND_FILES_MAX_ENTRIES);
+	__type(key, __u64);
+	__type(value, struct unwind_file);
+} unwind_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, UNWIND_PAGES_MAX_ENTRIES);
+	__type(key, struct unwind_page_key);
+	__type(value, struct unwind_page);
+} unwind_pages SEC(".maps");
 
 struct sample_scratch {
 	struct sample_header header;
@@ -249,6 +273,253 @@ static long resolve_frame(__u64 i, void *data)
 	return 0;
 }
 
+/* The CFI walk of one user stack (pidmap_config.unwind AUTO or CFI): per
+ * frame, the trie gives the file and offset of the ip, the file's unwind
+ * table the row for that offset (offset - 1 for a return address: it
+ * points after the call), the row the CFA and where the caller's RBP is,
+ * and the return address, read at CFA - 8, is the next ip. */
+struct walk_state {
+	__u64 ip, sp, bp;
+	__u32 tgid;
+	__u32 mode;
+	__u32 n;     /* frames written */
+	__u32 end;   /* WALK_*, once the walk ended */
+	__u32 exact; /* ip is exact (the first frame, after a signal frame) */
+	__u32 unresolved;
+	__u32 cfi_frames;
+	__u32 fp_steps;
+};
+
+struct part_search {
+	struct unwind_page *v;
+	__u32 low;
+	__u32 lo, hi;
+};
+
+/* One step of the binary search of a part for the last pc <= low. */
+static long search_step(__u64 i, void *data)
+{
+	struct part_search *ps = data;
+	struct unwind_page *v = ps->v;
+
+	if (!v || ps->lo >= ps->hi)
+		return 1;
+	__u32 mid = (ps->lo + ps->hi) / 2;
+	if (v->pc[mid & (UNWIND_PAGE_ROWS - 1)] <= ps->low)
+		ps->lo = mid + 1;
+	else
+		ps->hi = mid;
+	return 0;
+}
+
+/* The row for file offset q of a file whose table spans pages
+ * [f->first_page, f->last_page]: the part of q's page that holds q, then
+ * the entry with the greatest pc <= q in it (a bounded binary search). */
+static __always_inline bool find_row(__u64 file_id, struct unwind_file *f, __u64 q, __u32 *row)
+{
+	__u64 page = q >> UNWIND_PAGE_SHIFT;
+	__u32 low = q & ((1 << UNWIND_PAGE_SHIFT) - 1);
+
+	if (page < f->first_page || page > f->last_page)
+		return false;
+	struct unwind_page_key key = { .file_id = file_id, .page = page, .part = 0 };
+	struct unwind_page *v = NULL;
+	bool found = false;
+	for (int p = 0; p < UNWIND_MAX_PARTS; p++) {
+		key.part = p;
+		v = bpf_map_lookup_elem(&unwind_pages, &key);
+		if (!v)
+			return false;
+		if (low < v->next) {
+			found = true;
+			break;
+		}
+	}
+	if (!found || !v)
+		return false;
+	struct part_search ps = { .v = v, .low = low, .lo = 0, .hi = v->count };
+	if (ps.hi > UNWIND_PAGE_ROWS)
+		ps.hi = UNWIND_PAGE_ROWS;
+	/* a callback, verified once: an inline search multiplies the
+	 * verifier's states by every branch of the walk */
+	bpf_loop(UNWIND_SEARCH_STEPS, search_step, &ps, 0);
+	__u32 lo = ps.lo;
+	*row = lo == 0 ? v->prev_row : v->row[(lo - 1) & (UNWIND_PAGE_ROWS - 1)];
+	return true;
+}
+
+/* One frame-pointer step, for a frame whose file has no table (JIT code,
+ * a file whose table is not loaded yet); `why` ends the walk when the
+ * frame pointer chain does. */
+static __always_inline long fp_step(struct walk_state *w, __u32 why)
+{
+	__u64 frame[2];
+
+	w->fp_steps++;
+	if (w->bp == 0 || (w->bp & 7)) {
+		w->end = why;
+		return 1;
+	}
+	if (bpf_probe_read_user(frame, sizeof(frame), (void *)w->bp)) {
+		w->end = WALK_READ_FAULT;
+		return 1;
+	}
+	if (frame[1] == 0) {
+		w->end = why;
+		return 1;
+	}
+	w->sp = w->bp + 16;
+	w->bp = frame[0];
+	w->ip = frame[1];
+	w->exact = 0;
+	return 0;
+}
+
+static long walk_step(__u64 i, void *data)
+{
+	struct walk_state *w = data;
+	__u32 zero = 0;
+	struct sample_scratch *s = bpf_map_lookup_elem(&sample_scratch, &zero);
+
+	if (!s || i >= PIDMAP_MAX_USER_FRAMES) {
+		w->end = WALK_FRAME_LIMIT;
+		return 1;
+	}
+	__u64 ip = w->ip;
+	struct pid_page_key key = {
+		.prefix_len = PIDMAP_FULL_PREFIX,
+		.pid = bpf_htonl(w->tgid),
+		.page = bpf_cpu_to_be64(ip),
+	};
+	struct mapping_info *info = bpf_map_lookup_elem(&pid_page_to_mapping_info, &key);
+	w->n = i + 1;
+	if (!info || !info->file_id) {
+		s->frames[i].file_id = 0;
+		s->frames[i].offset = ip;
+		w->unresolved++;
+		if (w->mode == PIDMAP_UNWIND_CFI) {
+			w->end = WALK_NO_MAPPING;
+			return 1;
+		}
+		return fp_step(w, WALK_NO_MAPPING);
+	}
+	__u64 file_id = info->file_id;
+	__u64 off = ip - (info->bias_and_prog & PIDMAP_BIAS_MASK);
+	s->frames[i].file_id = file_id;
+	s->frames[i].offset = off;
+	struct unwind_file *table = bpf_map_lookup_elem(&unwind_files, &file_id);
+	if (!table) {
+		if (w->mode == PIDMAP_UNWIND_CFI) {
+			w->end = WALK_NO_TABLE;
+			return 1;
+		}
+		return fp_step(w, WALK_NO_TABLE);
+	}
+	__u32 row;
+	if (!find_row(file_id, table, w->exact ? off : off - 1, &row)) {
+		w->end = WALK_NO_ROW;
+		return 1;
+	}
+	w->cfi_frames++;
+	__u64 cfa;
+	switch (UNWIND_ROW_KIND(row)) {
+	case UNWIND_RSP:
+		cfa = w->sp + UNWIND_ROW_CFA(row);
+		break;
+	case UNWIND_RBP:
+		cfa = w->bp + UNWIND_ROW_CFA(row);
+		break;
+	case UNWIND_PLT:
+		cfa = w->sp + UNWIND_ROW_CFA(row) + ((ip & 15) >= UNWIND_PLT_THRESHOLD ? 8 : 0);
+		break;
+	case UNWIND_SIGNAL: {
+		/* the interrupted frame's registers, from the ucontext */
+		__u64 sp, bp, nip;
+		if (bpf_probe_read_user(&sp, 8, (void *)(w->sp + UNWIND_SIGNAL_RSP)) ||
+		    bpf_probe_read_user(&bp, 8, (void *)(w->sp + UNWIND_SIGNAL_RBP)) ||
+		    bpf_probe_read_user(&nip, 8, (void *)(w->sp + UNWIND_SIGNAL_RIP))) {
+			w->end = WALK_READ_FAULT;
+			return 1;
+		}
+		w->sp = sp;
+		w->bp = bp;
+		w->ip = nip;
+		w->exact = 1;
+		return 0;
+	}
+	case UNWIND_END:
+		w->end = WALK_END_MARKER;
+		return 1;
+	case UNWIND_STOP:
+		w->end = WALK_STOP_ROW;
+		return 1;
+	default:
+		w->end = WALK_NO_ROW;
+		return 1;
+	}
+	__u64 ra;
+	if (bpf_probe_read_user(&ra, 8, (void *)(cfa - 8))) {
+		w->end = WALK_READ_FAULT;
+		return 1;
+	}
+	if (UNWIND_ROW_RBP_SAVED(row)) {
+		__u64 bp;
+		if (bpf_probe_read_user(&bp, 8, (void *)(cfa + UNWIND_ROW_RBP_OFFSET(row)))) {
+			w->end = WALK_READ_FAULT;
+			return 1;
+		}
+		w->bp = bp;
+	}
+	if (ra == 0) {
+		w->end = WALK_END_MARKER;
+		return 1;
+	}
+	w->ip = ra;
+	w->sp = cfa;
+	w->exact = 0;
+	return 0;
+}
+
+/* Walks the user stack of the sampled task by CFI into s->frames; returns
+ * the number of frames, sets *walk to how the walk ended. */
+static __always_inline __u32 walk_user(struct bpf_perf_event_data *ctx, __u32 tgid, __u32 mode,
+				       __u32 *walk, __u32 *unresolved)
+{
+	struct walk_state w = { .tgid = tgid, .mode = mode, .exact = 1 };
+
+	/* cs is read as the 8 bytes of its slot: the context allows no less */
+	__u64 cs = *(volatile __u64 *)((char *)&ctx->regs + __builtin_offsetof(struct pt_regs, cs));
+	if ((cs & 3) == 3) {
+		w.ip = ctx->regs.ip;
+		w.sp = ctx->regs.sp;
+		w.bp = ctx->regs.bp;
+	} else {
+		/* in the kernel: the user registers saved at its entry */
+		struct pt_regs *ur = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+		if (ur) {
+			w.ip = BPF_CORE_READ(ur, ip);
+			w.sp = BPF_CORE_READ(ur, sp);
+			w.bp = BPF_CORE_READ(ur, bp);
+		}
+	}
+	stat_add(SAMPLER_STAT_WALKS, 1);
+	if (w.ip == 0 || w.sp == 0) {
+		*walk = WALK_NO_REGS;
+		stat_add(SAMPLER_STAT_WALK_NO_REGS, 1);
+		return 0;
+	}
+	bpf_loop(PIDMAP_MAX_USER_FRAMES, walk_step, &w, 0);
+	if (w.end == WALK_NONE)
+		w.end = WALK_FRAME_LIMIT;
+	*walk = w.end;
+	*unresolved = w.unresolved;
+	stat_add(SAMPLER_STAT_CFI_FRAMES, w.cfi_frames);
+	stat_add(SAMPLER_STAT_FP_STEPS, w.fp_steps);
+	if (w.end <= WALK_NO_REGS)
+		stat_add(SAMPLER_STAT_WALK_END_MARKER + w.end - WALK_END_MARKER, 1);
+	return w.n > PIDMAP_MAX_USER_FRAMES ? PIDMAP_MAX_USER_FRAMES : w.n;
+}
+
 SEC("perf_event")
 int pidmap_sample(struct bpf_perf_event_data *ctx)
 {
@@ -284,8 +555,12 @@ int pidmap_sample(struct bpf_perf_event_data *ctx)
 	if (!known)
 		flags |= SAMPLE_UNKNOWN_PROCESS;
 
-	__u32 nuser = 0;
-	if (!(flags & SAMPLE_KTHREAD)) {
+	__u32 nuser = 0, walk = WALK_NONE;
+	struct resolve_ctx rc = { .tgid = tgid, .unresolved = 0 };
+	__u64 walk_start = bpf_ktime_get_ns();
+	if (!(flags & SAMPLE_KTHREAD) && cfg->unwind != PIDMAP_UNWIND_FP) {
+		nuser = walk_user(ctx, tgid, cfg->unwind, &walk, &rc.unresolved);
+	} else if (!(flags & SAMPLE_KTHREAD)) {
 		long n = bpf_get_stack(ctx, s->ustack, sizeof(s->ustack), BPF_F_USER_STACK);
 		if (n < 0) {
 			flags |= SAMPLE_USER_STACK_ERROR;
@@ -305,9 +580,12 @@ int pidmap_sample(struct bpf_perf_event_data *ctx)
 	}
 	if (nuser > PIDMAP_MAX_USER_FRAMES)
 		nuser = PIDMAP_MAX_USER_FRAMES;
-	struct resolve_ctx rc = { .tgid = tgid, .unresolved = 0 };
-	if (nuser)
+	if (nuser && walk == WALK_NONE)
 		bpf_loop(nuser, resolve_frame, &rc, 0);
+	if (!(flags & SAMPLE_KTHREAD)) {
+		stat_add(SAMPLER_STAT_USER_WALK_NS, bpf_ktime_get_ns() - walk_start);
+		stat_add(SAMPLER_STAT_USER_WALKS, 1);
+	}
 	stat_add(SAMPLER_STAT_FRAMES, nuser);
 	stat_add(SAMPLER_STAT_UNRESOLVED_FRAMES, rc.unresolved);
 	if (!known)
@@ -334,6 +612,7 @@ int pidmap_sample(struct bpf_perf_event_data *ctx)
 	s->header.user_frames = nuser;
 	s->header.kernel_frames = nkernel;
 	s->header.flags = flags;
+	s->header.walk = walk;
 
 	__u64 size = sizeof(s->header) + nuser * sizeof(struct sample_frame) +
 		     nkernel * sizeof(__u64);

@@ -37,7 +37,79 @@ struct pidmap_config {
 	__u32 kernel_stacks;  /* sampler: also record the kernel stack */
 	__u32 wake_every_request; /* no effect: every request sends its record */
 	__u64 request_interval_ns; /* sampler: min gap between requests per pid */
+	__u32 unwind; /* sampler: PIDMAP_UNWIND_FP, _AUTO or _CFI */
+	__u32 pad;
 };
+
+/* pidmap_config.unwind: how the sampler walks user stacks. FP: the
+ * kernel's frame-pointer walk (bpf_get_stack). AUTO: the CFI walk, with a
+ * frame-pointer step for a frame whose file has no table. CFI: the CFI
+ * walk only (a frame without a table ends the walk). */
+#define PIDMAP_UNWIND_FP 0
+#define PIDMAP_UNWIND_AUTO 1
+#define PIDMAP_UNWIND_CFI 2
+
+/* Unwind tables. A file's table is cut into pages of 4 KiB of file
+ * offsets; unwind_pages holds, per (file_id, page, part), up to
+ * UNWIND_PAGE_ROWS entries of that page (a page with more has more parts,
+ * UNWIND_MAX_PARTS at most). unwind_files holds, per file_id with a table,
+ * its first and last page. An entry is a page-relative pc and a row; a row
+ * (32 bits): kind in bits 0-3, bit 4 set when the caller's RBP is saved at
+ * CFA + rbp_offset, the CFA offset (0..2^19-1, bytes) in bits 5-23, and
+ * rbp_offset / 8 (signed) in bits 24-31. */
+#define UNWIND_PAGE_SHIFT 12
+#define UNWIND_PAGE_ROWS 128
+#define UNWIND_MAX_PARTS 16
+#define UNWIND_NO_NEXT 0xffff
+#define UNWIND_FILES_MAX_ENTRIES 16384
+#define UNWIND_PAGES_MAX_ENTRIES 65536
+
+struct unwind_page_key {
+	__u64 file_id;
+	__u32 page; /* file offset >> UNWIND_PAGE_SHIFT */
+	__u32 part;
+};
+
+struct unwind_page {
+	__u32 prev_row; /* the row in effect before pc[0] */
+	__u16 count;    /* entries in this part */
+	__u16 next;     /* the page-relative pc where the next part starts, or UNWIND_NO_NEXT */
+	__u16 pc[UNWIND_PAGE_ROWS]; /* page-relative, increasing */
+	__u32 row[UNWIND_PAGE_ROWS];
+};
+
+struct unwind_file {
+	__u32 first_page;
+	__u32 last_page;
+};
+
+#define UNWIND_GAP 0
+#define UNWIND_RSP 1
+#define UNWIND_RBP 2
+#define UNWIND_PLT 3
+#define UNWIND_SIGNAL 4
+#define UNWIND_END 5
+#define UNWIND_STOP 6
+/* Signal frames: offsets from RSP of the caller's RSP, RBP and RIP in the
+ * ucontext the kernel pushed (uc_mcontext at 40, gregs in REG_* order). */
+#define UNWIND_SIGNAL_RSP (40 + 15 * 8)
+#define UNWIND_SIGNAL_RBP (40 + 10 * 8)
+#define UNWIND_SIGNAL_RIP (40 + 16 * 8)
+#define UNWIND_PLT_THRESHOLD 11
+/* Binary search steps within one part: log2(UNWIND_PAGE_ROWS) + 1. */
+#define UNWIND_SEARCH_STEPS 8
+
+/* sample_header.walk: how the CFI walk of the sample's user stack ended
+ * (0 when it did not run). */
+#define WALK_NONE 0
+#define WALK_END_MARKER 1 /* the outermost frame: the stack is whole */
+#define WALK_NO_MAPPING 2 /* an address no tracked mapping holds */
+#define WALK_NO_TABLE 3 /* a file without a table (--unwind cfi) */
+#define WALK_NO_ROW 4 /* the table has no row there */
+#define WALK_STOP_ROW 5 /* a row the table cannot express */
+#define WALK_READ_FAULT 6 /* the stack could not be read */
+#define WALK_FRAME_LIMIT 7 /* PIDMAP_MAX_USER_FRAMES reached */
+#define WALK_NO_REGS 8 /* no user registers (a kernel thread, or none saved) */
 
 /* A sync request sent over report_events, one record per request newly
  * written to pid_events (key pid << 32 | tid). User space serves the pid
@@ -76,7 +148,7 @@ struct sample_header {
 	__u16 user_frames;
 	__u16 kernel_frames;
 	__u32 flags;
-	__u32 pad;
+	__u32 walk; /* WALK_*: how the CFI walk ended */
 	__u64 time_ns;
 	char comm[16];
 };
@@ -100,6 +172,23 @@ struct sample_frame {
 #define SAMPLER_STAT_OUTPUT_ERRORS 7
 #define SAMPLER_STAT_STACK_ERRORS 8
 #define SAMPLER_STAT_KTHREAD 9
-#define SAMPLER_STAT_COUNT 10
+/* the CFI walk: walks, frames found through a table, frame-pointer steps,
+ * and one counter per way a walk ends (WALK_* order) */
+#define SAMPLER_STAT_WALKS 10
+#define SAMPLER_STAT_CFI_FRAMES 11
+#define SAMPLER_STAT_FP_STEPS 12
+#define SAMPLER_STAT_WALK_END_MARKER 13
+#define SAMPLER_STAT_WALK_NO_MAPPING 14
+#define SAMPLER_STAT_WALK_NO_TABLE 15
+#define SAMPLER_STAT_WALK_NO_ROW 16
+#define SAMPLER_STAT_WALK_STOP_ROW 17
+#define SAMPLER_STAT_WALK_READ_FAULT 18
+#define SAMPLER_STAT_WALK_FRAME_LIMIT 19
+#define SAMPLER_STAT_WALK_NO_REGS 20
+/* ns spent walking and resolving user stacks (either walk), and the
+ * samples that had one walked */
+#define SAMPLER_STAT_USER_WALK_NS 21
+#define SAMPLER_STAT_USER_WALKS 22
+#define SAMPLER_STAT_COUNT 23
 
 #endif

@@ -97,7 +97,79 @@ pub struct Config {
     /// the layout and the `--wake-every-request` flag stay).
     pub wake_every_request: u32,
     pub request_interval_ns: u64,
+    /// How the sampler walks user stacks: [`UNWIND_FP`], [`UNWIND_AUTO`]
+    /// or [`UNWIND_CFI`].
+    pub unwind: u32,
+    pub pad: u32,
 }
+
+pub const UNWIND_FP: u32 = 0;
+pub const UNWIND_AUTO: u32 = 1;
+pub const UNWIND_CFI: u32 = 2;
+/// Unwind tables in the kernel: pages of 4 KiB of file offsets, up to
+/// [`UNWIND_PAGE_ROWS`] entries a part, [`UNWIND_MAX_PARTS`] parts a page.
+pub const UNWIND_PAGE_SHIFT: u32 = 12;
+pub const UNWIND_PAGE_ROWS: usize = 128;
+pub const UNWIND_MAX_PARTS: u32 = 16;
+pub const UNWIND_NO_NEXT: u16 = 0xffff;
+pub const UNWIND_FILES_MAX_ENTRIES: u32 = 16384;
+pub const UNWIND_PAGES_MAX_ENTRIES: u32 = 65536;
+/// Steps of the BPF side's binary search in one part.
+pub const UNWIND_SEARCH_STEPS: u32 = 8;
+
+/// `struct unwind_page_key`: a part of a page of a file's unwind table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UnwindPageKey {
+    pub file_id: u64,
+    pub page: u32,
+    pub part: u32,
+}
+
+/// `struct unwind_page`: the entries of one part of a page.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindPage {
+    /// The row in effect before `pc[0]`.
+    pub prev_row: u32,
+    pub count: u16,
+    /// The page-relative pc where the next part starts, or
+    /// [`UNWIND_NO_NEXT`].
+    pub next: u16,
+    pub pc: [u16; UNWIND_PAGE_ROWS],
+    pub row: [u32; UNWIND_PAGE_ROWS],
+}
+
+impl Default for UnwindPage {
+    fn default() -> UnwindPage {
+        UnwindPage {
+            prev_row: 0,
+            count: 0,
+            next: UNWIND_NO_NEXT,
+            pc: [0; UNWIND_PAGE_ROWS],
+            row: [0; UNWIND_PAGE_ROWS],
+        }
+    }
+}
+
+/// `struct unwind_file`: the pages a file's table spans.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindFile {
+    pub first_page: u32,
+    pub last_page: u32,
+}
+
+/// `sample_header.walk`: how the CFI walk of a sample's user stack ended.
+pub const WALK_NONE: u32 = 0;
+pub const WALK_END_MARKER: u32 = 1;
+pub const WALK_NO_MAPPING: u32 = 2;
+pub const WALK_NO_TABLE: u32 = 3;
+pub const WALK_NO_ROW: u32 = 4;
+pub const WALK_STOP_ROW: u32 = 5;
+pub const WALK_READ_FAULT: u32 = 6;
+pub const WALK_FRAME_LIMIT: u32 = 7;
+pub const WALK_NO_REGS: u32 = 8;
 
 pub const SAMPLE_UNKNOWN_PROCESS: u32 = 1 << 0;
 pub const SAMPLE_USER_STACK_ERROR: u32 = 1 << 1;
@@ -149,7 +221,8 @@ pub struct SampleHeader {
     pub user_frames: u16,
     pub kernel_frames: u16,
     pub flags: u32,
-    pub pad: u32,
+    /// `WALK_*`: how the CFI walk ended (`WALK_NONE`: no CFI walk).
+    pub walk: u32,
     pub time_ns: u64,
     pub comm: [u8; 16],
 }
@@ -225,7 +298,7 @@ pub struct RequestState {
 }
 
 /// The sampler_stats indices of pidmap.h (`SAMPLER_STAT_<NAME>`), in order.
-pub const SAMPLER_STAT_NAMES: [&str; 10] = [
+pub const SAMPLER_STAT_NAMES: [&str; 23] = [
     "samples",
     "out_of_scope",
     "unknown_process",
@@ -236,11 +309,25 @@ pub const SAMPLER_STAT_NAMES: [&str; 10] = [
     "output_errors",
     "stack_errors",
     "kthread",
+    "walks",
+    "cfi_frames",
+    "fp_steps",
+    "walk_end_marker",
+    "walk_no_mapping",
+    "walk_no_table",
+    "walk_no_row",
+    "walk_stop_row",
+    "walk_read_fault",
+    "walk_frame_limit",
+    "walk_no_regs",
+    "user_walk_ns",
+    "user_walks",
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampler::unwind::{Kind, PLT_THRESHOLD, SIGNAL_RBP, SIGNAL_RIP, SIGNAL_RSP};
     use std::mem::{offset_of, size_of};
 
     #[test]
@@ -251,7 +338,8 @@ mod tests {
         assert_eq!(offset_of!(PidPage, page_be), 8);
         assert_eq!(size_of::<MappingInfo>(), 16);
         assert_eq!(offset_of!(MappingInfo, bias_and_prog), 8);
-        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(offset_of!(Config, unwind), 24);
         assert_eq!(offset_of!(Config, kernel_stacks), 8);
         assert_eq!(offset_of!(Config, request_interval_ns), 16);
         assert_eq!(size_of::<SampleHeader>(), 48);
@@ -291,7 +379,47 @@ mod tests {
             ("SAMPLE_REQUESTED".into(), SAMPLE_REQUESTED as u64),
             ("SAMPLE_KTHREAD".into(), SAMPLE_KTHREAD as u64),
             ("SAMPLER_STAT_COUNT".into(), SAMPLER_STAT_NAMES.len() as u64),
+            ("PIDMAP_UNWIND_FP".into(), UNWIND_FP as u64),
+            ("PIDMAP_UNWIND_AUTO".into(), UNWIND_AUTO as u64),
+            ("PIDMAP_UNWIND_CFI".into(), UNWIND_CFI as u64),
+            ("UNWIND_PAGE_SHIFT".into(), UNWIND_PAGE_SHIFT as u64),
+            ("UNWIND_PAGE_ROWS".into(), UNWIND_PAGE_ROWS as u64),
+            ("UNWIND_MAX_PARTS".into(), UNWIND_MAX_PARTS as u64),
+            ("UNWIND_NO_NEXT".into(), UNWIND_NO_NEXT as u64),
+            (
+                "UNWIND_FILES_MAX_ENTRIES".into(),
+                UNWIND_FILES_MAX_ENTRIES as u64,
+            ),
+            (
+                "UNWIND_PAGES_MAX_ENTRIES".into(),
+                UNWIND_PAGES_MAX_ENTRIES as u64,
+            ),
+            ("UNWIND_SEARCH_STEPS".into(), UNWIND_SEARCH_STEPS as u64),
+            ("WALK_NONE".into(), WALK_NONE as u64),
+            ("WALK_END_MARKER".into(), WALK_END_MARKER as u64),
+            ("WALK_NO_MAPPING".into(), WALK_NO_MAPPING as u64),
+            ("WALK_NO_TABLE".into(), WALK_NO_TABLE as u64),
+            ("WALK_NO_ROW".into(), WALK_NO_ROW as u64),
+            ("WALK_STOP_ROW".into(), WALK_STOP_ROW as u64),
+            ("WALK_READ_FAULT".into(), WALK_READ_FAULT as u64),
+            ("WALK_FRAME_LIMIT".into(), WALK_FRAME_LIMIT as u64),
+            ("WALK_NO_REGS".into(), WALK_NO_REGS as u64),
         ];
+        for (name, kind) in [
+            ("UNWIND_GAP", Kind::Gap),
+            ("UNWIND_RSP", Kind::Rsp),
+            ("UNWIND_RBP", Kind::Rbp),
+            ("UNWIND_PLT", Kind::Plt),
+            ("UNWIND_SIGNAL", Kind::Signal),
+            ("UNWIND_END", Kind::End),
+            ("UNWIND_STOP", Kind::Stop),
+        ] {
+            v.push((name.into(), kind as u64));
+        }
+        v.push(("UNWIND_SIGNAL_RSP".into(), SIGNAL_RSP as u64));
+        v.push(("UNWIND_SIGNAL_RBP".into(), SIGNAL_RBP as u64));
+        v.push(("UNWIND_SIGNAL_RIP".into(), SIGNAL_RIP as u64));
+        v.push(("UNWIND_PLT_THRESHOLD".into(), PLT_THRESHOLD as u64));
         for (i, n) in SAMPLER_STAT_NAMES.iter().enumerate() {
             v.push((format!("SAMPLER_STAT_{}", n.to_uppercase()), i as u64));
         }
@@ -336,6 +464,18 @@ mod tests {
                 Config,
                 request_interval_ns
             ),
+            f!("pidmap_config", "unwind", Config, unwind),
+            f!("pidmap_config", "pad", Config, pad),
+            f!("unwind_page_key", "file_id", UnwindPageKey, file_id),
+            f!("unwind_page_key", "page", UnwindPageKey, page),
+            f!("unwind_page_key", "part", UnwindPageKey, part),
+            f!("unwind_page", "prev_row", UnwindPage, prev_row),
+            f!("unwind_page", "count", UnwindPage, count),
+            f!("unwind_page", "next", UnwindPage, next),
+            f!("unwind_page", "pc", UnwindPage, pc),
+            f!("unwind_page", "row", UnwindPage, row),
+            f!("unwind_file", "first_page", UnwindFile, first_page),
+            f!("unwind_file", "last_page", UnwindFile, last_page),
             f!("report_event", "pid", ReportEvent, pid),
             f!("report_event", "tid", ReportEvent, tid),
             f!("report_event", "start_ns", ReportEvent, start_ns),
@@ -354,7 +494,7 @@ mod tests {
                 kernel_frames
             ),
             f!("sample_header", "flags", SampleHeader, flags),
-            f!("sample_header", "pad", SampleHeader, pad),
+            f!("sample_header", "walk", SampleHeader, walk),
             f!("sample_header", "time_ns", SampleHeader, time_ns),
             f!("sample_header", "comm", SampleHeader, comm),
             f!("sample_frame", "file_id", SampleFrame, file_id),

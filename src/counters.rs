@@ -81,6 +81,14 @@ counters! {
     syncs_unreadable: "process syncs skipped: the maps could not be read (EACCES, EPERM, ESRCH)",
     requests_recorded: "sync requests served from their record on the request ring",
     request_drains: "scans of pid_events (latch raised, records lost, periodic request sweep)",
+    unwind_tables_loaded: "unwind tables loaded into the kernel (one per file in use while sampling with CFI)",
+    unwind_tables_freed: "unwind tables freed from the kernel (the last mapping of their file went)",
+    unwind_tables_empty: "files with no unwind rows (no .eh_frame or .debug_frame): walked by frame pointers",
+    unwind_tables_dropped: "unwind tables built after their file had left the registry: not loaded",
+    unwind_builds_failed: "unwind tables that could not be built (not ELF x86_64, malformed)",
+    unwind_loads_failed: "unwind tables that could not be loaded (map create or update failed, table map full)",
+    unwind_rows_unencodable: "unwind rows too large for the kernel's 32-bit row (made stop rows)",
+    unwind_pages_dense: "4 KiB pages of code with more unwind rows than 16 parts of 128 hold (made one stop row)",
 }
 
 pub fn add(c: &AtomicU64, n: u64) {

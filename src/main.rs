@@ -72,13 +72,8 @@ fn run(cmd: Cmd) -> Result<u8> {
             }
             Ok(0)
         }
+        Cmd::Profile(p) if p.repeat > 1 => pidmap::cmd::repeat::run(p),
         Cmd::Profile(p) => pidmap::cmd::profile::run(p),
-        Cmd::Diff {
-            base,
-            new,
-            threshold,
-            top,
-            max_input,
-        } => pidmap::cmd::diff::run(&base, &new, threshold, top, max_input),
+        Cmd::Diff(d) => pidmap::cmd::diff::run(&d),
     }
 }

@@ -767,6 +767,7 @@ fn a_stuck_file_read_never_delays_exits_or_shutdown() {
             kernel: false,
             ring_pages: 8,
             request_interval: Duration::from_millis(250),
+            unwind: pidmap::sampler::unwind::Mode::Fp,
         }),
         files: FilesConfig {
             deadline,

@@ -160,7 +160,7 @@ fn diff_reports_the_regression_and_its_exit_status() {
     let o = d(&base, &new, "5");
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{text}");
-    let first = text.lines().nth(1).unwrap();
+    let first = text.lines().find(|l| l.starts_with("CHANGED")).unwrap();
     assert!(
         first.ends_with("main_hot") || first.ends_with("lib_hot"),
         "{text}"

@@ -58,10 +58,50 @@ fn shares(stacks: &[(Vec<String>, u64)], funcs: &[&str]) -> HashMap<String, f64>
 }
 
 /// The caller chain every sample of each workload function must carry,
-/// outermost first, each frame with the file it comes from: the workload
-/// calls main_hot and lib_hot from main, and each child calls child_hot
-/// from main (fork returns into main).
+/// outermost first, each frame with the file it comes from, as the CFI
+/// walk (`--unwind auto`, the default) finds it: the workload calls
+/// main_hot and lib_hot from main through burn, and each child calls
+/// child_hot from main (fork returns into main).
 const CHAINS: [(&str, &[(&str, &str)]); 3] = [
+    (
+        "main_hot",
+        &[
+            ("_start", "sampled"),
+            ("__libc_start_main", "libc.so.6"),
+            ("__libc_start_call_main", "libc.so.6"),
+            ("main", "sampled"),
+            ("burn", "sampled"),
+            ("main_hot", "sampled"),
+        ],
+    ),
+    (
+        "lib_hot",
+        &[
+            ("_start", "sampled"),
+            ("__libc_start_main", "libc.so.6"),
+            ("__libc_start_call_main", "libc.so.6"),
+            ("main", "sampled"),
+            ("burn", "sampled"),
+            ("lib_hot", "libsampled.so"),
+        ],
+    ),
+    (
+        "child_hot",
+        &[
+            ("_start", "sampled"),
+            ("__libc_start_main", "libc.so.6"),
+            ("__libc_start_call_main", "libc.so.6"),
+            ("main", "sampled"),
+            ("child_hot", "sampled"),
+        ],
+    ),
+];
+
+/// The same chains as the frame-pointer walk finds them (`--unwind fp`,
+/// and `auto` before a file's table is loaded): libc's start code keeps
+/// no frame pointer, so the walk ends at __libc_start_call_main, and the
+/// hot leaf functions set up no frame, so burn, their caller, is skipped.
+const FP_CHAINS: [(&str, &[(&str, &str)]); 3] = [
     (
         "main_hot",
         &[
@@ -88,13 +128,13 @@ const CHAINS: [(&str, &[(&str, &str)]); 3] = [
     ),
 ];
 
-/// Of the samples whose stack holds `f`: (how many, how many carry the
-/// whole `want` chain, outermost first, ending at `f`). Frames are compared
+/// Of the samples whose stack holds `f`: (how many, how many carry one
+/// of the whole `want` chains, outermost first, ending at `f`). Frames are compared
 /// with `frame(stack entry) -> (function, file)`.
 fn chain_count<'a>(
     stacks: &'a [(Vec<String>, u64)],
     f: &str,
-    want: &[(&str, &str)],
+    want: &[&[(&str, &str)]],
     frame: impl Fn(&'a str) -> (&'a str, &'a str),
 ) -> (u64, u64) {
     let (mut with_f, mut whole) = (0, 0);
@@ -104,7 +144,7 @@ fn chain_count<'a>(
         };
         with_f += n;
         let got: Vec<(&str, &str)> = s[..=at].iter().map(|x| frame(x)).collect();
-        if got == want {
+        if want.iter().any(|w| got == *w) {
             whole += n;
         }
     }
@@ -251,10 +291,16 @@ fn attribution_matches_the_workloads_own_cpu_split() {
             early * 100.0
         );
     }
-    // the whole caller chain of every function, in order
-    for (f, chain) in CHAINS {
-        let mut want: Vec<(&str, &str)> = vec![("sampled", "")];
-        want.extend(chain.iter().map(|(n, _)| (*n, "")));
+    // the whole caller chain of every function, in order: by CFI, or by
+    // frame pointers in the moments before a file's table is loaded
+    for ((f, chain), (_, fp)) in CHAINS.into_iter().zip(FP_CHAINS) {
+        let names = |c: &[(&'static str, &str)]| -> Vec<(&'static str, &'static str)> {
+            let mut w = vec![("sampled", "")];
+            w.extend(c.iter().map(|(n, _)| (*n, "")));
+            w
+        };
+        let (cfi, fp) = (names(chain), names(fp));
+        let want = [cfi.as_slice(), fp.as_slice()];
         let (with_f, whole) = chain_count(&stacks, f, &want, |x| (x, ""));
         eprintln!("{f}: {whole} of {with_f} samples with the whole chain");
         // measured: every sample (100 %); bound 97 %
@@ -272,25 +318,44 @@ fn every_frame_of_every_workload_stack_has_its_function_and_file() {
         return;
     }
     let w = workload();
-    let (_, stderr, file) = profile(
-        &["-F", "199", "--format", "pprof"],
-        &[w.exe.to_str().unwrap(), "0.8", "0.8", "40"],
-    );
-    let stacks = pprof_stacks(&file);
-    let text: String = stacks
-        .iter()
-        .map(|(s, n)| format!("{} {n}\n", s.join(";")))
-        .collect();
-    for (f, want) in CHAINS {
-        let (with_f, whole) =
-            chain_count(&stacks, f, want, |x| x.rsplit_once('@').unwrap_or((x, "")));
-        eprintln!("{f}: {whole} of {with_f} samples with the whole chain");
-        // measured: 100 % of ~160 samples each; bound 97 % of >= 80
-        assert!(with_f >= 80, "{f}: {with_f} samples\n{text}\n{stderr}");
-        assert!(
-            whole as f64 >= 0.97 * with_f as f64,
-            "{f}: {whole} of {with_f} samples have the stack {want:?}:\n{text}\n{stderr}"
+    for unwind in ["auto", "fp"] {
+        let (_, stderr, file) = profile(
+            &["-F", "199", "--format", "pprof", "--unwind", unwind],
+            &[w.exe.to_str().unwrap(), "0.8", "0.8", "40"],
         );
+        let stacks = pprof_stacks(&file);
+        let text: String = stacks
+            .iter()
+            .map(|(s, n)| format!("{} {n}\n", s.join(";")))
+            .collect();
+        for ((f, cfi), (_, fp)) in CHAINS.into_iter().zip(FP_CHAINS) {
+            // auto: by CFI, or by frame pointers before a table is loaded
+            let want: &[&[(&str, &str)]] = if unwind == "fp" { &[fp] } else { &[cfi, fp] };
+            let (with_f, whole) =
+                chain_count(&stacks, f, want, |x| x.rsplit_once('@').unwrap_or((x, "")));
+            let (_, by_cfi) = chain_count(&stacks, f, &[cfi], |x| {
+                x.rsplit_once('@').unwrap_or((x, ""))
+            });
+            eprintln!(
+                "--unwind {unwind}: {f}: {whole} of {with_f} samples with the whole chain, {by_cfi} by CFI"
+            );
+            // measured: 100 % of ~160 samples each; bound 97 % of >= 80
+            assert!(with_f >= 80, "{f}: {with_f} samples\n{text}\n{stderr}");
+            assert!(
+                whole as f64 >= 0.97 * with_f as f64,
+                "--unwind {unwind}: {f}: {whole} of {with_f} samples have the stack {want:?}:\n{text}\n{stderr}"
+            );
+            // the CFI walk did the work (the fall-back is only for the
+            // first moments); by frame pointers, never
+            if unwind == "fp" {
+                assert_eq!(by_cfi, 0, "{text}");
+            } else {
+                assert!(
+                    by_cfi as f64 >= 0.85 * with_f as f64,
+                    "{f}: {by_cfi} of {with_f} samples by CFI:\n{text}\n{stderr}"
+                );
+            }
+        }
     }
 }
 
@@ -477,6 +542,7 @@ fn a_hot_unknown_process_is_requested_at_a_bounded_rate() {
             kernel: false,
             ring_pages: 8,
             request_interval: Duration::from_millis(250),
+            unwind: pidmap::sampler::unwind::Mode::Fp,
         }),
         ..Default::default()
     })

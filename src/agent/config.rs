@@ -45,6 +45,8 @@ pub struct Sampling {
     pub kernel: bool,
     pub ring_pages: usize,
     pub request_interval: Duration,
+    /// How user stacks are walked (tables are built unless `Fp`).
+    pub unwind: crate::sampler::unwind::Mode,
 }
 
 pub struct AgentConfig {

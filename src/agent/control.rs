@@ -35,6 +35,8 @@ pub enum Command {
     Forget(u32, Sender<bool>),
     Status(Sender<Status>),
     Audit(Sender<Result<AuditReport>>),
+    /// The unwind tables (None: the agent builds none).
+    Unwind(Sender<Option<Result<super::unwind::UnwindView>>>),
     /// Waits of the tests (see [`hooks`](super::hooks)).
     #[cfg(any(test, feature = "test-hooks"))]
     Hook(super::hooks::Hook),
@@ -83,6 +85,12 @@ impl AgentHandle {
         self.ask(Command::Audit, REPLY)
     }
 
+    /// The unwind tables, read back from the kernel: `None` when the
+    /// agent is gone, `Some(None)` when it builds no tables.
+    pub fn unwind(&self) -> Option<Option<Result<super::unwind::UnwindView>>> {
+        self.ask(Command::Unwind, REPLY)
+    }
+
     pub fn shutdown(&self) {
         self.send(Command::Shutdown);
     }
@@ -115,6 +123,9 @@ impl Agent {
                         .or_else(|| crate::proc::stat::start_time(p))
                 };
                 let _ = tx.send(pm.audit(&alive));
+            }
+            Command::Unwind(tx) => {
+                let _ = tx.send(self.unwinder.as_ref().map(|u| u.view()));
             }
             #[cfg(any(test, feature = "test-hooks"))]
             Command::Hook(h) => self.hooks.handle(h, &self.pm),

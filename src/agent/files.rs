@@ -1,6 +1,7 @@
 //! The file worker: one named thread ("pidmap-files") does every read of a
 //! mapped file's contents, so nothing a user does to a file can stall the
-//! event loop (DESIGN §5, §9).
+//! event loop (DESIGN §5, §9). It reads two things: a file's symbols (for
+//! the profile) and its unwind table (for the sampler's CFI walk).
 //!
 //! The thread is a [`crate::worker::Pool`]: the loop submits jobs (a
 //! mapping: pid, range, device, inode, path) and never waits; answers wake
@@ -17,6 +18,7 @@
 
 use crate::counters::{add, COUNTERS};
 use crate::sampler::symbolize::ElfSymbols;
+use crate::sampler::unwind::UnwindTable;
 use crate::sys::safe_open::{self, MappedFile, OpenOutcome};
 use crate::worker::{Event, Pool, PoolConfig, Work};
 use mio::Waker;
@@ -44,14 +46,51 @@ impl Default for FilesConfig {
 
 /// What the worker does with one mapping (tests replace it).
 pub type Reader = Arc<dyn Fn(&MappedFile) -> Option<ElfSymbols> + Send + Sync>;
+/// What the worker does to build one file's unwind table.
+pub type UnwindReader = Arc<dyn Fn(&MappedFile) -> Option<UnwindTable> + Send + Sync>;
 
 /// The production reader: opens the mapping safely, counts the outcome,
 /// and reads the symbols of a regular file.
 pub fn read_symbols(m: &MappedFile) -> Option<ElfSymbols> {
+    let f = open_counted(m)?;
+    ElfSymbols::from_file(&f, &m.path)
+}
+
+/// The production unwind reader: the table of the mapping's file, opened
+/// as [`read_symbols`] opens it; the vdso's from this process's own vdso
+/// (the same image in every process of this kernel).
+pub fn read_unwind(m: &MappedFile) -> Option<UnwindTable> {
+    if m.dev == 0 && m.ino == 0 && m.path == "[vdso]" {
+        return crate::sampler::unwind::of_own_vdso()
+            .map_err(|e| log::debug!("unwind table of the vdso: {e}"))
+            .ok();
+    }
+    let f = open_counted(m)?;
+    let t0 = std::time::Instant::now();
+    match crate::sampler::unwind::from_file(&f) {
+        Ok(t) => {
+            log::debug!(
+                "unwind table of {}: {} entries from {} FDEs in {:?}",
+                m.path,
+                t.entries.len(),
+                t.stats.eh_fdes + t.stats.debug_fdes,
+                t0.elapsed()
+            );
+            Some(t)
+        }
+        Err(e) => {
+            add(&COUNTERS.unwind_builds_failed, 1);
+            log::debug!("pid {}: unwind table of {}: {e}", m.pid, m.path);
+            None
+        }
+    }
+}
+
+fn open_counted(m: &MappedFile) -> Option<std::fs::File> {
     match safe_open::open_mapped(m) {
         OpenOutcome::Opened(f) => {
             add(&COUNTERS.files_opened, 1);
-            ElfSymbols::from_file(&f, &m.path)
+            Some(f)
         }
         OpenOutcome::NotRegular => {
             add(&COUNTERS.files_not_regular, 1);
@@ -85,12 +124,43 @@ pub fn read_symbols(m: &MappedFile) -> Option<ElfSymbols> {
     }
 }
 
-/// A finished job, as the loop hands it on: `None` when the file could not
-/// be read, was refused or timed out.
+/// A finished symbols job, as the loop hands it on: `None` when the file
+/// could not be read, was refused or timed out.
 #[derive(Debug)]
 pub struct Done {
     pub file_id: u64,
     pub symbols: Option<ElfSymbols>,
+}
+
+/// What a job reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Job {
+    Symbols,
+    Unwind,
+}
+
+/// A job's answer.
+#[derive(Debug)]
+pub enum Answer {
+    Symbols(Option<ElfSymbols>),
+    /// The table, built and made ready for the kernel.
+    Unwind(Option<crate::sampler::unwind::kernel::Prepared>),
+}
+
+impl Answer {
+    fn none(job: Job) -> Answer {
+        match job {
+            Job::Symbols => Answer::Symbols(None),
+            Job::Unwind => Answer::Unwind(None),
+        }
+    }
+}
+
+/// A finished job of either kind.
+#[derive(Debug)]
+pub struct Finished {
+    pub file_id: u64,
+    pub answer: Answer,
 }
 
 /// Whether a job was taken.
@@ -105,10 +175,10 @@ pub enum Submitted {
 /// The loop's side of the file worker (see the module doc): a [`Pool`]
 /// of one thread, the files that failed, the counters.
 pub struct FileWorkers {
-    pool: Pool<MappedFile, Option<ElfSymbols>>,
+    pool: Pool<(Job, MappedFile), Answer>,
     next_job: u64,
-    /// The file id and mapping of each outstanding job.
-    outstanding: BTreeMap<u64, (u64, MappedFile)>,
+    /// The file id, kind and mapping of each outstanding job.
+    outstanding: BTreeMap<u64, (u64, Job, MappedFile)>,
     /// (device, inode) of files whose job timed out: never retried.
     failed: HashSet<(u64, u64)>,
 }
@@ -116,13 +186,28 @@ pub struct FileWorkers {
 impl FileWorkers {
     /// No thread starts until the first job.
     pub fn new(cfg: FilesConfig, reader: Reader, waker: Option<Arc<Waker>>) -> FileWorkers {
+        FileWorkers::with_unwind(cfg, reader, Arc::new(read_unwind), waker)
+    }
+
+    /// With the unwind reader given too.
+    pub fn with_unwind(
+        cfg: FilesConfig,
+        reader: Reader,
+        unwind: UnwindReader,
+        waker: Option<Arc<Waker>>,
+    ) -> FileWorkers {
         let pool_cfg = PoolConfig {
             name: "pidmap-files",
             threads: 1,
             deadline: cfg.deadline,
             max_abandoned: cfg.max_abandoned,
         };
-        let work: Work<MappedFile, Option<ElfSymbols>> = Arc::new(move |m| reader(&m));
+        let work: Work<(Job, MappedFile), Answer> = Arc::new(move |(job, m)| match job {
+            Job::Symbols => Answer::Symbols(reader(&m)),
+            Job::Unwind => {
+                Answer::Unwind(unwind(&m).map(|t| crate::sampler::unwind::kernel::prepare(&t)))
+            }
+        });
         FileWorkers {
             pool: Pool::new(pool_cfg, work, waker),
             next_job: 1,
@@ -143,34 +228,45 @@ impl FileWorkers {
 
     /// Asks for the symbols of one mapping's file.
     pub fn submit(&mut self, file_id: u64, mapping: MappedFile) -> Submitted {
+        self.submit_job(file_id, Job::Symbols, mapping)
+    }
+
+    /// Asks for a job of either kind on one mapping's file.
+    pub fn submit_job(&mut self, file_id: u64, job: Job, mapping: MappedFile) -> Submitted {
         let id = self.next_job;
         self.next_job += 1;
         if self.failed.contains(&(mapping.dev, mapping.ino))
-            || !self.pool.submit(id, mapping.clone())
+            || !self.pool.submit(id, (job, mapping.clone()))
         {
             add(&COUNTERS.file_jobs_refused, 1);
             return Submitted::Refused;
         }
-        self.outstanding.insert(id, (file_id, mapping));
+        self.outstanding.insert(id, (file_id, job, mapping));
         Submitted::Queued
     }
 
-    /// Finished jobs, and jobs failed because the worker is stuck past the
-    /// deadline (that worker is abandoned). Never blocks.
+    /// Finished symbols jobs, and jobs failed because the worker is stuck
+    /// past the deadline (that worker is abandoned). Never blocks.
     pub fn collect(&mut self, now: Instant) -> Vec<Done> {
+        symbols_only(self.collect_all(now))
+    }
+
+    /// Finished jobs of both kinds. Never blocks.
+    pub fn collect_all(&mut self, now: Instant) -> Vec<Finished> {
         let events = self.pool.collect(now);
         self.take(events)
     }
 
-    fn take(&mut self, events: Vec<Event<Option<ElfSymbols>>>) -> Vec<Done> {
+    fn take(&mut self, events: Vec<Event<Answer>>) -> Vec<Finished> {
         let mut out = Vec::new();
         for ev in events {
-            let (id, symbols) = match ev {
-                Event::Done(id, symbols) => (id, symbols),
+            let job = |id: &u64| self.outstanding.get(id).map_or(Job::Symbols, |o| o.1);
+            let (id, answer) = match ev {
+                Event::Done(id, answer) => (id, answer),
                 Event::TimedOut(id) => {
                     add(&COUNTERS.file_jobs_timed_out, 1);
                     add(&COUNTERS.file_workers_abandoned, 1);
-                    if let Some((_, m)) = self.outstanding.get(&id) {
+                    if let Some((_, _, m)) = self.outstanding.get(&id) {
                         crate::warn_limited!(
                             "file job timed out",
                             "pid {}: reading {} took more than {:?}: given up, never retried",
@@ -180,19 +276,19 @@ impl FileWorkers {
                         );
                         self.failed.insert((m.dev, m.ino));
                     }
-                    (id, None)
+                    (id, Answer::none(job(&id)))
                 }
                 Event::Refused(id) => {
                     add(&COUNTERS.file_jobs_refused, 1);
-                    (id, None)
+                    (id, Answer::none(job(&id)))
                 }
                 Event::Panicked(id) => {
                     add(&COUNTERS.files_failed, 1);
-                    (id, None)
+                    (id, Answer::none(job(&id)))
                 }
             };
-            if let Some((file_id, _)) = self.outstanding.remove(&id) {
-                out.push(Done { file_id, symbols });
+            if let Some((file_id, _, _)) = self.outstanding.remove(&id) {
+                out.push(Finished { file_id, answer });
             }
         }
         out
@@ -209,20 +305,35 @@ impl FileWorkers {
     pub fn finish(&mut self, bound: Duration) -> Vec<Done> {
         let end = Instant::now() + bound;
         let mut out = Vec::new();
-        while !self.outstanding.is_empty() && Instant::now() < end {
+        while self.outstanding.values().any(|o| o.1 == Job::Symbols) && Instant::now() < end {
             let events = self.pool.wait(end);
             out.extend(self.take(events));
         }
-        for (id, (file_id, _)) in std::mem::take(&mut self.outstanding) {
+        for (id, (file_id, job, _)) in std::mem::take(&mut self.outstanding) {
             self.pool.cancel(id);
-            add(&COUNTERS.file_jobs_timed_out, 1);
-            out.push(Done {
+            if job == Job::Symbols {
+                add(&COUNTERS.file_jobs_timed_out, 1);
+            }
+            out.push(Finished {
                 file_id,
-                symbols: None,
+                answer: Answer::none(job),
             });
         }
-        out
+        symbols_only(out)
     }
+}
+
+/// The symbols answers of `done` (unwind tables are the agent's).
+fn symbols_only(done: Vec<Finished>) -> Vec<Done> {
+    done.into_iter()
+        .filter_map(|f| match f.answer {
+            Answer::Symbols(symbols) => Some(Done {
+                file_id: f.file_id,
+                symbols,
+            }),
+            Answer::Unwind(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

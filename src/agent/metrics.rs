@@ -16,6 +16,10 @@ pub struct Gauges {
     pub tracked_processes: u64,
     pub trie_entries: u64,
     pub files: u64,
+    /// Files with an unwind table, and the parts of those tables in the
+    /// kernel (776 bytes each).
+    pub unwind_tables: u64,
+    pub unwind_parts: u64,
 }
 
 pub fn render(c: &Snapshot, g: &Gauges) -> String {
@@ -32,6 +36,16 @@ pub fn render(c: &Snapshot, g: &Gauges) -> String {
             g.trie_entries,
         ),
         ("files", "files in the registry", g.files),
+        (
+            "unwind_tables",
+            "files with an unwind table (sampling with --unwind auto or cfi)",
+            g.unwind_tables,
+        ),
+        (
+            "unwind_parts",
+            "parts of unwind tables in the kernel's unwind_pages (776 bytes each)",
+            g.unwind_parts,
+        ),
     ] {
         s += &format!(
             "# HELP pidmap_{name} {help}\n# TYPE pidmap_{name} gauge\npidmap_{name} {v}\n"
@@ -239,7 +253,7 @@ mod tests {
         let text = render(&c, &g);
         assert!(text.contains("pidmap_keys_absent_total 3\n"));
         assert!(text.contains("pidmap_tracked_processes 2\n"));
-        assert_eq!(text.matches("# TYPE").count(), 3 + c.entries().len());
+        assert_eq!(text.matches("# TYPE").count(), 5 + c.entries().len());
         let dir = std::env::temp_dir().join(format!("pidmap-metrics-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("m.prom");

@@ -25,6 +25,8 @@ pub mod files;
 mod hooks;
 pub(crate) mod metrics;
 mod rings;
+mod unwind;
+pub use unwind::UnwindView;
 
 use child::ChildCommand;
 pub use config::{
@@ -64,6 +66,9 @@ pub struct Ended {
     pub signal: Option<i32>,
     /// `-- CMD` could not be executed: why (`exit_code` is 126 or 127).
     pub not_started: Option<String>,
+    /// The sampler program's runs and their total time (ns), as the kernel
+    /// counts them while `kernel.bpf_stats_enabled` is 1.
+    pub sampler_runs: Option<(u64, u64)>,
 }
 
 /// Receives every decoded sample, with the process model to resolve files
@@ -107,6 +112,8 @@ pub struct Agent {
     /// The requests read from the request rings this turn (a buffer kept
     /// across turns).
     records: Vec<ReportEvent>,
+    /// The unwind tables of the sampler's CFI walk (`--unwind auto|cfi`).
+    unwinder: Option<unwind::Unwinder>,
     loop_hist: Histogram,
     /// The pin directory's lock, held for the agent's life.
     _pin_lock: Option<PinLock>,
@@ -181,10 +188,24 @@ impl Agent {
             kernel_stacks: cfg.sampling.as_ref().is_some_and(|s| s.kernel) as u32,
             wake_every_request: cfg.wake_every_request as u32,
             request_interval_ns: interval.as_nanos() as u64,
+            unwind: cfg
+                .sampling
+                .as_ref()
+                .map_or(crate::abi::UNWIND_FP, |s| s.unwind.config()),
+            pad: 0,
         })?;
         let capacity = tables.capacity();
         let mut pm = ProcessManager::new(tables);
         pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
+        // before the first sync: every file the syncs register gets a table
+        let unwinder = match &cfg.sampling {
+            Some(s) if s.unwind.uses_tables() => Some(unwind::Unwinder::new(
+                loaded.map("unwind_files")?,
+                loaded.map("unwind_pages")?,
+                &mut pm,
+            )),
+            _ => None,
+        };
         // the loop and its maps workers share one CPU: a read handed to a
         // worker, and its answer, wake no idle CPU (sys/sched.rs says why)
         if let Some(cpu) = crate::sys::sched::current_cpu() {
@@ -217,6 +238,7 @@ impl Agent {
             ),
             resync_all: false,
             records: Vec::new(),
+            unwinder,
             loop_hist: Histogram::default(),
             _pin_lock: None,
             cfg: AgentConfig {
@@ -389,6 +411,8 @@ impl Agent {
             // walk of every mapping)
             trie_entries: self.pm.trie_entries(),
             files: self.pm.file_count() as u64,
+            unwind_tables: self.unwinder.as_ref().map_or(0, |u| u.loaded().0 as u64),
+            unwind_parts: self.unwinder.as_ref().map_or(0, |u| u.loaded().1),
         };
         let text =
             metrics::render(&COUNTERS.snapshot(), &g) + &metrics::render_loop(&self.loop_hist);
@@ -484,6 +508,19 @@ impl Agent {
             return;
         };
         let samples = rings::read_samples(ring);
+        if let Some(u) = self.unwinder.as_mut() {
+            // the files of a process whose sample missed a table are built
+            // first (the walk ended there, or stepped over it)
+            for s in &samples {
+                let frames: Vec<u64> = s
+                    .user
+                    .iter()
+                    .map(|f| f.file_id)
+                    .filter(|&id| id != 0)
+                    .collect();
+                u.wanted(s.header.pid, &frames, &self.pm);
+            }
+        }
         if let Some(sink) = self.sink.as_mut() {
             for s in &samples {
                 sink.sample(s, &self.pm, &mut self.files);
@@ -491,13 +528,30 @@ impl Agent {
         }
     }
 
-    /// Hands finished (and timed-out) file jobs to the sink; never waits.
+    /// Hands finished (and timed-out) file jobs to the sink, and built
+    /// unwind tables to the kernel; never waits.
     fn collect_files(&mut self) {
-        let done = self.files.collect(Instant::now());
+        let mut done = self.files.collect_all(Instant::now());
+        if let Some(u) = self.unwinder.as_mut() {
+            done = u.take(done, &self.pm);
+        }
         if let Some(sink) = self.sink.as_mut() {
             for d in done {
-                sink.file_done(d);
+                if let files::Answer::Symbols(symbols) = d.answer {
+                    sink.file_done(files::Done {
+                        file_id: d.file_id,
+                        symbols,
+                    });
+                }
             }
+        }
+    }
+
+    /// Files that entered the registry become unwind table builds; those
+    /// that left it free theirs.
+    fn follow_files(&mut self) {
+        if let Some(u) = self.unwinder.as_mut() {
+            u.follow(&mut self.pm, &mut self.files);
         }
     }
 
@@ -597,7 +651,7 @@ impl Agent {
                 deadline = deadline.min(at);
             }
             let mut timeout = deadline.saturating_duration_since(now);
-            if self.pm.has_work() {
+            if self.pm.has_work() || self.unwinder.as_ref().is_some_and(|u| u.has_work()) {
                 timeout = Duration::ZERO;
             }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -661,6 +715,10 @@ impl Agent {
             if self.pm.has_work() {
                 worked = Some(Instant::now());
                 self.work(woke + WORK_SLICE);
+            }
+            self.follow_files();
+            if let Some(u) = self.unwinder.as_mut().filter(|u| u.has_work()) {
+                u.load(Instant::now() + WORK_SLICE, &self.pm);
             }
             let now = Instant::now();
             if now >= next_request_sweep {
@@ -756,6 +814,10 @@ impl Agent {
             }
         }
         self.write_metrics();
-        Ok(self.ended.take().unwrap_or_default())
+        let mut ended = self.ended.take().unwrap_or_default();
+        if self.cfg.sampling.is_some() {
+            ended.sampler_runs = self.loaded.prog_stats("pidmap_sample").ok();
+        }
+        Ok(ended)
     }
 }

@@ -13,6 +13,7 @@ mod diff;
 mod profile;
 mod run;
 
+pub use diff::{DiffArgs, DiffFormat};
 pub use profile::{Format, ProfileArgs};
 pub use run::RunArgs;
 
@@ -111,11 +112,11 @@ impl CommandSpec {
     }
 
     /// The argv words (after the program name) that reach the flags of
-    /// section `i`: bench needs its benchmark, diff its two inputs.
+    /// section `i`: bench needs its benchmark, diff its inputs.
     pub fn argv_prefix(&self, i: usize) -> Vec<&'static str> {
         match self.name {
             "bench" => vec!["bench", bench::KINDS.get(i).map_or("delete", |k| k.0)],
-            "diff" => vec!["diff", "a", "b"],
+            "diff" => vec!["diff", "--base", "a", "--new", "b"],
             n => vec![n],
         }
     }
@@ -250,7 +251,7 @@ Commands:
   profile   sample CPUs and attribute every frame to a file and function
   audit     check the pinned maps for leaked entries (and --repair them)
   bench     benchmarks: delete, insert, churn; probe: the kernel's features
-  diff      compare two profiles: the functions whose share changed most
+  diff      compare profiles: the functions that changed beyond the noise of runs
   help      this text, or `pidmap help COMMAND`
 
 Options:
@@ -295,13 +296,7 @@ pub enum Cmd {
         json: bool,
     },
     Bench(BenchArgs),
-    Diff {
-        base: PathBuf,
-        new: PathBuf,
-        threshold: f64,
-        top: usize,
-        max_input: u64,
-    },
+    Diff(DiffArgs),
 }
 
 /// A usage error: the message, and the command whose help to point at
@@ -400,7 +395,11 @@ fn next_item(
                 raw.next();
                 let rest: Vec<OsString> = raw.collect();
                 if rest.is_empty() {
-                    return Err(err("-- needs a command".into()));
+                    let what = match flags.iter().find(|f| f.long == "--") {
+                        Some(f) if f.value == Some("NEW...") => "the NEW profiles",
+                        _ => "a command",
+                    };
+                    return Err(err(format!("-- needs {what}")));
                 }
                 return Ok(Some(Item::Rest(rest)));
             }

@@ -4,6 +4,7 @@ use super::run::set_mode;
 use super::{choice, next_item, num, pid, ring_pages, Choice, CommandSpec, Flag, Item};
 use super::{Cmd, Section, Usage};
 use crate::agent::Mode;
+use crate::sampler::pattern::Filters;
 use crate::tracker::budget::Budgets;
 use std::path::PathBuf;
 
@@ -37,6 +38,17 @@ const OPTIONS: &[Flag] = &[
         .short('F')
         .default("99"),
     Flag::switch("--kernel", "also record kernel stacks"),
+    Flag::value(
+        "--unwind",
+        "auto|cfi|fp",
+        "how user stacks are walked: auto walks by each file's call frame \
+         information (.eh_frame, .debug_frame; built per file off the loop \
+         and loaded into the kernel) and takes a frame-pointer step where a \
+         file has none (JIT code, a table not loaded yet); cfi ends a stack \
+         there instead; fp follows frame pointers only (no tables)",
+        "fp",
+    )
+    .default("auto"),
     Flag::value(
         "--output",
         "FILE",
@@ -91,17 +103,60 @@ const OPTIONS: &[Flag] = &[
     .default("1/4 of the trie"),
 ];
 
+/// Filters, repeated runs and the extra flame graph (regression labs).
+const LABS: &[Flag] = &[
+    Flag::value(
+        "--repeat",
+        "N",
+        "profile -- CMD N times, one profile per run: -o names a directory \
+         (run-1.folded, ...) or a pattern with {} for the run number; then a \
+         summary of the top functions' spread over the runs",
+        "3",
+    )
+    .default("1"),
+    Flag::value(
+        "--svg",
+        "FILE",
+        "also write a flame graph there (beside -o's folded or pprof output)",
+        "/tmp/profile.svg",
+    ),
+    Flag::value(
+        "--comm",
+        "PATTERN",
+        "keep only the stacks of processes whose name matches (a small \
+         regular expression, as for `pidmap diff`)",
+        "^work",
+    ),
+    Flag::value(
+        "--dso",
+        "PATTERN",
+        "keep only the stacks with a frame in a file that matches",
+        "libc",
+    ),
+    Flag::value(
+        "--function",
+        "PATTERN",
+        "keep only the stacks with a function that matches",
+        "hot_[ab]",
+    ),
+];
+
 pub const SPEC: CommandSpec = CommandSpec {
     name: "profile",
     intro: "\
 pidmap profile: sample CPUs, attribute every frame through the trie
 
 Usage: pidmap profile [--duration SECS | --pid PID... | -- CMD ARGS...] [OPTIONS]
+       pidmap profile --repeat N -o DIR [OPTIONS] -- CMD ARGS...
 ",
     sections: &[
         Section {
             title: "Targets (default: the whole system for --duration seconds [default 10]):",
             flags: TARGETS,
+        },
+        Section {
+            title: "Runs and filters:",
+            flags: LABS,
         },
         Section {
             title: "Options:",
@@ -131,6 +186,20 @@ pub struct ProfileArgs {
     pub ring_pages: usize,
     pub format: Format,
     pub budgets: Budgets,
+    pub unwind: crate::sampler::unwind::Mode,
+    /// `--repeat`: runs of -- CMD, one profile each.
+    pub repeat: u32,
+    /// `--svg`: a flame graph besides the output.
+    pub svg: Option<PathBuf>,
+    pub filters: Filters,
+}
+
+impl Choice for crate::sampler::unwind::Mode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("auto", crate::sampler::unwind::Mode::Auto),
+        ("cfi", crate::sampler::unwind::Mode::Cfi),
+        ("fp", crate::sampler::unwind::Mode::Fp),
+    ];
 }
 
 impl Default for ProfileArgs {
@@ -147,6 +216,10 @@ impl Default for ProfileArgs {
             ring_pages: crate::agent::DEFAULT_SAMPLE_RING_PAGES,
             format: Format::Folded,
             budgets: Budgets::default(),
+            unwind: crate::sampler::unwind::Mode::Auto,
+            repeat: 1,
+            svg: None,
+            filters: Filters::default(),
         }
     }
 }
@@ -222,6 +295,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
                 r.kernel = true;
                 Ok(())
             }
+            "--unwind" => choice(t, value).map(|m| r.unwind = m),
             "--output" => super::take(t, value).map(|v| r.output = Some(v.into())),
             "--format" => choice(t, value).map(|f| r.format = f),
             "--top" => num(t, value).map(|n| r.top = n),
@@ -233,6 +307,18 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
             "--ring-pages" => ring_pages(t, value).map(|n| r.ring_pages = n),
             "--max-keys-per-process" => num(t, value).map(|n| r.budgets.per_process = Some(n)),
             "--max-keys-per-uid" => num(t, value).map(|n| r.budgets.per_uid = Some(n)),
+            "--repeat" => num::<u32>(t, value).and_then(|n| {
+                if n == 0 {
+                    Err(format!("{t}: runs, at least 1"))
+                } else {
+                    r.repeat = n;
+                    Ok(())
+                }
+            }),
+            "--svg" => super::take(t, value).map(|v| r.svg = Some(v.into())),
+            "--comm" => super::diff::pattern(t, value).map(|x| r.filters.comm = Some(x)),
+            "--dso" => super::diff::pattern(t, value).map(|x| r.filters.dso = Some(x)),
+            "--function" => super::diff::pattern(t, value).map(|x| r.filters.function = Some(x)),
             other => Err(format!("{other}: in the table but not handled")),
         }
         .map_err(err)?;

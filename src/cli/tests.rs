@@ -92,17 +92,44 @@ fn modes_and_options() {
         "help: unknown command \"nosuch\"; the commands are run, profile, audit, bench, diff"
     );
     assert_eq!(p("--version").unwrap(), Cmd::Version);
-    let Cmd::Diff {
-        base,
-        new,
-        threshold,
-        ..
-    } = p("diff a.folded --threshold 2 b.folded").unwrap()
+    let Cmd::Diff(d) = p("diff a.folded --threshold 2 b.folded").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        (d.base, d.new),
+        (vec!["a.folded".into()], vec!["b.folded".into()])
+    );
+    assert_eq!((d.threshold, d.alpha), (2.0, 0.01));
+}
+
+/// Several profiles a side: BASE... -- NEW..., --base/--new lists, and
+/// the old `-- A B` pair.
+#[test]
+fn diff_takes_runs_on_each_side() {
+    let sides = |argv: &str| match p(argv).unwrap() {
+        Cmd::Diff(d) => (d.base, d.new),
+        other => panic!("{other:?}"),
+    };
+    let v = |names: &[&str]| names.iter().map(PathBuf::from).collect::<Vec<_>>();
+    assert_eq!(
+        sides("diff a1 a2 a3 -- b1 b2 b3"),
+        (v(&["a1", "a2", "a3"]), v(&["b1", "b2", "b3"]))
+    );
+    assert_eq!(
+        sides("diff --base a1 --new b1 --base a2 --new b2"),
+        (v(&["a1", "a2"]), v(&["b1", "b2"]))
+    );
+    assert_eq!(
+        sides("diff --base a1 a2 -- b1"),
+        (v(&["a1", "a2"]), v(&["b1"]))
+    );
+    assert_eq!(sides("diff -- -a -b"), (v(&["-a"]), v(&["-b"])));
+    let Cmd::Diff(d) = p("diff a b --format svg --reverse --function ^hot --alpha 0.05").unwrap()
     else {
         panic!()
     };
-    assert_eq!((base, new), ("a.folded".into(), "b.folded".into()));
-    assert_eq!(threshold, 2.0);
+    assert!(d.reverse && d.format == DiffFormat::Svg && d.alpha == 0.05);
+    assert!(d.filters.function.unwrap().is_match("hot_a"));
 }
 
 /// The bench options are enums, parsed here; a bad value lists the
@@ -332,13 +359,11 @@ fn non_utf8_paths_and_commands_pass_through_byte_exact() {
         panic!()
     };
     assert_eq!(pr.output.unwrap().as_os_str(), odd);
-    let Cmd::Diff { base, new, .. } =
-        argv(vec!["diff".into(), odd.clone(), raw(b"\xc3\x28")]).unwrap()
-    else {
+    let Cmd::Diff(d) = argv(vec!["diff".into(), odd.clone(), raw(b"\xc3\x28")]).unwrap() else {
         panic!()
     };
     assert_eq!(
-        (base.as_os_str(), new.as_os_str()),
+        (d.base[0].as_os_str(), d.new[0].as_os_str()),
         (odd.as_os_str(), raw(b"\xc3\x28").as_os_str())
     );
     // a number that is not UTF-8 is a usage error naming the flag
@@ -368,6 +393,45 @@ fn usage_errors_name_the_flag_and_the_commands_help() {
             "bench",
         ),
         ("diff a", "diff takes two profiles: BASE NEW", "diff"),
+        ("diff a b --", "-- needs the NEW profiles", "diff"),
+        (
+            "diff a b c",
+            "3 profiles and no --: put -- between the BASE and the NEW ones (BASE... -- NEW...)",
+            "diff",
+        ),
+        (
+            "diff -- a b c",
+            "no BASE profile before --: give BASE... -- NEW... (or -- BASE NEW for a pair \
+             whose names start with -)",
+            "diff",
+        ),
+        (
+            "diff --base a",
+            "1 BASE and 0 NEW profiles: each side needs one or more",
+            "diff",
+        ),
+        (
+            "diff --base a b",
+            "b: which side? with --base/--new give every profile with them, or put -- \
+             between the BASE and the NEW ones",
+            "diff",
+        ),
+        (
+            "diff a b --alpha 1",
+            "--alpha: a probability between 0 and 1, not 1",
+            "diff",
+        ),
+        (
+            "diff a b --reverse --format json",
+            "--reverse draws a flame graph: --format svg",
+            "diff",
+        ),
+        (
+            "diff a b --function (x",
+            "--function: pattern \"(x\": ( at 0: groups and counted repetitions are not \
+             supported (write \\( for the character)",
+            "diff",
+        ),
         ("audit --bogus", "unknown option \"--bogus\"", "audit"),
         ("frobnicate", "unknown command \"frobnicate\"", ""),
     ] {

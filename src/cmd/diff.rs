@@ -1,32 +1,111 @@
-//! `pidmap diff`: the functions whose share of the samples changed most
-//! between two profiles (folded or pprof).
+//! `pidmap diff`: profiles of a base build against profiles of a new one
+//! (folded or pprof, one per run): what changed beyond the noise of runs.
 
-use crate::error::Result;
-use crate::sampler::diff::{changes, load_capped};
-use std::path::Path;
+use crate::cli::{DiffArgs, DiffFormat};
+use crate::error::{Error, Result};
+use crate::sampler::diff::{
+    comms, compare_scaled, filter, load_stacks, mean_stacks, run_shares, RunShares, Stack,
+};
+use crate::sampler::diff_report;
+use std::io::Write;
+use std::path::PathBuf;
 
-/// Prints the top changes; exit status 1 when one exceeds `threshold`
-/// percentage points, else 0.
-pub fn run(base: &Path, new: &Path, threshold: f64, top: usize, max_input: u64) -> Result<u8> {
-    let (a, b) = (load_capped(base, max_input)?, load_capped(new, max_input)?);
-    let ch = changes(&a, &b);
-    println!("{:>8} {:>8} {:>8}  function", "base%", "new%", "delta");
-    for c in ch.iter().take(top) {
-        println!(
-            "{:>8.2} {:>8.2} {:>+8.2}  {}",
-            c.base * 100.0,
-            c.new * 100.0,
-            c.delta() * 100.0,
-            c.function
-        );
+/// Reads one side's profiles, filtered, one at a time: each run's shares,
+/// and its stacks only when the flame graph needs them (an input may
+/// decode to 4 times --max-input: runs are not held together otherwise).
+fn side(paths: &[PathBuf], a: &DiffArgs) -> Result<(Vec<RunShares>, Vec<Vec<Stack>>)> {
+    let (mut shares, mut stacks) = (Vec::new(), Vec::new());
+    for p in paths {
+        let s = filter(load_stacks(p, a.max_input)?, &a.filters);
+        shares.push(run_shares(&s));
+        if a.format == DiffFormat::Svg {
+            stacks.push(s);
+        }
     }
-    let worst = ch.first().map_or(0.0, |c| c.delta().abs() * 100.0);
-    if worst > threshold {
+    Ok((shares, stacks))
+}
+
+/// Writes the report; exit status 1 when a function changed (beyond the
+/// threshold and, with several runs a side, significant), else 0.
+pub fn run(a: &DiffArgs) -> Result<u8> {
+    let ((bs, base), (ns, new)) = (side(&a.base, a)?, side(&a.new, a)?);
+    for (paths, s) in [(&a.base, &bs), (&a.new, &ns)] {
+        for (p, r) in paths.iter().zip(s) {
+            if r.samples == 0 {
+                let why = if a.filters.is_empty() {
+                    "it holds no samples"
+                } else {
+                    "the filters keep none of its samples"
+                };
+                return Err(Error::new(format!(
+                    "{}: {why}: nothing to compare",
+                    p.display()
+                )));
+            }
+        }
+    }
+    let report = compare_scaled(&bs, &ns, a.threshold, a.alpha, a.scale);
+    if !report.significance() {
         eprintln!(
-            "pidmap diff: {} changed by {:.2} points (threshold {threshold})",
-            ch[0].function, worst
+            "pidmap diff: {} base and {} new: no significance can be computed (that needs \
+             two or more runs a side); a change beyond --threshold counts as changed. For a \
+             test across runs: pidmap diff BASE... -- NEW...",
+            crate::text::counted(a.base.len() as u64, "profile", "profiles"),
+            crate::text::counted(a.new.len() as u64, "profile", "profiles"),
         );
-        return Ok(1);
     }
-    Ok(0)
+    let write = |w: &mut dyn Write| -> std::io::Result<()> {
+        match a.format {
+            DiffFormat::Text => w.write_all(diff_report::text(&report, a.top).as_bytes())?,
+            DiffFormat::Json => w.write_all(diff_report::json(&report, a.top).as_bytes())?,
+            DiffFormat::Markdown => {
+                w.write_all(diff_report::markdown(&report, a.top).as_bytes())?
+            }
+            DiffFormat::Svg => {
+                let scale = report.new_samples.iter().sum::<u64>() as f64
+                    / report.new_samples.len().max(1) as f64;
+                // processes named after their build (bench-old, bench-new)
+                // would draw two towers: without comms they are one
+                let with_comm = comms(&base) == comms(&new);
+                if !with_comm {
+                    eprintln!(
+                        "pidmap diff: the two sides' process names differ: the flame graph \
+                         starts at the functions, not at the process names"
+                    );
+                }
+                diff_report::svg(
+                    &mean_stacks(&base, with_comm),
+                    &mean_stacks(&new, with_comm),
+                    scale,
+                    a.reverse,
+                    w,
+                )?
+            }
+        }
+        w.flush()
+    };
+    match &a.output {
+        Some(path) => {
+            let f = std::fs::File::create(path)
+                .map_err(|e| Error::from(e).context(format!("creating {}", path.display())))?;
+            write(&mut std::io::BufWriter::new(f))
+                .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
+        }
+        None => write(&mut std::io::stdout().lock())?,
+    }
+    let changed: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|r| r.changed())
+        .map(|r| r.function.as_str())
+        .collect();
+    if changed.is_empty() {
+        return Ok(0);
+    }
+    eprintln!(
+        "pidmap diff: {} changed: {}",
+        crate::text::counted(changed.len() as u64, "function", "functions"),
+        changed.join(", ")
+    );
+    Ok(1)
 }

@@ -210,6 +210,14 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         ),
         None => None,
     };
+    let svg = match &p.svg {
+        Some(path) => Some(
+            File::create(path)
+                .map_err(|e| Error::from(e).context(format!("creating {}", path.display())))?,
+        ),
+        None => None,
+    };
+    let is_command = matches!(p.mode, Mode::Command(_));
     eprintln!("pidmap: profiling {what} at {} Hz", p.freq);
     let mode = match p.mode {
         Mode::Serve => Mode::All,
@@ -229,6 +237,7 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
             kernel: p.kernel,
             ring_pages: p.ring_pages,
             request_interval: Duration::from_millis(250),
+            unwind: p.unwind,
         }),
         ..Default::default()
     };
@@ -254,6 +263,8 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         return Ok(ended.exit_code.map_or(2, |c| c.clamp(0, 255) as u8));
     }
     profile.borrow_mut().finish();
+    let before = profile.borrow().samples();
+    let kept = profile.borrow_mut().retain(&p.filters);
     let profile = profile.borrow();
     let elapsed = started.elapsed();
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
@@ -276,6 +287,16 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
                 .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
         }
         _ => write(&mut std::io::stdout().lock())?,
+    }
+    if let (Some(f), Some(path)) = (svg, &p.svg) {
+        let mut f = std::io::BufWriter::new(f);
+        write_svg(&profile, &mut f)
+            .and_then(|_| f.flush())
+            .map_err(|e| Error::from(e).context(format!("writing {}", path.display())))?;
+        eprintln!("pidmap: SVG flame graph in {}", path.display());
+    }
+    if !p.filters.is_empty() {
+        eprintln!("pidmap: the filters kept {kept} of {before} samples");
     }
     let c = COUNTERS.snapshot();
     eprintln!(
@@ -314,8 +335,50 @@ pub fn run(p: ProfileArgs) -> Result<u8> {
         crate::text::counted(stat("requests"), "sync request", "sync requests"),
         stat("requests_suppressed")
     );
+    if p.unwind.uses_tables() {
+        eprintln!(
+            "pidmap: unwinding ({}): {} walks: {} reached the stack's end; ended by {} no mapping, {} no table, {} no row, {} stop row, {} read fault, {} frame limit, {} no user registers; {} frames by CFI, {} frame-pointer steps; {} tables loaded, {} freed, {} files without CFI",
+            p.unwind.name(),
+            stat("walks"),
+            stat("walk_end_marker"),
+            stat("walk_no_mapping"),
+            stat("walk_no_table"),
+            stat("walk_no_row"),
+            stat("walk_stop_row"),
+            stat("walk_read_fault"),
+            stat("walk_frame_limit"),
+            stat("walk_no_regs"),
+            stat("cfi_frames"),
+            stat("fp_steps"),
+            c.unwind_tables_loaded,
+            c.unwind_tables_freed,
+            c.unwind_tables_empty,
+        );
+    }
+    if stat("user_walks") > 0 {
+        eprintln!(
+            "pidmap: user stacks: {} walked, {:.2} µs each on average in BPF ({})",
+            stat("user_walks"),
+            stat("user_walk_ns") as f64 / stat("user_walks") as f64 / 1000.0,
+            if p.unwind.uses_tables() {
+                "CFI walk and trie lookups"
+            } else {
+                "frame-pointer walk and trie lookups"
+            }
+        );
+    }
+    if let Some((runs, ns)) = ended.sampler_runs.filter(|r| r.0 > 0) {
+        eprintln!(
+            "pidmap: sampler program: {runs} runs, {:.2} µs each on average (kernel.bpf_stats_enabled)",
+            ns as f64 / runs as f64 / 1000.0
+        );
+    }
     if p.top > 0 && profile.samples() > 0 {
         eprint!("{}", profile.top_table(p.top));
+    }
+    let filtered = !p.filters.is_empty();
+    if let Some(note) = super::notes::few_samples(profile.samples(), p.freq, is_command, filtered) {
+        eprintln!("{note}");
     }
     Ok(ended.exit_code.map_or(0, |c| c.clamp(0, 255) as u8))
 }

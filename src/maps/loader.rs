@@ -395,6 +395,12 @@ impl Loaded {
         Ok(self.object.attach_perf_event(prog, event)?)
     }
 
+    /// The kernel's run statistics of a program: (runs, total ns), while
+    /// `kernel.bpf_stats_enabled` is 1.
+    pub fn prog_stats(&self, prog: &str) -> Result<(u64, u64)> {
+        Ok(self.object.prog_stats(prog)?)
+    }
+
     /// Detaches every program: nothing is written to the maps after.
     pub fn detach_all(&mut self) {
         self.object.detach_all();

@@ -417,7 +417,34 @@ impl std::error::Error for InputLimit {}
 /// field, at most `max_bytes` of it after decompression; what is kept, and
 /// the stacks it decodes to, are charged to [`MEMORY_PER_INPUT`] times
 /// `max_bytes`, so no input makes it hold much more than that.
+#[cfg(test)]
 pub fn decode_from(r: impl Read, max_bytes: u64) -> Result<Vec<(Vec<String>, u64)>, String> {
+    Ok(flatten(decode_labelled_from(r, max_bytes)?))
+}
+
+/// Decoded samples as stacks of names, comm first when labelled.
+pub fn flatten(v: Vec<Decoded>) -> Vec<(Vec<String>, u64)> {
+    v.into_iter()
+        .map(|d| {
+            let mut stack: Vec<String> = d.comm.into_iter().collect();
+            stack.extend(d.frames.into_iter().map(|(name, _)| name));
+            (stack, d.count)
+        })
+        .collect()
+}
+
+/// One sample of a decoded profile: its `comm` label when it has one,
+/// its frames root-first as (function, file: empty when not known), and
+/// its first value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decoded {
+    pub comm: Option<String>,
+    pub frames: Vec<(String, String)>,
+    pub count: u64,
+}
+
+/// As [`decode_from`], with the comm label apart and each function's file.
+pub fn decode_labelled_from(r: impl Read, max_bytes: u64) -> Result<Vec<Decoded>, String> {
     let mut r = std::io::BufReader::new(r);
     let gz = std::io::BufRead::fill_buf(&mut r)
         .map_err(read_error)?
@@ -455,18 +482,19 @@ pub fn decode_from(r: impl Read, max_bytes: u64) -> Result<Vec<(Vec<String>, u64
     let st = |i: u64| strings.get(i as usize).cloned().unwrap_or_default();
     let mut fn_names = HashMap::new();
     for f in &functions {
-        let (mut id, mut name) = (0, 0);
+        let (mut id, mut name, mut file) = (0, 0, 0);
         for (n, v, _) in fields(f)? {
             match n {
                 1 => id = v,
                 2 => name = v,
+                4 => file = v,
                 _ => {}
             }
         }
-        fn_names.insert(id, st(name));
+        fn_names.insert(id, (st(name), st(file)));
     }
     drop(functions);
-    let mut loc_names: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut loc_names: HashMap<u64, Vec<(String, String)>> = HashMap::new();
     for f in &locations {
         let mut id = 0;
         let mut names = Vec::new();
@@ -479,8 +507,8 @@ pub fn decode_from(r: impl Read, max_bytes: u64) -> Result<Vec<(Vec<String>, u64
                             let name = fn_names
                                 .get(&lv)
                                 .cloned()
-                                .unwrap_or_else(|| "[unknown]".into());
-                            budget.charge(name.len() as u64 + OVERHEAD)?;
+                                .unwrap_or_else(|| ("[unknown]".into(), String::new()));
+                            budget.charge((name.0.len() + name.1.len()) as u64 + OVERHEAD)?;
                             names.push(name);
                         }
                     }
@@ -514,19 +542,26 @@ pub fn decode_from(r: impl Read, max_bytes: u64) -> Result<Vec<(Vec<String>, u64
                 _ => {}
             }
         }
-        let mut stack: Vec<String> = comm.into_iter().collect();
+        let mut stack = Vec::new();
         // locations are leaf first; inlined lines are innermost first
         for l in locs.iter().rev() {
             let names = loc_names
                 .get(l)
                 .cloned()
-                .unwrap_or_else(|| vec!["[unknown]".into()]);
+                .unwrap_or_else(|| vec![("[unknown]".into(), String::new())]);
             // a few bytes of sample can name long stacks: charged as made
-            let bytes: u64 = names.iter().map(|n| n.len() as u64 + OVERHEAD).sum();
+            let bytes: u64 = names
+                .iter()
+                .map(|n| (n.0.len() + n.1.len()) as u64 + OVERHEAD)
+                .sum();
             budget.charge(bytes)?;
             stack.extend(names.into_iter().rev());
         }
-        out.push((stack, values.first().copied().unwrap_or(0)));
+        out.push(Decoded {
+            comm,
+            frames: stack,
+            count: values.first().copied().unwrap_or(0),
+        });
     }
     Ok(out)
 }

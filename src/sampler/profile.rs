@@ -11,6 +11,9 @@ use crate::sampler::symbolize::{ElfSymbols, KernelSymbols};
 use std::collections::HashMap;
 
 const UNKNOWN: &str = "[unknown]";
+/// The frame of a sample with no user frames (a kernel thread) when
+/// kernel stacks are not recorded.
+const IN_KERNEL: &str = "[kernel]";
 
 /// One distinct stack: comm, frames root-first as (function, file), count.
 pub type Stack = (String, Vec<(String, String)>, u64);
@@ -63,6 +66,8 @@ enum RawFrame {
         leaf: bool,
     },
     Unknown,
+    /// A sample with no user frames and no kernel stack taken.
+    InKernel,
 }
 
 /// Strings to dense ids in first-seen order (the frame names here, the
@@ -167,7 +172,18 @@ impl Profile {
             stack.push(self.raw_id(RawFrame::Kernel { addr, leaf: i == 0 }));
         }
         if stack.is_empty() {
-            stack.push(self.raw_id(RawFrame::Unknown));
+            // no user frames: a kernel thread, or a task sampled in the
+            // kernel whose user stack is empty; without --kernel its
+            // kernel stack is not taken, so it is the kernel, not a
+            // failed unwind (a user stack that could not be read is)
+            let failed = sample.header.flags & crate::abi::SAMPLE_USER_STACK_ERROR != 0
+                && sample.header.flags & crate::abi::SAMPLE_KTHREAD == 0;
+            let f = if failed {
+                RawFrame::Unknown
+            } else {
+                RawFrame::InKernel
+            };
+            stack.push(self.raw_id(f));
         }
         let comm = match self.comms.get(&sample.header.comm) {
             Some(&id) => id,
@@ -243,6 +259,7 @@ impl Profile {
         }
         let id = match self.raw[raw as usize] {
             RawFrame::Unknown => self.interner.intern(UNKNOWN),
+            RawFrame::InKernel => self.interner.intern(IN_KERNEL),
             RawFrame::Kernel { addr, leaf } => {
                 let lookup = if leaf { addr } else { addr.saturating_sub(1) };
                 let name = match self.kernel.as_ref().and_then(|k| k.lookup(lookup)) {
@@ -330,7 +347,7 @@ impl Profile {
                     Some(f) => f.base.clone(),
                     None => continue,
                 },
-                RawFrame::Kernel { .. } => "[kernel]".to_string(),
+                RawFrame::Kernel { .. } | RawFrame::InKernel => "[kernel]".to_string(),
                 RawFrame::Unknown => continue,
             };
             origin.entry(*name).or_insert(file);
@@ -363,6 +380,35 @@ impl Profile {
 
     pub fn samples(&self) -> u64 {
         self.total
+    }
+
+    /// Keeps only the stacks `f` keeps (a frame's file is the file its
+    /// name came from); the shares are then of the kept samples. Returns
+    /// how many samples were kept. Call after [`Profile::finish`].
+    pub fn retain(&mut self, f: &crate::sampler::pattern::Filters) -> u64 {
+        if f.is_empty() {
+            return self.total;
+        }
+        let origin = self.origins();
+        let names = self.interner.names();
+        let mut kept = 0;
+        self.stacks.retain(|(comm, frames), count| {
+            let keep = f.keeps(
+                Some(names[*comm as usize].as_str()),
+                frames.iter().map(|id| {
+                    (
+                        names[*id as usize].as_str(),
+                        origin.get(id).map(String::as_str),
+                    )
+                }),
+            );
+            if keep {
+                kept += *count;
+            }
+            keep
+        });
+        self.total = kept;
+        kept
     }
 
     /// One `comm;root;...;leaf count` line per distinct stack, sorted.
@@ -497,87 +543,8 @@ fn open_file(files: &mut dyn FileSource, file_id: u64, pid: u32) -> FileEntry {
     FileEntry { base, syms }
 }
 
-/// Parses folded stacks (`a;b;c count`); the count follows the last space.
-pub fn parse_folded(text: &str) -> Result<Vec<(Vec<String>, u64)>, String> {
-    parse_folded_from(text.as_bytes(), u64::MAX)
-}
-
-/// The longest line [`parse_folded_from`] accepts: a stack of thousands
-/// of long frames fits many times over; a file with no newline does not.
-pub const MAX_FOLDED_LINE: usize = 4 << 20;
-
-/// Parses folded stacks from a stream, line by line: a line longer than
-/// [`MAX_FOLDED_LINE`] is an error, and the stacks held (names plus a
-/// fixed overhead per frame) may not exceed
-/// [`MEMORY_PER_INPUT`](crate::sampler::pprof::MEMORY_PER_INPUT) times `max_bytes`.
-pub fn parse_folded_from(
-    r: impl std::io::Read,
-    max_bytes: u64,
-) -> Result<Vec<(Vec<String>, u64)>, String> {
-    use std::io::{BufRead, Read};
-    let mut r = std::io::BufReader::new(r);
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    let mut held = 0u64;
-    let memory = max_bytes.saturating_mul(crate::sampler::pprof::MEMORY_PER_INPUT);
-    for i in 1.. {
-        buf.clear();
-        let n = (&mut r)
-            .take(MAX_FOLDED_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| match e.get_ref() {
-                Some(inner) if inner.is::<crate::sampler::pprof::InputLimit>() => inner.to_string(),
-                _ => format!("reading line {i}: {e}"),
-            })?;
-        if n == 0 {
-            break;
-        }
-        if buf.len() > MAX_FOLDED_LINE {
-            return Err(format!(
-                "line {i} is longer than {} MiB: not folded stacks",
-                MAX_FOLDED_LINE >> 20
-            ));
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (stack, count) = line
-            .rsplit_once(' ')
-            .ok_or_else(|| format!("line {i}: missing count"))?;
-        let count = count
-            .parse::<u64>()
-            .map_err(|e| format!("line {i}: bad count {count:?}: {e}"))?;
-        if stack.is_empty() {
-            return Err(format!("line {i}: empty stack"));
-        }
-        let frames: Vec<String> = stack.split(';').map(str::to_string).collect();
-        held = held.saturating_add(frames.iter().map(|f| f.len() as u64 + 32).sum::<u64>());
-        if held > memory {
-            return Err(format!(
-                "its stacks would take more than {memory} bytes ({} times --max-input); \
-                 raise --max-input BYTES if the input is trusted",
-                crate::sampler::pprof::MEMORY_PER_INPUT
-            ));
-        }
-        out.push((frames, count));
-    }
-    Ok(out)
-}
-
-/// Share (0..1) of all counts whose leaf (last element) is each name.
-pub fn leaf_shares(stacks: &[(Vec<String>, u64)]) -> HashMap<String, f64> {
-    let total: u64 = stacks.iter().map(|s| s.1).sum();
-    let mut shares = HashMap::new();
-    for (stack, count) in stacks {
-        if let Some(leaf) = stack.last() {
-            *shares.entry(leaf.clone()).or_insert(0.0) += *count as f64;
-        }
-    }
-    shares.values_mut().for_each(|v| *v /= total.max(1) as f64);
-    shares
-}
+// Folded text in: `folded.rs`.
+pub use crate::sampler::folded::{leaf_shares, parse_folded, parse_folded_from, MAX_FOLDED_LINE};
 
 #[cfg(test)]
 mod version_tests {

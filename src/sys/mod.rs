@@ -122,6 +122,12 @@ unsafe impl Plain for crate::abi::SampleHeader {}
 unsafe impl Plain for crate::abi::SampleFrame {}
 // SAFETY: as above.
 unsafe impl Plain for crate::abi::RequestState {}
+// SAFETY: repr(C), integers only, no padding (16 bytes).
+unsafe impl Plain for crate::abi::UnwindPageKey {}
+// SAFETY: repr(C), integers only, no padding (8 + 256 + 512 bytes).
+unsafe impl Plain for crate::abi::UnwindPage {}
+// SAFETY: repr(C), two u32, no padding.
+unsafe impl Plain for crate::abi::UnwindFile {}
 
 /// The bytes of a slice of plain values.
 pub fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {

@@ -43,7 +43,9 @@ unsafe extern "C" fn libbpf_print(
     if !log::log_enabled!(log::Level::Debug) || fmt.is_null() {
         return 0;
     }
-    let mut buf = [0u8; 1024];
+    // a verifier log comes as one argument: room for a long one (the
+    // argument list can be consumed only once)
+    let mut buf = vec![0u8; 1 << 20];
     // SAFETY: buf is writable for its length; fmt and ap come from libbpf
     // as a matching format and argument list, consumed once here.
     let n = unsafe { vsnprintf(buf.as_mut_ptr().cast(), buf.len(), fmt, ap) };
@@ -176,6 +178,27 @@ impl BpfObject {
             )
         })?;
         MapHandle::from_fd(owned)
+    }
+
+    /// The kernel's run statistics of a loaded program: (runs, total ns).
+    /// Counted only while `kernel.bpf_stats_enabled` is 1 (zeros else).
+    pub fn prog_stats(&self, prog: &str) -> Result<(u64, u64), SysError> {
+        let p = self.prog_ptr(prog)?;
+        // SAFETY: p belongs to the live, loaded object.
+        let fd = unsafe { sys::bpf_program__fd(p.as_ptr()) };
+        if fd < 0 {
+            return Err(SysError::new("bpf_program__fd", prog, -fd));
+        }
+        // SAFETY: bpf_prog_info is a plain C struct; all-zero is valid, and
+        // the kernel writes at most info_len bytes into it.
+        let mut info: sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+        // SAFETY: fd is the program's open fd; info outlives the call.
+        let r = unsafe { sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
+        if r < 0 {
+            return Err(SysError::new("BPF_OBJ_GET_INFO_BY_FD", prog, -r));
+        }
+        Ok((info.run_cnt, info.run_time_ns))
     }
 
     /// Attaches a program by its section (tp_btf, ...), keeping the link.

@@ -35,6 +35,17 @@ impl ProcessManager {
         self.registry.get(id)
     }
 
+    /// Reports files entering and leaving the registry from now on (call
+    /// before the first sync).
+    pub fn watch_files(&mut self) {
+        self.registry.watch();
+    }
+
+    /// The files that entered or left the registry since the last call.
+    pub fn take_file_changes(&mut self) -> Vec<super::registry::Change> {
+        self.registry.take_changes()
+    }
+
     /// Files in the registry.
     pub fn file_count(&self) -> usize {
         self.registry.len()

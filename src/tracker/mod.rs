@@ -10,3 +10,4 @@ pub mod process;
 pub(crate) mod registry;
 
 pub use api::Reconciled;
+pub use registry::{file_id, Born, Change};

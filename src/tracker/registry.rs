@@ -26,6 +26,27 @@ pub struct FileInfo {
 #[derive(Debug, Default)]
 pub struct Registry {
     files: HashMap<u64, FileInfo>,
+    /// Files that entered and left, while someone watches (the sampler's
+    /// unwind tables follow the registry): taken by [`Registry::take_changes`].
+    watch: bool,
+    changes: Vec<Change>,
+}
+
+/// A file entered or left the registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Born(Born),
+    Died(u64),
+}
+
+/// A file that entered the registry, and the mapping it was first seen in
+/// (to open it through that process's map_files).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Born {
+    pub file_id: u64,
+    pub pid: u32,
+    pub start: u64,
+    pub end: u64,
 }
 
 /// The file_id of (device, inode): a 64-bit mix, never 0 (0 is the marker).
@@ -42,16 +63,37 @@ pub fn file_id(dev: u64, ino: u64) -> u64 {
 }
 
 impl Registry {
-    /// Takes a reference on a file, registering it at first use.
-    pub fn acquire(&mut self, id: u64, dev: u64, ino: u64, path: &str, deleted: bool) {
-        let e = self.files.entry(id).or_insert_with(|| FileInfo {
-            dev,
-            ino,
-            path: path.to_string(),
-            deleted,
-            refs: 0,
+    /// Takes a reference on a file, registering it at first use; `seen`
+    /// is the mapping (pid, start, end) it is used by.
+    pub fn acquire(
+        &mut self,
+        id: u64,
+        dev: u64,
+        ino: u64,
+        path: &str,
+        deleted: bool,
+        seen: (u32, u64, u64),
+    ) {
+        let mut new = false;
+        let e = self.files.entry(id).or_insert_with(|| {
+            new = true;
+            FileInfo {
+                dev,
+                ino,
+                path: path.to_string(),
+                deleted,
+                refs: 0,
+            }
         });
         e.refs += 1;
+        if new && self.watch {
+            self.changes.push(Change::Born(Born {
+                file_id: id,
+                pid: seen.0,
+                start: seen.1,
+                end: seen.2,
+            }));
+        }
     }
 
     /// Drops a reference; the entry goes with the last one.
@@ -60,8 +102,22 @@ impl Registry {
             e.refs = e.refs.saturating_sub(1);
             if e.refs == 0 {
                 self.files.remove(&id);
+                if self.watch {
+                    self.changes.push(Change::Died(id));
+                }
             }
         }
+    }
+
+    /// Records births and deaths from now on (called before the first
+    /// sync: files registered earlier are not reported).
+    pub fn watch(&mut self) {
+        self.watch = true;
+    }
+
+    /// The files born and died since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
     }
 
     pub fn get(&self, id: u64) -> Option<&FileInfo> {
@@ -87,6 +143,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_watched_registry_reports_births_and_deaths_in_order() {
+        let mut r = Registry::default();
+        r.acquire(1, 1, 1, "/a", false, (9, 0, 1));
+        r.watch();
+        r.acquire(2, 1, 2, "/b", false, (10, 0x1000, 0x2000));
+        r.acquire(2, 1, 2, "/b", false, (11, 0x1000, 0x2000));
+        r.release(2);
+        r.release(2);
+        r.acquire(2, 1, 2, "/b", false, (12, 0x3000, 0x4000));
+        r.release(1);
+        let born = |pid, start, end| {
+            Change::Born(Born {
+                file_id: 2,
+                pid,
+                start,
+                end,
+            })
+        };
+        assert_eq!(
+            r.take_changes(),
+            [
+                born(10, 0x1000, 0x2000),
+                Change::Died(2),
+                born(12, 0x3000, 0x4000),
+                Change::Died(1)
+            ]
+        );
+        assert!(r.take_changes().is_empty());
+    }
+
+    #[test]
     fn file_ids_are_stable_distinct_and_never_zero() {
         assert_eq!(file_id(0xfe00, 1234), file_id(0xfe00, 1234));
         assert_ne!(file_id(0xfe00, 1234), file_id(0xfe00, 1235));
@@ -99,9 +186,9 @@ mod tests {
     #[test]
     fn references_empty_the_registry() {
         let mut r = Registry::default();
-        r.acquire(5, 1, 2, "/x", false);
-        r.acquire(5, 1, 2, "/x", false);
-        r.acquire(6, 1, 3, "/y", false);
+        r.acquire(5, 1, 2, "/x", false, (1, 0, 1));
+        r.acquire(5, 1, 2, "/x", false, (1, 0, 1));
+        r.acquire(6, 1, 3, "/y", false, (1, 0, 1));
         assert_eq!((r.len(), r.refs()), (2, 3));
         r.release(5);
         r.release(6);

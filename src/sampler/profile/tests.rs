@@ -162,7 +162,7 @@ fn folded_top_and_roundtrip() {
                     app;file_3+0x10;[kernel]_[k] 1\n\
                     app;main;other_function;hot_function 2\n\
                     app;other_function;libgone.so (deleted)+0x1234;do_syscall_64_[k];schedule_[k] 1\n\
-                    idle;[unknown] 1\n";
+                    idle;[kernel] 1\n";
     assert_eq!(text, expected);
     assert_eq!(p.samples(), 6);
     assert_eq!(opener.opens, HashMap::from([(1, 1), (2, 1), (3, 1)]));
@@ -170,14 +170,6 @@ fn folded_top_and_roundtrip() {
     let top = p.top(100);
     assert_eq!(
         top[0],
-        TopEntry {
-            name: "[unknown]".into(),
-            self_samples: 2,
-            total_samples: 2
-        }
-    );
-    assert_eq!(
-        top[1],
         TopEntry {
             name: "hot_function".into(),
             self_samples: 2,
@@ -282,4 +274,75 @@ fn parse_folded_errors_and_sanitize() {
     assert!(Profile::new(None)
         .top_table(5)
         .starts_with("  self%  total%  function\n"));
+}
+
+/// A kernel thread (or any sample with no user frames) is `[kernel]`
+/// under its comm without --kernel; a user stack that could not be read
+/// stays `[unknown]`; with kernel frames they are the stack.
+#[test]
+fn samples_without_user_frames_are_the_kernel() {
+    let mut src = FakeSource::new(Path::new("/nonexistent"), false);
+    let mut p = Profile::new(Some(KernelSymbols::parse(KALLSYMS)));
+    let mut kworker = sample("kworker/u8:0", &[], &[]);
+    kworker.header.flags = crate::abi::SAMPLE_KTHREAD;
+    p.add(&kworker, &mut src);
+    p.add(&sample("app", &[], &[]), &mut src);
+    let mut failed = sample("app", &[], &[]);
+    failed.header.flags = crate::abi::SAMPLE_USER_STACK_ERROR;
+    p.add(&failed, &mut src);
+    let mut with_stack = sample("kworker/u8:0", &[], &[0xffffffff81001010]);
+    with_stack.header.flags = crate::abi::SAMPLE_KTHREAD;
+    p.add(&with_stack, &mut src);
+    p.finish();
+    assert_eq!(
+        folded(&p),
+        "app;[kernel] 1\n\
+         app;[unknown] 1\n\
+         kworker/u8:0;[kernel] 1\n\
+         kworker/u8:0;schedule_[k] 1\n"
+    );
+    let files: Vec<String> = p
+        .stacks()
+        .iter()
+        .flat_map(|s| s.1.iter().map(|f| f.1.clone()))
+        .collect();
+    assert!(files.iter().any(|f| f == "[kernel]"), "{files:?}");
+}
+
+#[test]
+fn filters_keep_the_matching_stacks() {
+    use crate::sampler::pattern::{Filters, Pattern};
+    let Some(prog) = test_prog() else { return };
+    let (hot, other, main) = (
+        func_offset(prog, "hot_function"),
+        func_offset(prog, "other_function"),
+        func_offset(prog, "main"),
+    );
+    let make = || {
+        let mut opener = FakeSource::new(prog, false);
+        scenario(hot, other, main, &mut opener, |_, _| {})
+    };
+    let mut p = make();
+    let f = Filters {
+        function: Some(Pattern::new("^hot_").unwrap()),
+        ..Filters::default()
+    };
+    assert_eq!(p.retain(&f), 2);
+    assert_eq!(folded(&p), "app;main;other_function;hot_function 2\n");
+    assert!(p.top_table(5).contains(" 100.00  100.00  hot_function\n"));
+    let mut p = make();
+    let f = Filters {
+        comm: Some(Pattern::new("^idle$").unwrap()),
+        ..Filters::default()
+    };
+    assert_eq!(p.retain(&f), 1);
+    // the file of a frame: the kernel's, a library's
+    let mut p = make();
+    let f = Filters {
+        dso: Some(Pattern::new("^libgone").unwrap()),
+        ..Filters::default()
+    };
+    assert_eq!(p.retain(&f), 1, "{}", folded(&make()));
+    let mut p = make();
+    assert_eq!(p.retain(&Filters::default()), 6);
 }

@@ -20,6 +20,7 @@ use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::{elf::FileHeader64, Endianness, ReadRef};
 use std::collections::HashMap;
 use std::fs::File;
+use std::time::Instant;
 
 type Slice<'d> = EndianSlice<'d, LittleEndian>;
 
@@ -94,7 +95,10 @@ pub fn from_data<'d, R: ReadRef<'d>>(data: R) -> Result<UnwindTable, Error> {
         }
         Some((sh.sh_addr(endian), sh.data(endian, data).ok()?))
     };
-    let mut stats = BuildStats::default();
+    let mut stats = BuildStats {
+        deadline: Some(Instant::now() + super::MAX_BUILD_TIME),
+        ..BuildStats::default()
+    };
     let mut bases = BaseAddresses::default();
     if let Some((text, _)) = section(".text") {
         bases = bases.set_text(text);
@@ -145,6 +149,7 @@ pub fn from_data<'d, R: ReadRef<'d>>(data: R) -> Result<UnwindTable, Error> {
     let eh = clip_sorted(to_offsets(&segments, eh_spans, &mut stats));
     let debug = clip_sorted(to_offsets(&segments, debug_spans, &mut stats));
     let entries = to_entries(&fill_gaps(&eh, &debug));
+    stats.deadline = None;
     Ok(UnwindTable { entries, stats })
 }
 
@@ -172,6 +177,9 @@ fn eh_frame_by_hdr(
     let mut cies = HashMap::new();
     let mut iter = table.iter(bases);
     loop {
+        if stats.truncated {
+            return true;
+        }
         let fde_ptr = match iter.next() {
             Ok(Some((_, ptr))) => ptr,
             Ok(None) => return true,
@@ -233,6 +241,9 @@ fn all_fdes<'d, S: UnwindSection<Slice<'d>>>(
     let mut cies = HashMap::new();
     let mut entries = section.entries(bases);
     loop {
+        if stats.truncated {
+            return;
+        }
         let partial = match entries.next() {
             Ok(Some(CieOrFde::Fde(partial))) => partial,
             Ok(Some(CieOrFde::Cie(_))) => continue,
@@ -276,6 +287,14 @@ fn eval_fde<'d, S: UnwindSection<Slice<'d>>>(
         }
         if stats.cfi_rows >= super::MAX_CFI_ROWS {
             stats.truncated = true;
+            return Ok(());
+        }
+        // the clock is read every 4096 rows (~0.2 ms of work)
+        if stats.cfi_rows.is_multiple_of(4096)
+            && stats.deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            stats.truncated = true;
+            stats.timed_out = true;
             return Ok(());
         }
         stats.cfi_rows += 1;

@@ -32,12 +32,78 @@
 //! counted.
 
 mod build;
+pub mod kernel;
 #[cfg(test)]
 mod readelf;
 #[cfg(test)]
 mod tests;
 
 pub use build::{from_data, from_file, from_reader};
+
+/// How the sampler walks user stacks (`--unwind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// By CFI where the file has a table, a frame-pointer step elsewhere.
+    #[default]
+    Auto,
+    /// By CFI only: a frame whose file has no table ends the walk.
+    Cfi,
+    /// By frame pointers only (the kernel's walk); no tables are built.
+    Fp,
+}
+
+impl Mode {
+    /// The value of `pidmap_config.unwind`.
+    pub fn config(self) -> u32 {
+        match self {
+            Mode::Auto => crate::abi::UNWIND_AUTO,
+            Mode::Cfi => crate::abi::UNWIND_CFI,
+            Mode::Fp => crate::abi::UNWIND_FP,
+        }
+    }
+
+    /// Its `--unwind` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Cfi => "cfi",
+            Mode::Fp => "fp",
+        }
+    }
+
+    /// Whether tables are built and loaded.
+    pub fn uses_tables(self) -> bool {
+        self != Mode::Fp
+    }
+}
+
+/// The table of this process's own vdso: the vdso image is the same in
+/// every process of a kernel, so this is every process's. Read from
+/// /proc/self/mem, never from a file a user controls.
+pub fn of_own_vdso() -> Result<UnwindTable, crate::error::Error> {
+    use crate::error::Error;
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .map_err(|e| Error::from(e).context("reading /proc/self/maps"))?;
+    let range = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .ok_or_else(|| Error::new("this process has no [vdso] mapping"))?;
+    let len = range.1.saturating_sub(range.0).min(1 << 20) as usize;
+    let mut image = vec![0u8; len];
+    std::fs::File::open("/proc/self/mem")
+        .and_then(|f| f.read_exact_at(&mut image, range.0))
+        .map_err(|e| Error::from(e).context("reading the vdso from /proc/self/mem"))?;
+    from_data(image.as_slice())
+}
 
 /// How the CFA of a row is found, or why the walk ends there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +147,12 @@ pub const SIGNAL_RIP: i64 = 40 + 16 * 8;
 /// `.eh_frame` could otherwise hold a row a byte). Chromium-sized binaries
 /// have about 2 M; each costs 24 bytes while the table is built.
 pub const MAX_CFI_ROWS: u64 = 1 << 22;
+
+/// The longest a table's build runs: a file with more CFI than this
+/// evaluates (a 16 MiB `.eh_frame`, ~1 s) keeps the rows found until then.
+/// Well inside the file worker's deadline, so a big file never costs the
+/// worker thread.
+pub const MAX_BUILD_TIME: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One row: how to find the caller's frame from a pc inside this range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -188,8 +260,13 @@ pub struct BuildStats {
     /// section over 256 MiB, or past the file's budget): what they held is
     /// missing from the table.
     pub refused_reads: u64,
-    /// The file had more than [`MAX_CFI_ROWS`] rows: the rest were left out.
+    /// The file had more than [`MAX_CFI_ROWS`] rows, or its build ran out
+    /// of [`MAX_BUILD_TIME`]: the rest were left out.
     pub truncated: bool,
+    /// The build ran out of [`MAX_BUILD_TIME`].
+    pub timed_out: bool,
+    /// When the build stops (set by the builder).
+    pub(super) deadline: Option<std::time::Instant>,
     /// Rows where the return address is undefined (the end of a stack).
     pub end_rows: u64,
     pub stops: StopCounts,

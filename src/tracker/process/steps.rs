@@ -371,8 +371,14 @@ impl ProcessManager {
             let path = p.paths.get(&w.file_id).map_or("?", |s| s.as_str());
             // no file is opened here: the loop never touches a path a user
             // controls (DESIGN §9)
-            self.registry
-                .acquire(w.file_id, w.dev, w.ino, path, w.deleted);
+            self.registry.acquire(
+                w.file_id,
+                w.dev,
+                w.ino,
+                path,
+                w.deleted,
+                (pid, w.start, w.end),
+            );
             p.mappings.insert(
                 w.start,
                 Mapping {
