@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::maps::engine::{BatchMap, BatchSupport};
 use crate::maps::features::{self, Feature};
 use crate::sys::bpf::{MapHandle, BPF_ANY, F_NO_PREALLOC, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
-use crate::sys::features::{self as probes, HELPER_LOOP, PROG_PERF_EVENT};
+use crate::sys::features::{self as probes, HELPER_LOOP, HELPER_TASK_PT_REGS, PROG_PERF_EVENT};
 use crate::sys::object::kernel_release;
 use std::path::Path;
 
@@ -169,6 +169,11 @@ pub fn probe() -> Result<Vec<Probed>> {
         "a perf_event program calling bpf_loop",
     );
     row(features::BPF_LOOP, here, detail);
+    let (here, detail) = said(
+        probes::helper(PROG_PERF_EVENT, HELPER_TASK_PT_REGS),
+        "a perf_event program calling bpf_task_pt_regs",
+    );
+    row(features::TASK_PT_REGS, here, detail);
     for (name, m) in [("lpm refused batch", &lpm), ("hash refused batch", &hash)] {
         let f = Feature {
             name,

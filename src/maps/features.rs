@@ -6,7 +6,7 @@
 //! kernel lacks, so the command is refused by feature and version rather
 //! than by a verifier log.
 
-use crate::sys::features::{self, HELPER_LOOP, PROG_PERF_EVENT};
+use crate::sys::features::{self, HELPER_LOOP, HELPER_TASK_PT_REGS, PROG_PERF_EVENT};
 use std::path::Path;
 
 /// One kernel feature: its name (as `bench probe` and the README spell
@@ -59,9 +59,23 @@ pub const BPF_LOOP: Feature = Feature {
     why: "the sampler resolves each frame in a bpf_loop: profile",
 };
 
+pub const TASK_PT_REGS: Feature = Feature {
+    name: "bpf_task_pt_regs",
+    since: "5.15",
+    why: "the sampler's CFI walk reads the saved user registers of a task sampled in the kernel: profile",
+};
+
 /// Every feature, in the order `bench probe` prints them.
-pub const ALL: [Feature; 8] = [
-    BTF, PIDFD, HASH_BATCH, LPM_BATCH, HASH_STOP, LPM_STOP, PERF_EVENT, BPF_LOOP,
+pub const ALL: [Feature; 9] = [
+    BTF,
+    PIDFD,
+    HASH_BATCH,
+    LPM_BATCH,
+    HASH_STOP,
+    LPM_STOP,
+    PERF_EVENT,
+    BPF_LOOP,
+    TASK_PT_REGS,
 ];
 
 /// Where libbpf finds the kernel's BTF.
@@ -89,6 +103,12 @@ pub fn missing_for(programs: &[&str], btf: &Path) -> Option<Feature> {
         if matches!(features::helper(PROG_PERF_EVENT, HELPER_LOOP), Ok(false)) {
             return Some(BPF_LOOP);
         }
+        if matches!(
+            features::helper(PROG_PERF_EVENT, HELPER_TASK_PT_REGS),
+            Ok(false)
+        ) {
+            return Some(TASK_PT_REGS);
+        }
     }
     None
 }
@@ -114,6 +134,17 @@ mod tests {
         assert_eq!(missing_for(RUN, btf.path()), None, "run needs no bpf_loop");
         let msg = BPF_LOOP.needs();
         assert!(msg.contains("bpf_loop") && msg.contains("5.17"), "{msg}");
+        fake::reset();
+    }
+
+    #[test]
+    fn a_kernel_without_bpf_task_pt_regs_refuses_the_sampler_only() {
+        fake::reset();
+        fake::features::missing(PROG_PERF_EVENT, Some(HELPER_TASK_PT_REGS));
+        let btf = btf_here();
+        assert_eq!(missing_for(PROFILE, btf.path()), Some(TASK_PT_REGS));
+        assert_eq!(missing_for(RUN, btf.path()), None);
+        assert!(TASK_PT_REGS.needs().contains("5.15"));
         fake::reset();
     }
 

@@ -10,6 +10,9 @@ use libbpf_sys as sys;
 pub const PROG_PERF_EVENT: u32 = sys::BPF_PROG_TYPE_PERF_EVENT;
 /// BPF_FUNC_loop (Linux 5.17): the sampler resolves frames in a bpf_loop.
 pub const HELPER_LOOP: u32 = sys::BPF_FUNC_loop;
+/// BPF_FUNC_task_pt_regs (Linux 5.15): the CFI walk's user registers of a
+/// task sampled in the kernel.
+pub const HELPER_TASK_PT_REGS: u32 = sys::BPF_FUNC_task_pt_regs;
 
 fn answer(call: &'static str, what: String, r: i32) -> Result<bool, SysError> {
     match r {
