@@ -340,6 +340,11 @@ pub fn load(
             // a probe names what this kernel lacks, with its version
             _ => match features::missing_for(programs, Path::new(features::VMLINUX_BTF)) {
                 Some(f) => format!("this kernel lacks {}", f.needs()),
+                // every feature is here: the verifier refused a program
+                None if matches!(errno, Some(libc::EACCES | libc::EINVAL)) => {
+                    "the kernel's verifier refused a program; RUST_LOG=debug prints its log"
+                        .to_string()
+                }
                 None => format!("needs BTF, Linux >= {} for tp_btf", features::BTF.since),
             },
         };
