@@ -15,7 +15,7 @@ DESTDIR ?=
 # the binary installed: the static one (built by `make static` when missing)
 INSTALL_BIN ?= $(STATIC_BIN)
 
-.PHONY: setup setup-test build static run test bench lint install
+.PHONY: setup setup-test build static run test test-kernels bench lint install
 
 # What building needs; the tests need more (scripts/setup test).
 setup:
@@ -45,9 +45,19 @@ $(DEMO): demo/demo.c
 run: build $(DEMO)
 	$(BIN) profile -F 999 -o profile.folded --svg profile.svg -- $(DEMO)
 
-# Every test: unit tests (fake kernel) and kernel tests (real bpf(), root).
+# Every test: unit tests (fake kernel), kernel tests (real bpf(), root),
+# then the kernel matrix; the matrix runs even when a test failed, and
+# either failing fails `make test`.
 test: setup-test static
-	PIDMAP_STATIC_BIN=$(abspath $(STATIC_BIN)) $(CARGO) test --release --no-fail-fast
+	@status=0; \
+	PIDMAP_STATIC_BIN=$(abspath $(STATIC_BIN)) $(CARGO) test --release --no-fail-fast || status=1; \
+	PIDMAP_STATIC_BIN=$(abspath $(STATIC_BIN)) bash scripts/kernels || status=1; \
+	exit $$status
+
+# The static binary booted on Debian's 6.1 and 6.12 kernels (cloud and
+# PREEMPT_RT) under qemu, each running the scenarios of scripts/kernels.d.
+test-kernels: setup-test static
+	PIDMAP_STATIC_BIN=$(abspath $(STATIC_BIN)) bash scripts/kernels
 
 bench: setup-test build static
 	bash scripts/bench-delete

@@ -578,6 +578,7 @@ int pidmap_sample(struct bpf_perf_event_data *ctx)
 			}
 		}
 	}
+	barrier_var(nuser); /* the clamp below on a register, not a spilled copy (6.1) */
 	if (nuser > PIDMAP_MAX_USER_FRAMES)
 		nuser = PIDMAP_MAX_USER_FRAMES;
 	if (nuser && walk == WALK_NONE)

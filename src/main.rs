@@ -68,6 +68,7 @@ fn run(cmd: Cmd) -> Result<u8> {
                 }
                 BenchArgs::Insert(i) => pidmap::cmd::bench::insert_bench(&i)?,
                 BenchArgs::Churn(c) => pidmap::cmd::churn::run(&c)?,
+                BenchArgs::Probe { json } => pidmap::cmd::probe::run(json)?,
             }
             Ok(0)
         }

@@ -602,12 +602,18 @@ impl Agent {
                 }
             }
             Mode::Command(argv) => {
+                // the sampler runs before the command leaves its gate, so
+                // its first instructions are sampled too (opening the
+                // perf events takes ~0.1 s under emulation)
+                self.start_sampling()?;
                 if !self.start_command(&argv)? {
                     return Ok(());
                 }
             }
         }
-        self.start_sampling()?;
+        if !matches!(self.cfg.mode, Mode::Command(_)) {
+            self.start_sampling()?;
+        }
         self.drain_requests();
         self.work_all();
         self.write_metrics();

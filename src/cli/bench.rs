@@ -53,6 +53,8 @@ const DELETE: &[Flag] = &[
 
 const INSERT: &[Flag] = &[MAP, KEYS, REPS, JSON];
 
+const PROBE: &[Flag] = &[JSON];
+
 const CHURN: &[Flag] = &[
     Flag::value("--procs", "N", "short-lived processes to spawn", "10").default("2000"),
     Flag::value("--rate", "R", "processes started per second", "100").default("500"),
@@ -103,7 +105,7 @@ pub const SPEC: CommandSpec = CommandSpec {
     intro: "\
 pidmap bench: benchmarks (each strategy side by side in one run)
 
-Usage: pidmap bench delete|insert|churn [OPTIONS]
+Usage: pidmap bench delete|insert|churn|probe [OPTIONS]
 
 delete: fills a fresh map with N keys and deletes a list in which P percent
   are absent, with the strategies resume, resume-single, reissue-all, single
@@ -115,6 +117,9 @@ churn: starts `pidmap run --all` and spawns N short-lived processes paced
   each delete strategy; prints exit-to-cleanup latency, entries left, the
   audit, agent CPU per process, RSS along the run, files in the registry,
   lost records, refused keys.
+probe: the kernel features pidmap uses, each probed here, with the first
+  Linux version that has it; what a batch's count says when the kernel
+  stops at an absent key (at every position) or refuses a batch.
 ",
     sections: &[
         Section {
@@ -129,12 +134,16 @@ churn: starts `pidmap run --all` and spawns N short-lived processes paced
             title: "bench churn:",
             flags: CHURN,
         },
+        Section {
+            title: "bench probe:",
+            flags: PROBE,
+        },
     ],
     outro: "",
 };
 
 /// The benchmarks, each with its section of [`SPEC`].
-pub const KINDS: [(&str, usize); 3] = [("delete", 0), ("insert", 1), ("churn", 2)];
+pub const KINDS: [(&str, usize); 4] = [("delete", 0), ("insert", 1), ("churn", 2), ("probe", 3)];
 
 const NAME: &str = "bench";
 
@@ -189,6 +198,9 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Cmd, Usage> {
     let args = match name {
         "delete" => BenchArgs::Delete(delete(items)?),
         "insert" => BenchArgs::Insert(insert(items)?),
+        "probe" => BenchArgs::Probe {
+            json: items.iter().any(|(long, ..)| *long == "--json"),
+        },
         _ => BenchArgs::Churn(churn(items)?),
     };
     Ok(Cmd::Bench(args))

@@ -250,7 +250,7 @@ Commands:
   run       the agent: track processes and keep pid_page_to_mapping_info exact
   profile   sample CPUs and attribute every frame to a file and function
   audit     check the pinned maps for leaked entries (and --repair them)
-  bench     benchmarks: delete, insert, churn
+  bench     benchmarks: delete, insert, churn; probe: the kernel's features
   diff      compare profiles: the functions that changed beyond the noise of runs
   help      this text, or `pidmap help COMMAND`
 
@@ -278,6 +278,10 @@ pub enum BenchArgs {
     Delete(DeleteOpts),
     Insert(InsertOpts),
     Churn(ChurnOpts),
+    /// `bench probe`: the kernel feature table.
+    Probe {
+        json: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

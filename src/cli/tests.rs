@@ -389,7 +389,7 @@ fn usage_errors_name_the_flag_and_the_commands_help() {
         ("bench delete --keys", "--keys needs a value", "bench"),
         (
             "bench nope",
-            "unknown benchmark \"nope\": delete, insert or churn",
+            "unknown benchmark \"nope\": delete, insert, churn or probe",
             "bench",
         ),
         ("diff a", "diff takes two profiles: BASE NEW", "diff"),

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod churn;
 pub mod diff;
 pub mod notes;
+pub mod probe;
 pub mod profile;
 pub mod repeat;
 pub mod run;

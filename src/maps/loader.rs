@@ -5,6 +5,7 @@
 use crate::abi::{Config, EVENTS_NAME, TRIE_NAME};
 use crate::counters::{self, COUNTERS};
 use crate::error::{Error, Result};
+use crate::maps::features;
 use crate::maps::tables::Tables;
 use crate::sys::bpf::{MapHandle, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
 use crate::sys::fs::{self, Dir, DirStat, EntryKind, FileId};
@@ -330,9 +331,22 @@ pub fn load(
         }
         // out of file descriptors or memory is not a kernel that is too old
         let hint = match errno {
-            Some(libc::EMFILE | libc::ENFILE) => "too few file descriptors: raise RLIMIT_NOFILE",
-            Some(libc::ENOMEM) => "out of memory (or RLIMIT_MEMLOCK on kernels before 5.11)",
-            _ => "needs BTF, Linux >= 5.5 for tp_btf",
+            Some(libc::EMFILE | libc::ENFILE) => {
+                "too few file descriptors: raise RLIMIT_NOFILE".to_string()
+            }
+            Some(libc::ENOMEM) => {
+                "out of memory (or RLIMIT_MEMLOCK on kernels before 5.11)".to_string()
+            }
+            // a probe names what this kernel lacks, with its version
+            _ => match features::missing_for(programs, Path::new(features::VMLINUX_BTF)) {
+                Some(f) => format!("this kernel lacks {}", f.needs()),
+                // every feature is here: the verifier refused a program
+                None if matches!(errno, Some(libc::EACCES | libc::EINVAL)) => {
+                    "the kernel's verifier refused a program; RUST_LOG=debug prints its log"
+                        .to_string()
+                }
+                None => format!("needs BTF, Linux >= {} for tp_btf", features::BTF.since),
+            },
         };
         Error::from(e).context(format!(
             "loading the BPF object on Linux {} ({hint})",

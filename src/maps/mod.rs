@@ -3,5 +3,6 @@
 
 pub(crate) mod audit;
 pub mod engine;
+pub mod features;
 pub mod loader;
 pub mod tables;

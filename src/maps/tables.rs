@@ -126,6 +126,26 @@ impl Tables {
         self.events.lookup_and_delete_batch(token, keys, values)
     }
 
+    /// The sync requests of `pid_events` one key at a time, for kernels
+    /// without BPF_MAP_LOOKUP_AND_DELETE_BATCH (before 5.6): the keys
+    /// walked with GET_NEXT_KEY, then each deleted; a key deleted
+    /// meanwhile (ENOENT) is skipped, a key written meanwhile waits for
+    /// the next drain.
+    pub fn take_events_single(&self) -> std::result::Result<Vec<u64>, SysError> {
+        let keys: Vec<u64> = self
+            .events
+            .keys(self.events.info().max_entries as usize + 1)?;
+        let mut taken = Vec::with_capacity(keys.len());
+        for k in keys {
+            match self.events.delete(&k) {
+                Ok(()) => taken.push(k),
+                Err(e) if e.errno() == libc::ENOENT => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(taken)
+    }
+
     /// Audits the trie and `pid_events` (see [`audit::audit`]).
     pub fn audit(&self, start_time: &dyn Fn(u32) -> Option<u64>) -> Result<AuditReport> {
         audit::audit(&self.trie.map, &self.events, start_time)

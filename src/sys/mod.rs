@@ -9,6 +9,7 @@ pub mod bpf;
 pub mod caps;
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod features;
 pub(crate) mod fs;
 pub mod object;
 pub(crate) mod perf_event;

@@ -115,7 +115,18 @@ impl ProcessManager {
         loop {
             let mut keys = [0u64; 1024];
             let mut vals = [0u8; 1024];
-            let (n, done) = self.tables.take_events(&mut token, &mut keys, &mut vals)?;
+            let first = token.is_none();
+            let (n, done) = match self.tables.take_events(&mut token, &mut keys, &mut vals) {
+                Ok(r) => r,
+                // no batch command (EINVAL, before 5.6) or none for this
+                // map (ENOTSUPP): key by key
+                Err(e) if first && matches!(e.errno(), libc::EINVAL | crate::sys::ENOTSUPP) => {
+                    let taken = self.tables.take_events_single()?;
+                    add(&COUNTERS.requests_drained, taken.len() as u64);
+                    return Ok(taken.iter().map(|k| (k >> 32) as u32).collect());
+                }
+                Err(e) => return Err(e),
+            };
             add(&COUNTERS.requests_drained, n as u64);
             pids.extend(keys[..n].iter().map(|k| (k >> 32) as u32));
             if done || n == 0 {

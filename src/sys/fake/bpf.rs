@@ -314,6 +314,38 @@ unsafe fn answer(k: &mut FakeMap, cmd: u32, attr: &mut sys::bpf_attr) -> Result<
             attr.batch.count = done;
             result
         }
+        sys::BPF_MAP_LOOKUP_AND_DELETE_BATCH => {
+            // SAFETY: reading the batch member the wrapper filled.
+            let b = unsafe { attr.batch };
+            k.calls.push((cmd, b.count));
+            match k.delete_batch {
+                FakeBatch::NotSupported => return Err(crate::sys::ENOTSUPP),
+                FakeBatch::Unknown => return Err(libc::EINVAL),
+                FakeBatch::Supported => {}
+            }
+            // the entries from the front (each taken is deleted, so a
+            // cursor is not needed); ENOENT once the walk is over
+            let taken: Vec<(Vec<u8>, Vec<u8>)> = k
+                .entries
+                .iter()
+                .take(b.count as usize)
+                .map(|(kk, v)| (kk.clone(), v.clone()))
+                .collect();
+            for (i, (kk, v)) in taken.iter().enumerate() {
+                // SAFETY: keys/values cover count elements.
+                unsafe {
+                    write(b.keys + (i * ks) as u64, kk);
+                    write(b.values + (i * vs) as u64, v);
+                }
+                k.entries.remove(kk);
+            }
+            attr.batch.count = taken.len() as u32;
+            if k.entries.is_empty() {
+                Err(libc::ENOENT)
+            } else {
+                Ok(0)
+            }
+        }
         _ => Err(libc::EINVAL),
     }
 }

@@ -7,7 +7,9 @@
 //! - [`perf`]: perf_event_open, the ring's mmap and its enable ioctl, with
 //!   a writer side through which a test puts samples and lost counts into
 //!   a ring, as the kernel would;
-//! - [`open`]: openat2 missing, as before 5.6.
+//! - [`open`]: openat2 missing, as before 5.6;
+//! - [`features`]: a BPF helper or program type missing from libbpf's
+//!   probes, as on a kernel too old for it.
 //!
 //! Each object is faked from its `install` until [`reset`] (or its own
 //! `uninstall`); until then the real kernel answers. The fake is reached
@@ -16,6 +18,7 @@
 //! `cfg(test)`: the layers above have no second code path for tests.
 
 pub mod bpf;
+pub mod features;
 pub mod open;
 pub mod perf;
 pub mod pidfd;
@@ -31,6 +34,7 @@ pub fn reset() {
     pidfd::uninstall();
     perf::uninstall();
     open::openat2_missing_on(false);
+    features::uninstall();
 }
 
 /// A new non-blocking eventfd: what the fakes hand out for fds the code

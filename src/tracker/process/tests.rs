@@ -103,6 +103,40 @@ fn current_kernel_through_the_fake() {
     old_kernel_scenario(FakeBatch::Supported, None);
 }
 
+/// The request drain of `pid_events` on kernels without
+/// BPF_MAP_LOOKUP_AND_DELETE_BATCH (before 5.6: EINVAL; ENOTSUPP for a
+/// map type without it): key by key, the same requests, the map emptied.
+#[test]
+fn requests_are_drained_without_the_batch_command() {
+    for batch in [
+        FakeBatch::Supported,
+        FakeBatch::Unknown,
+        FakeBatch::NotSupported,
+    ] {
+        let mut events = FakeMap::new(8, 1, 65536);
+        events.delete_batch = batch;
+        fake::bpf::install(events);
+        fake::bpf::add_map(FakeMap::new(16, 16, 1 << 20)); // the trie
+        let pm = ProcessManager::new(Tables::create(1 << 20).unwrap());
+        fake::bpf::with(|k| {
+            for key in [(7u64 << 32) | 7, (7 << 32) | 8, (9 << 32) | 9] {
+                k.entries.insert(key.to_ne_bytes().to_vec(), vec![1]);
+            }
+        });
+        let pids = pm.take_requests().unwrap();
+        assert_eq!(pids, std::collections::BTreeSet::from([7, 9]), "{batch:?}");
+        let (left, singles) =
+            fake::bpf::with(|k| (k.entries.len(), k.calls_of(libbpf_sys::BPF_MAP_DELETE_ELEM)));
+        assert_eq!(left, 0, "{batch:?}: requests left in the map");
+        assert_eq!(
+            singles,
+            if batch == FakeBatch::Supported { 0 } else { 3 },
+            "{batch:?}"
+        );
+        fake::bpf::uninstall();
+    }
+}
+
 /// A child that stays up until killed (at the latest when this guard
 /// drops, so a failing test leaves no process behind).
 struct Sleeper(std::process::Child);
