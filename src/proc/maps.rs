@@ -303,7 +303,8 @@ fn parse_dec_u64(s: &[u8]) -> Option<u64> {
     })
 }
 
-fn classify_path(raw: &[u8]) -> MapsPath {
+/// What backs a mapping, from its path column (or a PROCMAP_QUERY name).
+pub fn classify_path(raw: &[u8]) -> MapsPath {
     if raw.is_empty() {
         return MapsPath::Anonymous;
     }

@@ -17,6 +17,7 @@ pub mod perf_ring;
 pub(crate) mod pidfd;
 pub(crate) mod pread;
 pub(crate) mod process;
+pub(crate) mod procmap;
 pub mod safe_open;
 pub(crate) mod sched;
 pub mod signal;

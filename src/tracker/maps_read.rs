@@ -13,13 +13,16 @@
 //! mappings (and `[vdso]`) are kept, so memory follows what is tracked,
 //! not the size of the file.
 
-use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath};
+use crate::proc::maps::{self as procmaps, MapsEntry, MapsPath, Perms};
+use crate::sys::procmap;
 use crate::tracker::registry::{self, VDSO_FILE_ID};
 use crate::warn_limited;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes read from the maps file at a time.
@@ -93,7 +96,53 @@ fn wanted(e: &MapsEntry) -> Option<(Wanted, String)> {
     Some((w, path))
 }
 
+/// Set once PROCMAP_QUERY answered that the kernel lacks it (before 6.11):
+/// the maps are read as text from then on.
+static NO_QUERY: AtomicBool = AtomicBool::new(false);
+
 impl MapsRead {
+    /// The executable mappings by PROCMAP_QUERY, one ioctl each (the
+    /// kernel skips the others and formats nothing); false when there are
+    /// none. `bytes` counts the mappings found, `lines` too.
+    fn query(&mut self, f: &File) -> std::io::Result<bool> {
+        thread_local! {
+            static NAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        NAME.with(|n| {
+            let mut name = n.borrow_mut();
+            name.resize(libc::PATH_MAX as usize + 1, 0);
+            let mut addr = 0u64;
+            while let Some(v) = procmap::next_exec(f.as_fd(), addr, &mut name)? {
+                if v.end <= addr {
+                    break; // no progress: never loop on a confused answer
+                }
+                addr = v.end;
+                self.lines += 1;
+                self.bytes += 1;
+                let e = MapsEntry {
+                    start: v.start,
+                    end: v.end,
+                    perms: Perms {
+                        read: v.read,
+                        write: v.write,
+                        exec: v.exec,
+                        shared: v.shared,
+                    },
+                    offset: v.offset,
+                    dev_major: v.dev_major,
+                    dev_minor: v.dev_minor,
+                    inode: v.inode,
+                    path: procmaps::classify_path(&name[..v.name_len]),
+                };
+                if let Some((w, path)) = wanted(&e) {
+                    self.paths.entry(w.file_id).or_insert(path);
+                    self.want.push(w);
+                }
+            }
+            Ok(self.lines > 0)
+        })
+    }
+
     /// Parses complete lines of `data`; a first bad line is logged.
     pub(super) fn parse(&mut self, pid: u32, data: &[u8]) {
         for line in data.split(|&b| b == b'\n') {
@@ -170,6 +219,22 @@ pub fn read(pid: u32) -> std::io::Result<MapsRead> {
     let t0 = Instant::now();
     let mut out = MapsRead::default();
     let mut f = File::open(format!("/proc/{pid}/maps"))?;
+    if !NO_QUERY.load(Ordering::Relaxed) {
+        match out.query(&f) {
+            Ok(true) => {
+                out.took = t0.elapsed();
+                return Ok(out);
+            }
+            // nothing executable: the text decides (a zombie leader's maps
+            // read empty, and its threads' are read then)
+            Ok(false) => {}
+            Err(e) if procmap::unsupported(&e) => NO_QUERY.store(true, Ordering::Relaxed),
+            // a path longer than the buffer: the text has it
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {}
+            Err(e) => return Err(e),
+        }
+        out = MapsRead::default();
+    }
     out.read_from(pid, &mut f)?;
     if out.bytes == 0 {
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -199,6 +264,46 @@ pub fn read(pid: u32) -> std::io::Result<MapsRead> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PROCMAP_QUERY and the text give the same mappings (this kernel has
+    /// the ioctl: 6.11 and later), for this process and a python3.
+    #[test]
+    fn the_query_and_the_text_agree() {
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import json, re, sys; print('ready', flush=True); sys.stdin.read()",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        // its libraries are mapped once it says so
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "ready\n");
+        let pid = child.id();
+        for pid in [std::process::id(), pid] {
+            let f = File::open(format!("/proc/{pid}/maps")).unwrap();
+            let mut q = MapsRead::default();
+            assert!(
+                q.query(&f).unwrap(),
+                "pid {pid}: PROCMAP_QUERY found nothing"
+            );
+            let mut t = MapsRead::default();
+            t.read_from(pid, &mut File::open(format!("/proc/{pid}/maps")).unwrap())
+                .unwrap();
+            assert!(t.want.len() >= 4, "{:?}", t.want);
+            assert_eq!(q.want, t.want, "pid {pid}");
+            assert_eq!(q.paths, t.paths, "pid {pid}");
+        }
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
 
     #[test]
     fn only_executable_file_mappings_and_the_vdso_are_kept() {
