@@ -229,9 +229,10 @@ pub fn read(pid: u32) -> std::io::Result<MapsRead> {
             // read empty, and its threads' are read then)
             Ok(false) => {}
             Err(e) if procmap::unsupported(&e) => NO_QUERY.store(true, Ordering::Relaxed),
-            // a path longer than the buffer: the text has it
-            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {}
-            Err(e) => return Err(e),
+            // anything else (a path longer than the buffer; a zombie
+            // leader, whose mm is gone: ESRCH where the text reads empty):
+            // the text decides, as it did before the query
+            Err(_) => {}
         }
         out = MapsRead::default();
     }
