@@ -389,3 +389,56 @@ fn cargo_fuzz_seeds_reach_records_and_samples() {
         );
     }
 }
+
+/// The unwind table builder on mutated ELF files (a mapped file is the
+/// attacker's: DESIGN §9): never a panic, rows strictly sorted, and what
+/// is made of them for the kernel in its bounds.
+#[test]
+fn unwind_table_builder() {
+    let mut seeds = vec![std::fs::read("/bin/true").unwrap()];
+    seeds.extend(std::fs::read("/usr/lib/x86_64-linux-gnu/libdl.so.2"));
+    for (i, s) in seeds.iter().enumerate() {
+        let t = pidmap::sampler::unwind::from_data(s.as_slice()).expect("a seed builds");
+        eprintln!(
+            "unwind seed {i}: {} bytes, {} rows",
+            s.len(),
+            t.entries.len()
+        );
+        assert!(!t.entries.is_empty());
+    }
+    let gen = |i: usize, rng: &mut Rng| match i % 5 {
+        0 => mutate(&seeds[i % seeds.len()], rng),
+        _ => overwrite(&seeds[i % seeds.len()], rng),
+    };
+    let (total, built, with_rows) =
+        run_counting(
+            "unwind",
+            2_000,
+            gen,
+            |d| match pidmap::sampler::unwind::from_data(d) {
+                Ok(t) => {
+                    assert!(
+                        t.entries.windows(2).all(|w| w[0].pc < w[1].pc),
+                        "rows out of order"
+                    );
+                    let p = pidmap::sampler::unwind::kernel::prepare(&t);
+                    assert!(p
+                        .keys
+                        .iter()
+                        .all(|k| k.part < pidmap::abi::UNWIND_MAX_PARTS));
+                    assert!(p
+                        .values
+                        .iter()
+                        .all(|v| usize::from(v.count) <= pidmap::abi::UNWIND_PAGE_ROWS));
+                    (true, !t.entries.is_empty())
+                }
+                Err(_) => (false, false),
+            },
+        );
+    let b = built * 100 / total;
+    eprintln!(
+        "fuzz unwind: {total} inputs, {b}% build, {}% with rows",
+        with_rows * 100 / total
+    );
+    assert!(b >= 30, "inputs too shallow: {b}% build");
+}
