@@ -512,13 +512,7 @@ impl Agent {
             // the files of a process whose sample missed a table are built
             // first (the walk ended there, or stepped over it)
             for s in &samples {
-                let frames: Vec<u64> = s
-                    .user
-                    .iter()
-                    .map(|f| f.file_id)
-                    .filter(|&id| id != 0)
-                    .collect();
-                u.wanted(s.header.pid, &frames, &self.pm);
+                u.wanted(s.header.pid, &s.user, &self.pm);
             }
         }
         if let Some(sink) = self.sink.as_mut() {

@@ -108,16 +108,19 @@ impl Unwinder {
     /// has none yet, or stepped over one by frame pointer): the builds of
     /// every file the process maps go first, the files of its frames
     /// before the others.
-    pub fn wanted(&mut self, pid: u32, frames: &[u64], pm: &ProcessManager) {
+    pub fn wanted(&mut self, pid: u32, frames: &[crate::abi::SampleFrame], pm: &ProcessManager) {
+        // the common case, every table loaded or building: nothing to do
         if self.waiting_ids.is_empty() {
             return;
         }
+        let waits = |id: &u64| self.waiting_ids.contains_key(id);
+        let in_frames = |id: &u64| frames.iter().any(|f| f.file_id == *id);
         let mut ids: Vec<u64> = pm
             .get(pid)
             .map(|p| p.mappings.values().map(|m| m.file_id).collect())
             .unwrap_or_default();
-        ids.retain(|id| self.waiting_ids.contains_key(id) && !frames.contains(id));
-        ids.extend(frames.iter().filter(|id| self.waiting_ids.contains_key(id)));
+        ids.retain(|id| waits(id) && !in_frames(id));
+        ids.extend(frames.iter().map(|f| f.file_id).filter(waits));
         if ids.is_empty() {
             return;
         }
