@@ -5,7 +5,9 @@
 //!
 //! The loop submits jobs over crossbeam channels, each to the thread with
 //! the fewest jobs (a new one while the pool has room), so a job stuck in
-//! one thread delays only what was already queued behind it there. Results
+//! one thread delays only what was already queued behind it there. A
+//! thread without a job waits parked and is unparked by the send (or when
+//! it is given up on): it spins and yields nothing between jobs. Results
 //! come back over another channel, and the workers wake the loop through
 //! the agent's `mio::Waker` (mio allows one per Poll: every worker and the
 //! control API share it, and the loop drains them all every turn). The
@@ -20,7 +22,7 @@
 //! (never retry that file, stop reading that user's processes) is the
 //! caller's to decide.
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use mio::Waker;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,6 +58,8 @@ pub enum Event<R> {
 
 struct Worker<J> {
     tx: Sender<(u64, J)>,
+    /// The thread: unparked after each job sent, and when abandoned.
+    thread: std::thread::Thread,
     /// The job it started, and when.
     running: Arc<Mutex<Option<(u64, Instant)>>>,
     /// Set when the loop gives up on the thread: it ends at its next look.
@@ -70,6 +74,12 @@ struct Worker<J> {
 impl<J> Worker<J> {
     fn running(&self) -> Option<(u64, Instant)> {
         self.running.try_lock().ok().and_then(|g| *g)
+    }
+
+    /// Tells the thread to end at its next look (now, if it is waiting).
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        self.thread.unpark();
     }
 }
 
@@ -129,7 +139,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
     /// afresh, and the jobs not answered go to them.
     fn restart(&mut self) {
         for w in self.workers.drain(..) {
-            w.abandoned.store(true, Ordering::Release);
+            w.abandon();
         }
         let queued: Vec<(u64, J)> = self
             .outstanding
@@ -218,6 +228,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         if w.tx.send((id, job)).is_err() {
             return false;
         }
+        w.thread.unpark();
         w.assigned.insert(id);
         true
     }
@@ -254,37 +265,50 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         let work = self.work.clone();
         let spawned = std::thread::Builder::new()
             .name(self.cfg.name.into())
-            .spawn(move || {
-                while let Ok((id, job)) = rx.recv() {
-                    if a.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if let Ok(mut g) = r.lock() {
-                        *g = Some((id, Instant::now()));
-                    }
-                    // a parser bug must not take the worker down
-                    let answer =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job))).ok();
-                    if let Ok(mut g) = r.lock() {
-                        *g = None;
-                    }
-                    if a.load(Ordering::Acquire) {
-                        // the loop has given up on this thread
-                        if was.load(Ordering::Acquire) {
-                            stuck.fetch_sub(1, Ordering::AcqRel);
+            .spawn(move || loop {
+                // parked between jobs, unparked by the send: the channel's
+                // blocking receive spun and yielded (sched_yield ~4 times a
+                // job) before it slept, ~9 us of a process's lifetime
+                let (id, job) = match rx.try_recv() {
+                    Ok(j) => j,
+                    Err(TryRecvError::Empty) => {
+                        if a.load(Ordering::Acquire) {
+                            return;
                         }
-                        return;
+                        std::thread::park();
+                        continue;
                     }
-                    if results.send((id, answer)).is_err() {
-                        return;
+                    Err(TryRecvError::Disconnected) => return,
+                };
+                if a.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Ok(mut g) = r.lock() {
+                    *g = Some((id, Instant::now()));
+                }
+                // a parser bug must not take the worker down
+                let answer =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(job))).ok();
+                if let Ok(mut g) = r.lock() {
+                    *g = None;
+                }
+                if a.load(Ordering::Acquire) {
+                    // the loop has given up on this thread
+                    if was.load(Ordering::Acquire) {
+                        stuck.fetch_sub(1, Ordering::AcqRel);
                     }
-                    if let Some(w) = &waker {
-                        let _ = w.wake();
-                    }
+                    return;
+                }
+                if results.send((id, answer)).is_err() {
+                    return;
+                }
+                if let Some(w) = &waker {
+                    let _ = w.wake();
                 }
             });
-        spawned.map(|_| Worker {
+        spawned.map(|h| Worker {
             tx,
+            thread: h.thread().clone(),
             running,
             abandoned,
             was_stuck,
@@ -365,7 +389,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
             // counted before the thread can see it abandoned
             self.stuck.fetch_add(1, Ordering::AcqRel);
             w.was_stuck.store(true, Ordering::Release);
-            w.abandoned.store(true, Ordering::Release);
+            w.abandon();
             self.abandoned += 1;
             if self.outstanding.remove(&id).is_some() {
                 out.push(Event::TimedOut(id));
@@ -395,7 +419,7 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
 impl<J, R> Drop for Pool<J, R> {
     fn drop(&mut self) {
         for w in &self.workers {
-            w.abandoned.store(true, Ordering::Release);
+            w.abandon();
         }
     }
 }
@@ -564,6 +588,53 @@ mod tests {
         assert!(matches!(events[0], Event::Panicked(1)), "{events:?}");
         assert!(matches!(events[1], Event::Done(2, 9)), "{events:?}");
         assert_eq!(p.abandoned(), 0);
+    }
+
+    /// Threads of this process named `name`.
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+            })
+            .count()
+    }
+
+    fn wait_threads(name: &str, n: usize) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while threads_named(name) != n {
+            assert!(
+                Instant::now() < end,
+                "{name}: {} threads, not {n}",
+                threads_named(name)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn waiting_threads_end_with_the_pool_and_on_a_restart() {
+        // a thread waits parked: giving up on it must wake it to end
+        let name = "pidmap-t-ends";
+        let c = PoolConfig {
+            name,
+            threads: 2,
+            ..cfg(2000, 2)
+        };
+        let mut p: Pool<u32, u32> = Pool::new(c, Arc::new(|j| j), None);
+        p.start().unwrap();
+        assert!(p.submit(1, 1));
+        wait_all(&mut p, 1);
+        wait_threads(name, 2);
+        // new work: the waiting threads end, fresh ones take the jobs
+        p.set_work(Arc::new(|j| j + 1));
+        assert!(p.submit(2, 2));
+        let events = wait_all(&mut p, 1);
+        assert!(matches!(events[..], [Event::Done(2, 3)]), "{events:?}");
+        wait_threads(name, 1);
+        drop(p);
+        wait_threads(name, 0);
     }
 
     #[test]
