@@ -167,8 +167,10 @@ fn processes_that_exit_right_after_being_sampled_are_fully_unwound() {
     if !common::bpf_available() {
         return;
     }
-    // 200 fresh execs, each burning 5 ms in short_hot and exiting: at
-    // 999 Hz each is sampled ~5 times, the last just before it exits
+    // 200 fresh execs, each burning 2 ms in short_warm (while libc,
+    // mapped by ld.so after the exec, gets synced: uwshort.c) and 5 ms in
+    // short_hot, and exiting: at 999 Hz each is sampled ~5 times in
+    // short_hot, the last just before it exits
     let w = workloads();
     let pins = common::pin_dir("unwind-short");
     let out = w.dir.join(format!("short-{}.folded", tag()));

@@ -1,7 +1,13 @@
 // The short-lived workload of the unwinding tests, built with -O2
 // -fomit-frame-pointer: `uwshort N MS` starts N children one after
 // another, each a fresh exec of this file (`uwshort child MS`) that burns
-// MS milliseconds of CPU in short_hot and exits at once.
+// 2 ms of CPU in short_warm, then MS milliseconds in short_hot, and exits
+// at once. ld.so maps libc after the exec the agent syncs at, and no event
+// tells it: a sample soon after (in ld.so or short_warm) finds libc
+// unknown and asks for a sync. short_warm gives that sync the time to
+// land, so a walk from short_hot meets libc in the trie and what the
+// test counts is the unwinding, not the trie's latency (tests/sampling.rs
+// bounds that).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +24,16 @@ static double cpu_now(void)
 	return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+__attribute__((noinline)) void short_warm(double seconds)
+{
+	double end = cpu_now() + seconds;
+	unsigned long s = 7;
+	while (cpu_now() < end)
+		for (unsigned long i = 0; i < 20000; i++)
+			s = s * 0x5851f42d4c957f2dul + i;
+	short_sink = s;
+}
+
 __attribute__((noinline)) void short_hot(double seconds)
 {
 	double end = cpu_now() + seconds;
@@ -31,6 +47,7 @@ __attribute__((noinline)) void short_hot(double seconds)
 int main(int argc, char **argv)
 {
 	if (argc > 2 && strcmp(argv[1], "child") == 0) {
+		short_warm(0.002);
 		short_hot(atof(argv[2]) / 1000.0);
 		return 0;
 	}
