@@ -65,21 +65,7 @@ fn sets() -> Sets {
 
 /// (exit code, stdout, stderr) of `pidmap diff BASE... -- NEW... ARGS`.
 fn diff(base: &[PathBuf], new: &[PathBuf], args: &[&str]) -> (i32, String, String) {
-    let o = output_within(
-        Command::new(pidmap_bin())
-            .arg("diff")
-            .args(["--threshold", "1"])
-            .args(args)
-            .args(base)
-            .arg("--")
-            .args(new),
-        common::RUN,
-    );
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    common::pidmap_diff(base, new, args)
 }
 
 /// A JSON document read back by python3's json module, and one value

@@ -56,27 +56,7 @@ fn profile_runs(dir: &Path, builds: &[(&str, &Path)]) -> Vec<Vec<PathBuf>> {
 
 /// `pidmap diff --format json` of two sets: (exit code, JSON, stderr).
 fn diff(base: &[PathBuf], new: &[PathBuf], scale: &str) -> (i32, String, String) {
-    let o = output_within(
-        Command::new(pidmap_bin())
-            .args([
-                "diff",
-                "--threshold",
-                "1",
-                "--format",
-                "json",
-                "--scale",
-                scale,
-            ])
-            .args(base)
-            .arg("--")
-            .args(new),
-        common::RUN,
-    );
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    common::pidmap_diff(base, new, &["--format", "json", "--scale", scale])
 }
 
 /// The JSON object of one function in the report (the report is ours:

@@ -362,31 +362,11 @@ fn every_frame_of_every_workload_stack_has_its_function_and_file() {
 /// Folds `perf script` output: `comm;outer;...;leaf` with counts.
 fn fold_perf_script(text: &str) -> Vec<(Vec<String>, u64)> {
     let mut out: HashMap<Vec<String>, u64> = HashMap::new();
-    let mut comm: Option<String> = None;
-    let mut frames: Vec<String> = Vec::new();
-    let mut flush = |comm: &mut Option<String>, frames: &mut Vec<String>| {
-        if let Some(c) = comm.take() {
-            let mut s = vec![c];
-            s.extend(frames.drain(..).rev());
-            *out.entry(s).or_default() += 1;
-        }
-        frames.clear();
-    };
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            flush(&mut comm, &mut frames);
-        } else if !line.starts_with(char::is_whitespace) {
-            flush(&mut comm, &mut frames);
-            comm = line.split_whitespace().next().map(String::from);
-        } else {
-            // "\t    55d0c1a0 main_hot+0x1a (/path/sampled)"
-            let mut parts = line.split_whitespace();
-            parts.next();
-            let sym = parts.next().unwrap_or("[unknown]");
-            frames.push(sym.split('+').next().unwrap_or(sym).to_string());
-        }
+    for (comm, frames) in common::perf_script_samples(text) {
+        let mut s = vec![comm];
+        s.extend(frames.into_iter().rev().map(|(f, _)| f));
+        *out.entry(s).or_default() += 1;
     }
-    flush(&mut comm, &mut frames);
     out.into_iter().collect()
 }
 

@@ -509,6 +509,50 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::process::Outp
     }
 }
 
+/// The samples of `perf script` text (`-F comm,tid,ip,sym,dso` with call
+/// chains): each one's comm and its frames, leaf first, as (the symbol
+/// without its offset, whether it is in the kernel).
+pub fn perf_script_samples(text: &str) -> Vec<(String, Vec<(String, bool)>)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(String, Vec<(String, bool)>)> = None;
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            out.extend(cur.take());
+        } else if !line.starts_with(char::is_whitespace) {
+            out.extend(cur.take());
+            let comm = line.split_whitespace().next().unwrap_or_default();
+            cur = Some((comm.to_string(), Vec::new()));
+        } else if let Some((_, frames)) = cur.as_mut() {
+            // "\t    55d0c1a0 main_hot+0x1a (/path/sampled)"
+            let body = line.trim().split_once(' ').map_or("", |(_, b)| b);
+            let (sym, dso) = body.rsplit_once(" (").unwrap_or((body, ""));
+            let sym = sym.split("+0x").next().unwrap_or(sym);
+            frames.push((sym.to_string(), dso.starts_with("[kernel.")));
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+/// (exit code, stdout, stderr) of `pidmap diff --threshold 1 ARGS BASE...
+/// -- NEW...`, within [`RUN`].
+pub fn pidmap_diff(base: &[PathBuf], new: &[PathBuf], args: &[&str]) -> (i32, String, String) {
+    let o = output_within(
+        Command::new(pidmap_bin())
+            .args(["diff", "--threshold", "1"])
+            .args(args)
+            .args(base)
+            .arg("--")
+            .args(new),
+        RUN,
+    );
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 /// Reads lines until one contains `what`: Ok(all read, that line last),
 /// or Err(all read) at the end of the stream. For a caller that goes on
 /// reading the same stream itself; the stream ends when its child does,

@@ -143,41 +143,23 @@ pub fn fold_pidmap(text: &str, comm: &str) -> Vec<Stack> {
 
 /// The stacks of `comm` in `perf script -F comm,tid,ip,sym,dso` output.
 pub fn fold_perf(text: &str, comm: &str) -> Vec<Stack> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    let mut frames: Vec<(String, bool)> = Vec::new();
-    let mut flush = |cur: &mut Option<String>, frames: &mut Vec<(String, bool)>| {
-        if cur.take().as_deref() == Some(comm) {
+    common::perf_script_samples(text)
+        .into_iter()
+        .filter(|(c, _)| c == comm)
+        .map(|(_, frames)| {
             let user: Vec<String> = frames
                 .iter()
                 .rev()
                 .filter(|(_, k)| !k)
                 .map(|(f, _)| canon(f))
                 .collect();
-            out.push(Stack {
+            Stack {
                 kernel: user.len() < frames.len(),
                 user,
                 n: 1,
-            });
-        }
-        frames.clear();
-    };
-    for line in text.lines() {
-        if line.trim().is_empty() {
-            flush(&mut cur, &mut frames);
-        } else if !line.starts_with(char::is_whitespace) {
-            flush(&mut cur, &mut frames);
-            cur = line.split_whitespace().next().map(String::from);
-        } else {
-            // "\t    1335 app_tiny_loop (/tmp/x/uwapp)"
-            let body = line.trim().split_once(' ').map_or("", |(_, b)| b);
-            let (sym, dso) = body.rsplit_once(" (").unwrap_or((body, ""));
-            let sym = sym.split("+0x").next().unwrap_or(sym);
-            frames.push((sym.to_string(), dso.starts_with("[kernel.")));
-        }
-    }
-    flush(&mut cur, &mut frames);
-    out
+            }
+        })
+        .collect()
 }
 
 /// What one tool saw of the workload.
