@@ -81,6 +81,11 @@ impl Mode {
 /// every process of a kernel, so this is every process's. Read from
 /// /proc/self/mem, never from a file a user controls.
 pub fn of_own_vdso() -> Result<UnwindTable, crate::error::Error> {
+    from_data(own_vdso_image()?.as_slice())
+}
+
+/// This process's vdso image, read from /proc/self/mem (at most 1 MiB).
+pub(crate) fn own_vdso_image() -> Result<Vec<u8>, crate::error::Error> {
     use crate::error::Error;
     use std::os::unix::fs::FileExt;
     let maps = std::fs::read_to_string("/proc/self/maps")
@@ -102,7 +107,7 @@ pub fn of_own_vdso() -> Result<UnwindTable, crate::error::Error> {
     std::fs::File::open("/proc/self/mem")
         .and_then(|f| f.read_exact_at(&mut image, range.0))
         .map_err(|e| Error::from(e).context("reading the vdso from /proc/self/mem"))?;
-    from_data(image.as_slice())
+    Ok(image)
 }
 
 /// How the CFA of a row is found, or why the walk ends there.

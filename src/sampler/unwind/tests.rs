@@ -6,7 +6,6 @@
 use super::readelf::{expected, readelf_fdes, ReadelfFde};
 use super::*;
 use crate::sampler::symbolize::test_util::{func_offset, run, scratch_dir};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -191,28 +190,8 @@ fn python3_matches_readelf() {
 
 /// The vdso, copied out of this process's memory into a file.
 fn dump_vdso(dir: &Path) -> PathBuf {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let line = maps
-        .lines()
-        .find(|l| l.ends_with("[vdso]"))
-        .expect("a [vdso] mapping");
-    let (lo, hi) = line
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .split_once('-')
-        .unwrap();
-    let (lo, hi) = (
-        u64::from_str_radix(lo, 16).unwrap(),
-        u64::from_str_radix(hi, 16).unwrap(),
-    );
-    let mut buf = vec![0u8; (hi - lo) as usize];
-    std::fs::File::open("/proc/self/mem")
-        .unwrap()
-        .read_exact_at(&mut buf, lo)
-        .unwrap();
     let out = dir.join("vdso.so");
-    std::fs::write(&out, &buf).unwrap();
+    std::fs::write(&out, own_vdso_image().unwrap()).unwrap();
     out
 }
 
