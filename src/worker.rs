@@ -266,23 +266,21 @@ impl<J: Clone + Send + 'static, R: Send + 'static> Pool<J, R> {
         let spawned = std::thread::Builder::new()
             .name(self.cfg.name.into())
             .spawn(move || loop {
-                // parked between jobs, unparked by the send: the channel's
-                // blocking receive spun and yielded (sched_yield ~4 times a
-                // job) before it slept, ~9 us of a process's lifetime
+                if a.load(Ordering::Acquire) {
+                    return;
+                }
+                // parked between jobs, unparked by the send (or when given
+                // up on): the channel's blocking receive spun and yielded
+                // (sched_yield ~4 times a job) before it slept, ~9 us of a
+                // process's lifetime
                 let (id, job) = match rx.try_recv() {
                     Ok(j) => j,
                     Err(TryRecvError::Empty) => {
-                        if a.load(Ordering::Acquire) {
-                            return;
-                        }
                         std::thread::park();
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => return,
                 };
-                if a.load(Ordering::Acquire) {
-                    return;
-                }
                 if let Ok(mut g) = r.lock() {
                     *g = Some((id, Instant::now()));
                 }
