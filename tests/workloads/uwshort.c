@@ -24,24 +24,25 @@ static double cpu_now(void)
 	return t.tv_sec + t.tv_nsec / 1e9;
 }
 
-__attribute__((noinline)) void short_warm(double seconds)
+/* the work of both phases, inlined into each so that every sample's leaf
+ * frame is the phase it was taken in */
+static inline __attribute__((always_inline)) void burn(double seconds, unsigned long s)
 {
 	double end = cpu_now() + seconds;
-	unsigned long s = 7;
 	while (cpu_now() < end)
 		for (unsigned long i = 0; i < 20000; i++)
 			s = s * 0x5851f42d4c957f2dul + i;
 	short_sink = s;
 }
 
+__attribute__((noinline)) void short_warm(double seconds)
+{
+	burn(seconds, 7);
+}
+
 __attribute__((noinline)) void short_hot(double seconds)
 {
-	double end = cpu_now() + seconds;
-	unsigned long s = 11;
-	while (cpu_now() < end)
-		for (unsigned long i = 0; i < 20000; i++)
-			s = s * 0x5851f42d4c957f2dul + i;
-	short_sink = s;
+	burn(seconds, 11);
 }
 
 int main(int argc, char **argv)
