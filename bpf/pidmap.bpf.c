@@ -45,10 +45,11 @@ struct {
 
 /* Set when a request may be pending in pid_events without a record that
  * announces it (the record could not be written, or pid_events was full);
- * user space reads it after each batch of records and, when set, clears it
- * and drains pid_events. */
+ * user space reads it after each batch of records (mapped into its memory:
+ * no system call) and, when set, clears it and drains pid_events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);

@@ -28,6 +28,10 @@ pub struct Loaded {
     object: BpfObject,
     config: MapHandle,
     latch: MapHandle,
+    /// The latch mapped into this process (`BPF_F_MMAPABLE`): read after
+    /// every batch of records without a system call; None when the mmap
+    /// failed, and the latch is read with a lookup.
+    latch_word: Option<crate::sys::bpf::MappedWord>,
     /// Whether the trie came from an earlier run's pins.
     reused: bool,
 }
@@ -369,11 +373,15 @@ pub fn load(
     }
     let config = handle("pidmap_config")?;
     let latch = handle("report_latch")?;
+    let latch_word = crate::sys::bpf::MappedWord::map(&latch)
+        .map_err(|e| log::debug!("{e}: the latch is read with a lookup"))
+        .ok();
     Ok((
         Loaded {
             object,
             config,
             latch,
+            latch_word,
             reused,
         },
         Tables::new(trie, events),
@@ -413,6 +421,10 @@ impl Loaded {
 
     /// Clears the latch before a drain of pid_events.
     pub fn clear_latch(&self) -> Result<()> {
+        if let Some(w) = &self.latch_word {
+            w.store(0);
+            return Ok(());
+        }
         Ok(self.latch.update(&0u32, &0u32, crate::sys::bpf::BPF_ANY)?)
     }
 
@@ -420,6 +432,9 @@ impl Loaded {
     /// pid_events that no record announced (a failed write to the ring, or
     /// a full pid_events).
     pub fn latch_raised(&self) -> Result<bool> {
+        if let Some(w) = &self.latch_word {
+            return Ok(w.load() != 0);
+        }
         Ok(self.latch.lookup::<u32, u32>(&0)?.unwrap_or(0) != 0)
     }
 }

@@ -420,6 +420,68 @@ impl AsFd for MapHandle {
     }
 }
 
+/// The first 4-byte value of a `BPF_F_MMAPABLE` array map, mapped into
+/// this process: read and written with plain atomic loads and stores, no
+/// system call. Unmapped on drop.
+pub struct MappedWord {
+    base: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is process-wide and only reached through an AtomicU32.
+unsafe impl Send for MappedWord {}
+
+impl MappedWord {
+    /// `mmap(NULL, page, RW, MAP_SHARED, map fd, 0)`; fails (EINVAL) for a
+    /// map created without `BPF_F_MMAPABLE`.
+    pub fn map(map: &MapHandle) -> Result<MappedWord, SysError> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        // SAFETY: a new shared mapping (addr NULL) of a map's fd; it
+        // aliases no Rust memory.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd.as_raw_fd(),
+                0,
+            )
+        };
+        let err = |e: i32| SysError::new("mmap", map.info.name.clone(), e);
+        if p == libc::MAP_FAILED {
+            return Err(err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)));
+        }
+        let base = std::ptr::NonNull::new(p).ok_or_else(|| err(libc::EFAULT))?;
+        Ok(MappedWord { base, len: page })
+    }
+
+    fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the mapping is page-aligned, at least 4 bytes long and
+        // lives as long as self; the kernel and BPF programs write it
+        // concurrently, so it is only reached atomically.
+        unsafe { &*self.base.as_ptr().cast::<std::sync::atomic::AtomicU32>() }
+    }
+
+    pub fn load(&self) -> u32 {
+        self.word().load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn store(&self, v: u32) {
+        self.word().store(v, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for MappedWord {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `map`, used by nothing else.
+        unsafe { libc::munmap(self.base.as_ptr(), self.len) };
+    }
+}
+
 fn path_cstring(call: &'static str, path: &Path) -> Result<CString, SysError> {
     CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| SysError::new(call, path.display().to_string(), libc::EINVAL))
