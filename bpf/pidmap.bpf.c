@@ -14,7 +14,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define PF_KTHREAD 0x00200000
 #define MAX_ANCESTORS 8
 #define FIRST_REQUEST_GAP_NS 1000000ULL
-#define PIDMAP_EEXIST 17
 /* the fields of an unwind row (pidmap.h) */
 #define UNWIND_ROW_KIND(r) ((r) & 0xf)
 #define UNWIND_ROW_RBP_SAVED(r) (((r) >> 4) & 1)
@@ -43,10 +42,10 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } report_events SEC(".maps");
 
-/* Set when a request may be pending in pid_events without a record that
- * announces it (the record could not be written, or pid_events was full);
- * user space reads it after each batch of records (mapped into its memory:
- * no system call) and, when set, clears it and drains pid_events. */
+/* Set when a request waits in pid_events without a record that announces
+ * it (the record could not be written); user space reads it after each
+ * batch of records (mapped into its memory: no system call) and, when
+ * set, clears it and drains pid_events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -140,34 +139,31 @@ static __always_inline bool is_known(__u32 tgid)
 	return info && info->file_id == 0;
 }
 
-/* The request protocol: record pid<<32|tid in pid_events (the otel layout:
- * a key already there means the request is pending, nothing more to do),
- * then send the request itself as a record on report_events, so user space
- * serves it without scanning pid_events. A request that no record carries
- * (the ring was full, or pid_events was) raises the latch. */
-static __always_inline int request_sync(void *ctx, struct task_struct *task, __u32 tgid, __u32 tid)
+/* The request protocol: the request is a record on report_events, which
+ * user space serves without touching pid_events. Only a request no record
+ * can carry (the ring is full) is written to pid_events as pid<<32|tid
+ * (the otel layout: a key already there is a request already pending) and
+ * raises the latch, so the next batch of records drains pid_events. */
+static __always_inline void request_sync(void *ctx, struct task_struct *task, __u32 tgid, __u32 tid)
 {
-	__u64 key = ((__u64)tgid << 32) | tid;
-	__u8 one = 1;
-	__u32 zero = 0;
-
-	long err = bpf_map_update_elem(&pid_events, &key, &one, BPF_NOEXIST);
-	if (err == -PIDMAP_EEXIST)
-		return 0; /* pending: its record, the latch or the sweep serves it */
 	struct report_event ev = { .pid = tgid, .tid = tid };
 	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 	if (leader) {
 		ev.start_ns = BPF_CORE_READ(leader, start_boottime);
 		if (bpf_core_field_exists(((struct pid *)0)->ino))
 			ev.pid_ino = BPF_CORE_READ(leader, thread_pid, ino);
+		ev.uid = BPF_CORE_READ(leader, real_cred, uid.val);
 	}
-	long out = bpf_perf_event_output(ctx, &report_events, BPF_F_CURRENT_CPU, &ev, sizeof(ev));
-	if (err || out) {
-		__u32 *latch = bpf_map_lookup_elem(&report_latch, &zero);
-		if (latch)
-			*latch = 1;
-	}
-	return 1;
+	if (!bpf_perf_event_output(ctx, &report_events, BPF_F_CURRENT_CPU, &ev, sizeof(ev)))
+		return;
+
+	__u64 key = ((__u64)tgid << 32) | tid;
+	__u8 one = 1;
+	__u32 zero = 0;
+	bpf_map_update_elem(&pid_events, &key, &one, BPF_NOEXIST);
+	__u32 *latch = bpf_map_lookup_elem(&report_latch, &zero);
+	if (latch)
+		*latch = 1;
 }
 
 static __always_inline bool ancestor_known(struct task_struct *task)

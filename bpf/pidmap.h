@@ -124,6 +124,8 @@ struct report_event {
 	__u32 tid;
 	__u64 start_ns; /* ns since boot */
 	__u64 pid_ino;
+	__u32 uid; /* the real uid of its leader */
+	__u32 pad;
 };
 
 /* Value of sample_requests: the sampler's per-process request rate limit. */

@@ -189,6 +189,9 @@ pub struct ReportEvent {
     pub start_ns: u64,
     /// The inode of its struct pid in pidfs (0 before Linux 6.9).
     pub pid_ino: u64,
+    /// The real uid of its leader at the request.
+    pub uid: u32,
+    pub pad: u32,
 }
 
 impl ReportEvent {
@@ -202,6 +205,8 @@ impl ReportEvent {
             tid: u32_at(4)?,
             start_ns: u64_at(8)?,
             pid_ino: u64_at(16)?,
+            uid: u32_at(24)?,
+            pad: 0,
         })
     }
 
@@ -480,6 +485,8 @@ mod tests {
             f!("report_event", "tid", ReportEvent, tid),
             f!("report_event", "start_ns", ReportEvent, start_ns),
             f!("report_event", "pid_ino", ReportEvent, pid_ino),
+            f!("report_event", "uid", ReportEvent, uid),
+            f!("report_event", "pad", ReportEvent, pad),
             f!("request_state", "last_ns", RequestState, last_ns),
             f!("request_state", "gap_ns", RequestState, gap_ns),
             f!("request_state", "count", RequestState, count),
@@ -666,15 +673,19 @@ mod tests {
         raw.extend(9u32.to_ne_bytes());
         raw.extend(11u64.to_ne_bytes());
         raw.extend(13u64.to_ne_bytes());
+        raw.extend(1000u32.to_ne_bytes());
+        raw.extend(0u32.to_ne_bytes());
         let ev = ReportEvent::parse(&raw).unwrap();
         let want = ReportEvent {
             pid: 7,
             tid: 9,
             start_ns: 11,
             pid_ino: 13,
+            uid: 1000,
+            pad: 0,
         };
         assert_eq!(ev, want);
         assert_eq!(ev.key(), 7 << 32 | 9);
-        assert_eq!(ReportEvent::parse(&raw[..23]), None);
+        assert_eq!(ReportEvent::parse(&raw[..27]), None);
     }
 }

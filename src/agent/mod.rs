@@ -46,7 +46,7 @@ use crate::sys::perf_ring::PerfRings;
 use crate::sys::process as sysproc;
 use crate::sys::signal::AgentSignals;
 use crate::text::counted;
-use crate::tracker::process::{Done, ProcessManager, SyncOutcome};
+use crate::tracker::process::{Done, ProcessManager, Seen, SyncOutcome};
 use crate::tracker::Reconciled;
 use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
@@ -425,25 +425,26 @@ impl Agent {
         }
     }
 
-    /// Serves the requests read from the rings this turn: their keys leave
-    /// pid_events (one batch) and their pids are queued. Then, if the BPF
-    /// side raised the latch (a request no record carries), drains
+    /// Serves the requests read from the rings this turn: their pids are
+    /// queued (pid_events is not touched: a request with a record never
+    /// went there). Then, if the BPF side raised the latch (a request it
+    /// could not write to the ring waits in pid_events), drains
     /// pid_events. The cost grows with the records, not with the map.
     fn serve_records(&mut self) {
         if !self.records.is_empty() {
             let mut records = std::mem::take(&mut self.records);
             records.sort_unstable_by_key(|r| r.key());
             records.dedup_by_key(|r| r.key());
-            let keys: Vec<u64> = records.iter().map(|r| r.key()).collect();
-            if let Err(e) = self.pm.delete_requests(&keys) {
-                crate::warn_limited!("delete requests", "{e} (left to the request sweep)");
-            }
-            add(&COUNTERS.requests_recorded, keys.len() as u64);
+            add(&COUNTERS.requests_recorded, records.len() as u64);
             let ns_per_tick = 1_000_000_000 / sysproc::clock_ticks();
             for r in &records {
                 // what the BPF side saw of the process: its start time in
                 // the clock ticks of /proc/PID/stat, and its pidfs inode
-                let seen = (r.pid_ino != 0).then_some((r.start_ns / ns_per_tick, r.pid_ino));
+                let seen = (r.pid_ino != 0).then_some(Seen {
+                    start_ticks: r.start_ns / ns_per_tick,
+                    pid_ino: r.pid_ino,
+                    uid: r.uid,
+                });
                 self.pm.request_seen(r.pid, seen);
             }
             records.clear();

@@ -59,42 +59,6 @@ impl Tables {
         self.opts.policy = policy;
     }
 
-    /// Deletes from the events map the keys of requests that arrived as
-    /// records (sorted, without duplicates), so the BPF side can write them
-    /// again: one batch, resumed past a key already gone (a drain took it).
-    /// Returns the keys deleted. Any other answer of the batch (no batch
-    /// support, a count that cannot be trusted) falls back to single
-    /// deletes of what is left; a key whose single delete fails is left to
-    /// the request sweep, and the first such error is returned.
-    pub fn delete_requests(&self, keys: &[u64]) -> std::result::Result<usize, SysError> {
-        let events = &self.events;
-        let (mut at, mut deleted) = (0, 0);
-        while at < keys.len() {
-            let rest = &keys[at..];
-            let ans = events.delete_batch(rest, rest.len() as u32);
-            let count = ans.count as usize;
-            match ans.result {
-                Ok(()) => return Ok(deleted + rest.len()),
-                Err(e) if e.errno() == libc::ENOENT && count < rest.len() => {
-                    deleted += count;
-                    at += count + 1;
-                }
-                Err(_) => break,
-            }
-        }
-        let mut first_error = None;
-        for k in &keys[at..] {
-            match events.delete(k) {
-                Ok(()) => deleted += 1,
-                Err(e) if e.errno() == libc::ENOENT => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(deleted), Err)
-    }
-
     pub fn capacity(&self) -> u64 {
         u64::from(self.trie.map.info().max_entries)
     }

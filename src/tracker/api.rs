@@ -98,12 +98,6 @@ impl ProcessManager {
         self.budget.total()
     }
 
-    /// Deletes from the events map the keys of requests that arrived as
-    /// records (see [`Tables::delete_requests`]).
-    pub fn delete_requests(&self, keys: &[u64]) -> std::result::Result<usize, SysError> {
-        self.tables.delete_requests(keys)
-    }
-
     /// Takes the sync requests the BPF side queued in the events map:
     /// their pids, the map emptied. Its cost grows with the map's size
     /// (65 536 buckets), not with the requests: the loop calls it only

@@ -197,6 +197,18 @@ enum Phase {
     Apply,
 }
 
+/// What the BPF side saw of a process with its request (from the record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// Its start time in the clock ticks of /proc/PID/stat.
+    pub start_ticks: u64,
+    /// The inode of its struct pid in pidfs: the pidfd opened later is the
+    /// requester's only when its inode is this one.
+    pub pid_ino: u64,
+    /// The real uid of its leader.
+    pub uid: u32,
+}
+
 struct Job {
     phase: Phase,
     /// Asked again while running: start over when done.
@@ -205,8 +217,8 @@ struct Job {
     /// pidfd and start time of a process not yet tracked.
     fresh_fd: Option<OwnedFd>,
     start_time: u64,
-    /// Start time and pidfs inode the BPF side saw with the request.
-    seen: Option<(u64, u64)>,
+    /// What the BPF side saw of the process with the request.
+    seen: Option<Seen>,
     uid: u32,
     added: usize,
     removed: usize,
@@ -461,7 +473,7 @@ impl ProcessManager {
     /// [`ProcessManager::request`] with what the BPF side saw of the
     /// process (start time, pidfs inode): a sync of a new process whose
     /// pidfd has that inode takes that start time instead of reading it.
-    pub fn request_seen(&mut self, pid: u32, seen: Option<(u64, u64)>) {
+    pub fn request_seen(&mut self, pid: u32, seen: Option<Seen>) {
         self.request(pid);
         if let Some(j) = self.jobs.get_mut(&pid) {
             if matches!(j.phase, Phase::Start) {

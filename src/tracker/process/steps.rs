@@ -12,7 +12,7 @@ impl ProcessManager {
             return Err(SyncOutcome::Failed(Error::new("pid 0 is not a process")));
         }
         let mut tries = 0;
-        let (new, fresh_fd, start) = loop {
+        let (new, fresh_fd, start, seen_uid) = loop {
             tries += 1;
             if let Some(p) = self.procs.get(&pid) {
                 // a tracked process whose pidfd fired is gone, whatever
@@ -24,7 +24,7 @@ impl ProcessManager {
             // tracked with a pidfd that has not fired: the same process,
             // whose start time is known (no /proc/PID/stat to read)
             if let Some(p) = self.procs.get(&pid).filter(|p| p.pidfd.is_some()) {
-                break (false, None, p.start_time);
+                break (false, None, p.start_time, None);
             }
             let new = !self.procs.contains_key(&pid);
             let fresh_fd = if new {
@@ -43,10 +43,10 @@ impl ProcessManager {
             };
             // the process the request came from, if the pidfd is its own
             let seen = fresh_fd.as_ref().and_then(|fd| {
-                let (start, ino) = self.jobs.get(&pid)?.seen?;
-                (pidfd::inode(fd.as_fd()) == Some(ino)).then_some(start)
+                let s = self.jobs.get(&pid)?.seen?;
+                (pidfd::inode(fd.as_fd()) == Some(s.pid_ino)).then_some(s)
             });
-            let Some(start) = seen.or_else(|| start_time(pid)) else {
+            let Some(start) = seen.map(|s| s.start_ticks).or_else(|| start_time(pid)) else {
                 if !new {
                     self.retire(pid);
                 }
@@ -62,14 +62,15 @@ impl ProcessManager {
                         "pid {pid} reused during sync"
                     ))))
                 }
-                _ => break (new, fresh_fd, start),
+                _ => break (new, fresh_fd, start, seen.map(|s| s.uid)),
             }
         };
         let uid = match self.procs.get(&pid) {
             Some(p) => p.uid,
-            None => match fresh_fd
-                .as_ref()
-                .and_then(|fd| pidfd::real_uid(fd.as_fd()))
+            // the record's uid when the pidfd is the requester's, else the
+            // pidfd's (no mmap lock either way)
+            None => match seen_uid
+                .or_else(|| fresh_fd.as_ref().and_then(|fd| pidfd::real_uid(fd.as_fd())))
                 .or_else(|| crate::proc::status::real_uid(pid))
             {
                 Some(u) => u,
