@@ -81,6 +81,7 @@ counters! {
     syncs_unreadable: "process syncs skipped: the maps could not be read (EACCES, EPERM, ESRCH)",
     requests_recorded: "sync requests served from their record on the request ring",
     request_drains: "scans of pid_events (latch raised, records lost, periodic request sweep)",
+    latch_resyncs: "re-syncs of everything because the BPF side raised the latch (a request record the ring could not take)",
     unwind_tables_loaded: "unwind tables loaded into the kernel (one per file in use while sampling with CFI)",
     unwind_tables_freed: "unwind tables freed from the kernel (the last mapping of their file went)",
     unwind_tables_empty: "files with no unwind rows (no .eh_frame or .debug_frame): walked by frame pointers",

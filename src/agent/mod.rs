@@ -427,9 +427,10 @@ impl Agent {
 
     /// Serves the requests read from the rings this turn: their pids are
     /// queued (pid_events is not touched: a request with a record never
-    /// went there). Then, if the BPF side raised the latch (a request it
-    /// could not write to the ring waits in pid_events), drains
-    /// pid_events. The cost grows with the records, not with the map.
+    /// went there). Then, if the BPF side raised the latch (a record the
+    /// ring could not take; its request waits in pid_events), re-syncs
+    /// everything as for lost records, which drains pid_events. The cost
+    /// grows with the records, not with the map.
     fn serve_records(&mut self) {
         if !self.records.is_empty() {
             let mut records = std::mem::take(&mut self.records);
@@ -452,7 +453,13 @@ impl Agent {
         }
         match self.loaded.latch_raised() {
             Ok(false) => {}
-            Ok(true) => self.drain_requests(),
+            // a record the ring could not take: records were lost, and what
+            // happened meanwhile (an mmap no event announces) is not known;
+            // the kernel reports the loss only with the ring's next record
+            Ok(true) => {
+                add(&COUNTERS.latch_resyncs, 1);
+                self.resync_everything();
+            }
             Err(e) => {
                 crate::warn_limited!("read latch", "{e}");
                 self.drain_requests();
