@@ -35,6 +35,15 @@ struct {
 	__type(value, __u8);
 } pid_events SEC(".maps");
 
+/* The answer of pidmap_vmas, mapped into the agent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, PIDMAP_VMAS_MAX);
+	__type(key, __u32);
+	__type(value, struct vma_entry);
+} vma_out SEC(".maps");
+
 /* Wakes user space after a request; see request_sync. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -618,5 +627,94 @@ int pidmap_sample(struct bpf_perf_event_data *ctx)
 		return 0;
 	if (bpf_perf_event_output(ctx, &sample_events, BPF_F_CURRENT_CPU, s, size))
 		stat_add(SAMPLER_STAT_OUTPUT_ERRORS, 1);
+	return 0;
+}
+
+extern struct task_struct *bpf_task_from_pid(s32 pid) __ksym __weak;
+extern void bpf_task_release(struct task_struct *p) __ksym __weak;
+extern int bpf_iter_task_vma_new(struct bpf_iter_task_vma *it, struct task_struct *task,
+				 __u64 addr) __ksym __weak;
+extern struct vm_area_struct *bpf_iter_task_vma_next(struct bpf_iter_task_vma *it) __ksym __weak;
+extern void bpf_iter_task_vma_destroy(struct bpf_iter_task_vma *it) __ksym __weak;
+
+#define PIDMAP_VM_EXEC 0x4
+#define PIDMAP_EBUSY 16
+#define PIDMAP_ESRCH 3
+#define PIDMAP_E2BIG 7
+#define PIDMAP_EOPNOTSUPP 95
+
+/* The executable mappings of q->pid, as /proc/PID/maps would list them
+ * (file mappings with their device, inode and page offset, deleted or
+ * not, and the vdso), without /proc: run by the agent's loop with
+ * BPF_PROG_RUN. The iterator takes the mmap lock with a trylock (per-VMA
+ * locks on later kernels), so a process holding its lock costs EBUSY, not
+ * a wait; the agent then reads /proc on its maps worker instead. */
+SEC("syscall")
+int pidmap_vmas(struct vma_query *q)
+{
+	struct bpf_iter_task_vma it;
+	struct vm_area_struct *vma;
+
+	/* the counters live in the context, not in registers: loaded back
+	 * each turn they are unknown to the verifier, whose walk of the loop
+	 * then converges at once instead of once per value */
+	q->count = 0;
+	q->visited = 0;
+	q->err = 0;
+	if (!bpf_ksym_exists(bpf_task_from_pid) || !bpf_ksym_exists(bpf_iter_task_vma_new)) {
+		q->err = -PIDMAP_EOPNOTSUPP;
+		return 0;
+	}
+	struct task_struct *task = bpf_task_from_pid(q->pid);
+	if (!task) {
+		q->err = -PIDMAP_ESRCH;
+		return 0;
+	}
+	q->err = bpf_iter_task_vma_new(&it, task, 0);
+	while (!q->err && (vma = bpf_iter_task_vma_next(&it))) {
+		__u32 seen = q->visited + 1;
+		q->visited = seen;
+		if (seen > PIDMAP_VMAS_VISIT_MAX) {
+			q->err = -PIDMAP_E2BIG;
+			break;
+		}
+		if (!(vma->vm_flags & PIDMAP_VM_EXEC))
+			continue;
+		struct file *file = vma->vm_file;
+		__u32 flags = 0;
+		__u64 ino = 0;
+		__u32 dev = 0;
+		if (file) {
+			struct inode *inode = file->f_inode;
+			struct dentry *d = file->f_path.dentry;
+			if (!inode || !d)
+				continue;
+			ino = inode->i_ino;
+			dev = inode->i_sb->s_dev;
+			flags = PIDMAP_VMA_FILE;
+			/* d_unlinked: what /proc prints as " (deleted)" */
+			if (!d->d_hash.pprev && d->d_parent != d)
+				flags |= PIDMAP_VMA_DELETED;
+		} else if (vma->vm_mm && vma->vm_mm->context.vdso == (void *)vma->vm_start) {
+			flags = PIDMAP_VMA_VDSO;
+		} else {
+			continue; /* anonymous: JIT code, [uprobes] */
+		}
+		__u32 idx = q->count;
+		struct vma_entry *e = bpf_map_lookup_elem(&vma_out, &idx);
+		if (!e) {
+			q->err = -PIDMAP_E2BIG;
+			break;
+		}
+		e->start = vma->vm_start;
+		e->end = vma->vm_end;
+		e->pgoff = vma->vm_pgoff;
+		e->ino = ino;
+		e->dev = dev;
+		e->flags = flags;
+		q->count = idx + 1;
+	}
+	bpf_iter_task_vma_destroy(&it);
+	bpf_task_release(task);
 	return 0;
 }

@@ -193,4 +193,35 @@ struct sample_frame {
 #define SAMPLER_STAT_USER_WALKS 22
 #define SAMPLER_STAT_COUNT 23
 
+/* The loop's own read of a process's executable mappings: pidmap_vmas, a
+ * syscall program run with BPF_PROG_RUN, takes a vma_query as its context
+ * (read back after the run) and writes one vma_entry per executable
+ * mapping into vma_out. It never waits for the process's mmap lock. */
+#define PIDMAP_VMAS_MAX 64
+#define PIDMAP_VMAS_VISIT_MAX 1024
+#define PIDMAP_VMA_FILE 1
+#define PIDMAP_VMA_DELETED 2
+#define PIDMAP_VMA_VDSO 4
+
+/* err: 0, or -errno: ESRCH no such process; ENOENT no address space (a
+ * zombie leader, a kernel thread); EBUSY its mmap lock is held; E2BIG more
+ * mappings than one run reads; EOPNOTSUPP the kernel lacks the kfuncs
+ * (before Linux 6.7). count: entries written to vma_out; visited: the
+ * mappings looked at. */
+struct vma_query {
+	__u32 pid;
+	__s32 err;
+	__u32 count;
+	__u32 visited;
+};
+
+struct vma_entry {
+	__u64 start;
+	__u64 end;
+	__u64 pgoff; /* in pages */
+	__u64 ino;
+	__u32 dev; /* the kernel's dev_t: major << 20 | minor */
+	__u32 flags; /* PIDMAP_VMA_* */
+};
+
 #endif

@@ -216,6 +216,41 @@ impl ReportEvent {
     }
 }
 
+/// Entries of `vma_out`: the most executable mappings one run of
+/// `pidmap_vmas` reports.
+pub const VMAS_MAX: usize = 64;
+/// Mappings one run of `pidmap_vmas` looks at before it gives up (E2BIG).
+pub const VMAS_VISIT_MAX: u32 = 1024;
+pub const VMA_FILE: u32 = 1;
+pub const VMA_DELETED: u32 = 2;
+pub const VMA_VDSO: u32 = 4;
+
+/// `struct vma_query`: the context of `pidmap_vmas` (in: pid; out: err,
+/// count, visited).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaQuery {
+    pub pid: u32,
+    pub err: i32,
+    pub count: u32,
+    pub visited: u32,
+}
+
+/// `struct vma_entry`: one executable mapping `pidmap_vmas` found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaEntry {
+    pub start: u64,
+    pub end: u64,
+    /// The file offset in pages.
+    pub pgoff: u64,
+    pub ino: u64,
+    /// The kernel's dev_t: major << 20 | minor.
+    pub dev: u32,
+    /// `VMA_FILE`, `VMA_DELETED`, `VMA_VDSO`.
+    pub flags: u32,
+}
+
 /// `struct sample_header`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -369,6 +404,11 @@ mod tests {
             ("PIDMAP_MAX_USER_FRAMES".into(), MAX_USER_FRAMES as u64),
             ("PIDMAP_MAX_KERNEL_FRAMES".into(), MAX_KERNEL_FRAMES as u64),
             ("PIDMAP_BIAS_MASK".into(), BIAS_MASK),
+            ("PIDMAP_VMAS_MAX".into(), VMAS_MAX as u64),
+            ("PIDMAP_VMAS_VISIT_MAX".into(), VMAS_VISIT_MAX as u64),
+            ("PIDMAP_VMA_FILE".into(), VMA_FILE as u64),
+            ("PIDMAP_VMA_DELETED".into(), VMA_DELETED as u64),
+            ("PIDMAP_VMA_VDSO".into(), VMA_VDSO as u64),
             (
                 "SAMPLE_UNKNOWN_PROCESS".into(),
                 SAMPLE_UNKNOWN_PROCESS as u64,
@@ -486,6 +526,16 @@ mod tests {
             f!("report_event", "start_ns", ReportEvent, start_ns),
             f!("report_event", "pid_ino", ReportEvent, pid_ino),
             f!("report_event", "uid", ReportEvent, uid),
+            f!("vma_query", "pid", VmaQuery, pid),
+            f!("vma_query", "err", VmaQuery, err),
+            f!("vma_query", "count", VmaQuery, count),
+            f!("vma_query", "visited", VmaQuery, visited),
+            f!("vma_entry", "start", VmaEntry, start),
+            f!("vma_entry", "end", VmaEntry, end),
+            f!("vma_entry", "pgoff", VmaEntry, pgoff),
+            f!("vma_entry", "ino", VmaEntry, ino),
+            f!("vma_entry", "dev", VmaEntry, dev),
+            f!("vma_entry", "flags", VmaEntry, flags),
             f!("report_event", "pad", ReportEvent, pad),
             f!("request_state", "last_ns", RequestState, last_ns),
             f!("request_state", "gap_ns", RequestState, gap_ns),

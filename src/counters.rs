@@ -77,6 +77,8 @@ counters! {
     maps_reads_timed_out: "/proc/PID/maps reads past their deadline on the maps worker (a stall, counted against the process's uid)",
     maps_reads_refused: "/proc/PID/maps reads refused (the uid stalled reads before, or too many stuck maps workers)",
     maps_workers_abandoned: "maps worker threads abandoned while stuck in a read",
+    maps_reads_fast: "maps read by the loop itself through the pidmap_vmas BPF program (no /proc, never waiting for the mmap lock)",
+    maps_reads_fast_declined: "maps the loop's BPF read handed to the maps worker (mmap lock held, a file not yet known or deleted, no address space, too many mappings)",
     short_resyncs: "syncs of processes left short (budget, full trie) asked again because keys were freed",
     syncs_unreadable: "process syncs skipped: the maps could not be read (EACCES, EPERM, ESRCH)",
     requests_recorded: "sync requests served from their record on the request ring",

@@ -59,6 +59,77 @@ fn a_tracked_process_has_exactly_its_prefixes_and_marker() {
     stop(a);
 }
 
+/// Every executable file mapping of `pid` (start, offset, "dev inode"),
+/// from /proc/PID/maps.
+fn exec_file_lines(pid: u32) -> Vec<(u64, u64, String)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f[1].as_bytes()[2] != b'x' || f[4] == "0" {
+            continue;
+        }
+        let start = u64::from_str_radix(f[0].split_once('-').unwrap().0, 16).unwrap();
+        let offset = u64::from_str_radix(f[2], 16).unwrap();
+        out.push((start, offset, format!("{} {}", f[3], f[4])));
+    }
+    out
+}
+
+#[test]
+fn the_loop_reads_the_maps_of_known_files_itself_and_exactly() {
+    if !common::bpf_available() {
+        return;
+    }
+    // alone: the counters below are the process's, other tests' agents
+    // would move them
+    let _w = FORKS.write().unwrap_or_else(|e| e.into_inner());
+    let a = start("vmas", |_| {});
+    let before = a.handle.status().unwrap().counters;
+    // the first helper's files are new to the registry: /proc on the
+    // maps worker names them
+    let first = Helper::start();
+    synced(a.handle.sync(first.pid()));
+    let mid = a.handle.status().unwrap().counters;
+    assert_eq!(
+        mid.since(&before).maps_reads_fast,
+        0,
+        "read without the paths"
+    );
+    // the second maps the same files: the loop reads them with pidmap_vmas
+    // (this kernel has the task_vma iterator, Linux 6.7)
+    let second = Helper::start();
+    synced(a.handle.sync(second.pid()));
+    let since = a.handle.status().unwrap().counters.since(&mid);
+    assert_eq!(
+        since.maps_reads_fast, 1,
+        "the second sync was not read on the loop ({} declined)",
+        since.maps_reads_fast_declined
+    );
+    let trie = a.trie();
+    let mut ids = std::collections::HashMap::new();
+    for h in [&first, &second] {
+        let pid = h.pid();
+        assert_eq!(keys_of(&trie, pid), expected_keys(pid), "pid {pid}");
+        // the values: bias from the page offset, one file id per file
+        for (start, offset, file) in exec_file_lines(pid) {
+            let v: pidmap::abi::MappingInfo = trie
+                .lookup(&PidPage::new(pid, start, 64))
+                .unwrap()
+                .unwrap_or_else(|| panic!("pid {pid}: nothing at {start:#x}"));
+            assert_eq!(v.bias(), start - offset, "pid {pid} at {start:#x} ({file})");
+            let id = *ids.entry(file.clone()).or_insert(v.file_id);
+            assert_eq!(v.file_id, id, "pid {pid}: {file} has two file ids");
+        }
+    }
+    for h in [first, second] {
+        let pid = h.pid();
+        h.finish();
+        assert!(a.handle.when_gone(pid, WAIT));
+    }
+    stop(a);
+}
+
 #[test]
 fn dlopen_then_dlclose_adds_then_removes_the_library() {
     if !common::bpf_available() {

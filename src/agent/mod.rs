@@ -156,7 +156,8 @@ impl Agent {
         let Some(held) = lock.as_ref() else {
             return Err(Error::new("the pin directory's lock was not taken"));
         };
-        let (loaded, mut tables) = loader::load(held, &cfg.pin_dir, cfg.max_entries, &programs)?;
+        let (mut loaded, mut tables) =
+            loader::load(held, &cfg.pin_dir, cfg.max_entries, &programs)?;
         tables.set_strategy(cfg.delete_strategy);
         tables.set_policy(cfg.delete_policy);
         let poll = Poll::new().map_err(|e| Error::from(e).context("epoll_create"))?;
@@ -197,6 +198,7 @@ impl Agent {
         let capacity = tables.capacity();
         let mut pm = ProcessManager::new(tables);
         pm.set_limits(cfg.budgets.map(|b| b.limits(capacity)));
+        pm.set_vma_reader(loaded.take_vma_reader());
         // before the first sync: every file the syncs register gets a table
         let unwinder = match &cfg.sampling {
             Some(s) if s.unwind.uses_tables() => Some(unwind::Unwinder::new(

@@ -7,9 +7,11 @@ use crate::counters::{self, COUNTERS};
 use crate::error::{Error, Result};
 use crate::maps::features;
 use crate::maps::tables::Tables;
+use crate::maps::vmas::VmaReader;
 use crate::sys::bpf::{MapHandle, MAP_TYPE_HASH, MAP_TYPE_LPM_TRIE};
 use crate::sys::fs::{self, Dir, DirStat, EntryKind, FileId};
 use crate::sys::object::{kernel_release, BpfObject};
+use crate::sys::SysError;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -31,7 +33,9 @@ pub struct Loaded {
     /// The latch mapped into this process (`BPF_F_MMAPABLE`): read after
     /// every batch of records without a system call; None when the mmap
     /// failed, and the latch is read with a lookup.
-    latch_word: Option<crate::sys::bpf::MappedWord>,
+    latch_word: Option<crate::sys::bpf::MappedArray>,
+    /// The loop's own maps read, until the agent takes it.
+    vmas: Option<VmaReader>,
     /// Whether the trie came from an earlier run's pins.
     reused: bool,
 }
@@ -310,20 +314,42 @@ pub fn load(
             pinned.push((name, map));
         }
     }
-    let mut object = BpfObject::open(OBJECT, "pidmap")?;
-    object.set_max_entries(TRIE_NAME, max_entries)?;
-    let mut reused = false;
-    let mut keep_alive = Vec::new();
-    for (name, map) in pinned {
-        object.set_max_entries(name, map.info().max_entries)?;
-        object.reuse_map(name, std::os::fd::AsFd::as_fd(&map))?;
-        reused |= name == TRIE_NAME;
-        keep_alive.push((name, map));
-    }
-    for prog in ["pidmap_exec", "pidmap_fork", "pidmap_sample"] {
-        object.set_autoload(prog, programs.contains(&prog))?;
-    }
-    object.load().map_err(|e| {
+    let reused = pinned.iter().any(|(name, _)| *name == TRIE_NAME);
+    let keep_alive = pinned;
+    // the loop's own maps read (pidmap_vmas, a syscall program) goes with
+    // the agent's programs; a kernel that refuses it (before 5.14, or a
+    // verifier that rejects it) loads the object without it
+    let want_vmas = programs.contains(&"pidmap_exec");
+    let attempt = |vmas: bool| -> std::result::Result<BpfObject, SysError> {
+        let mut object = BpfObject::open(OBJECT, "pidmap")?;
+        object.set_max_entries(TRIE_NAME, max_entries)?;
+        for (name, map) in &keep_alive {
+            object.set_max_entries(name, map.info().max_entries)?;
+            object.reuse_map(name, std::os::fd::AsFd::as_fd(map))?;
+        }
+        for prog in ["pidmap_exec", "pidmap_fork", "pidmap_sample"] {
+            object.set_autoload(prog, programs.contains(&prog))?;
+        }
+        object.set_autoload(VMAS_PROG, vmas)?;
+        object.load()?;
+        Ok(object)
+    };
+    let loaded = match attempt(want_vmas) {
+        Err(e)
+            if want_vmas
+                && !matches!(
+                    e.source.raw_os_error(),
+                    Some(libc::EPERM | libc::EACCES | libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                ) =>
+        {
+            log::info!(
+                "{e}: loading without {VMAS_PROG} (every maps read goes through /proc on the maps worker)"
+            );
+            attempt(false).map(|o| (o, false))
+        }
+        r => r.map(|o| (o, want_vmas)),
+    };
+    let (mut object, with_vmas) = loaded.map_err(|e| {
         let errno = e.source.raw_os_error();
         if matches!(errno, Some(libc::EPERM | libc::EACCES)) && !crate::sys::caps::bpf_capable() {
             // privileges, not the kernel: say so first, and only that
@@ -373,22 +399,41 @@ pub fn load(
     }
     let config = handle("pidmap_config")?;
     let latch = handle("report_latch")?;
-    let latch_word = crate::sys::bpf::MappedWord::map(&latch)
+    let latch_word = crate::sys::bpf::MappedArray::map(&latch)
         .map_err(|e| log::debug!("{e}: the latch is read with a lookup"))
         .ok();
+    let vmas = if with_vmas {
+        object
+            .prog_fd(VMAS_PROG)
+            .and_then(|fd| VmaReader::new(fd, &object.map("vma_out")?))
+            .map_err(|e| log::info!("{e}: every maps read goes through /proc on the maps worker"))
+            .ok()
+    } else {
+        None
+    };
     Ok((
         Loaded {
             object,
             config,
             latch,
             latch_word,
+            vmas,
             reused,
         },
         Tables::new(trie, events),
     ))
 }
 
+/// The syscall program that reads a process's executable mappings.
+pub const VMAS_PROG: &str = "pidmap_vmas";
+
 impl Loaded {
+    /// The loop's own maps read (None when the kernel refused the
+    /// program); taken once.
+    pub fn take_vma_reader(&mut self) -> Option<VmaReader> {
+        self.vmas.take()
+    }
+
     pub fn set_config(&self, c: &Config) -> Result<()> {
         Ok(self.config.update(&0u32, c, crate::sys::bpf::BPF_ANY)?)
     }
@@ -422,7 +467,7 @@ impl Loaded {
     /// Clears the latch before a drain of pid_events.
     pub fn clear_latch(&self) -> Result<()> {
         if let Some(w) = &self.latch_word {
-            w.store(0);
+            w.word().store(0, std::sync::atomic::Ordering::SeqCst);
             return Ok(());
         }
         Ok(self.latch.update(&0u32, &0u32, crate::sys::bpf::BPF_ANY)?)
@@ -433,7 +478,7 @@ impl Loaded {
     /// a full pid_events).
     pub fn latch_raised(&self) -> Result<bool> {
         if let Some(w) = &self.latch_word {
-            return Ok(w.load() != 0);
+            return Ok(w.word().load(std::sync::atomic::Ordering::SeqCst) != 0);
         }
         Ok(self.latch.lookup::<u32, u32>(&0)?.unwrap_or(0) != 0)
     }

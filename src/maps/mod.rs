@@ -6,3 +6,4 @@ pub mod engine;
 pub mod features;
 pub mod loader;
 pub mod tables;
+pub mod vmas;

@@ -60,16 +60,21 @@ pub struct MapsEntry {
     pub path: MapsPath,
 }
 
+/// A device number from its major and minor in the Linux userspace
+/// `makedev` encoding (what `stat(2)` reports as `st_dev`).
+pub fn makedev(major: u32, minor: u32) -> u64 {
+    let (major, minor) = (u64::from(major), u64::from(minor));
+    ((major & 0x0000_0fff) << 8)
+        | ((major & 0xffff_f000) << 32)
+        | (minor & 0x0000_00ff)
+        | ((minor & 0xffff_ff00) << 12)
+}
+
 impl MapsEntry {
     /// Device number in the Linux userspace `makedev` encoding, so it compares
     /// equal to `st_dev` from `stat(2)` on the mapped file.
     pub fn dev(&self) -> u64 {
-        let major = u64::from(self.dev_major);
-        let minor = u64::from(self.dev_minor);
-        ((major & 0x0000_0fff) << 8)
-            | ((major & 0xffff_f000) << 32)
-            | (minor & 0x0000_00ff)
-            | ((minor & 0xffff_ff00) << 12)
+        makedev(self.dev_major, self.dev_minor)
     }
 
     /// True for executable mappings that are backed by a real inode, i.e.

@@ -420,65 +420,97 @@ impl AsFd for MapHandle {
     }
 }
 
-/// The first 4-byte value of a `BPF_F_MMAPABLE` array map, mapped into
-/// this process: read and written with plain atomic loads and stores, no
-/// system call. Unmapped on drop.
-pub struct MappedWord {
+/// The values of a `BPF_F_MMAPABLE` array map, mapped into this process
+/// (read and written without a system call). Unmapped on drop.
+pub struct MappedArray {
     base: std::ptr::NonNull<libc::c_void>,
     len: usize,
 }
 
-// SAFETY: the mapping is process-wide and only reached through an AtomicU32.
-unsafe impl Send for MappedWord {}
+// SAFETY: the mapping is process-wide; it is reached only through
+// volatile reads or atomics.
+unsafe impl Send for MappedArray {}
 
-impl MappedWord {
-    /// `mmap(NULL, page, RW, MAP_SHARED, map fd, 0)`; fails (EINVAL) for a
-    /// map created without `BPF_F_MMAPABLE`.
-    pub fn map(map: &MapHandle) -> Result<MappedWord, SysError> {
+impl MappedArray {
+    /// `mmap(NULL, max_entries * value_size rounded to pages, RW,
+    /// MAP_SHARED, map fd, 0)`; fails (EINVAL) for a map created without
+    /// `BPF_F_MMAPABLE`.
+    pub fn map(map: &MapHandle) -> Result<MappedArray, SysError> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let info = &map.info;
+        let bytes = info.max_entries as usize * (info.value_size as usize).next_multiple_of(8);
+        let len = bytes.max(1).next_multiple_of(page);
         // SAFETY: a new shared mapping (addr NULL) of a map's fd; it
         // aliases no Rust memory.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                page,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 map.fd.as_raw_fd(),
                 0,
             )
         };
-        let err = |e: i32| SysError::new("mmap", map.info.name.clone(), e);
+        let err = |e: i32| SysError::new("mmap", info.name.clone(), e);
         if p == libc::MAP_FAILED {
             return Err(err(std::io::Error::last_os_error()
                 .raw_os_error()
                 .unwrap_or(libc::EIO)));
         }
         let base = std::ptr::NonNull::new(p).ok_or_else(|| err(libc::EFAULT))?;
-        Ok(MappedWord { base, len: page })
+        Ok(MappedArray { base, len })
     }
 
-    fn word(&self) -> &std::sync::atomic::AtomicU32 {
-        // SAFETY: the mapping is page-aligned, at least 4 bytes long and
-        // lives as long as self; the kernel and BPF programs write it
-        // concurrently, so it is only reached atomically.
+    /// The first value as a u32 the kernel and BPF programs also write.
+    pub fn word(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the mapping is page-aligned, at least a page long and
+        // lives as long as self; others write it concurrently, so it is
+        // only reached atomically.
         unsafe { &*self.base.as_ptr().cast::<std::sync::atomic::AtomicU32>() }
     }
 
-    pub fn load(&self) -> u32 {
-        self.word().load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    pub fn store(&self, v: u32) {
-        self.word().store(v, std::sync::atomic::Ordering::SeqCst)
+    /// Copies out value `i` of an array whose values are `T` (8-byte
+    /// aligned, as the kernel lays them out); None past the mapping.
+    pub fn read<T: Plain>(&self, i: usize) -> Option<T> {
+        let stride = std::mem::size_of::<T>().next_multiple_of(8);
+        let end = i
+            .checked_mul(stride)?
+            .checked_add(std::mem::size_of::<T>())?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: in bounds (checked above) and aligned (page base, stride
+        // a multiple of 8, T's alignment at most 8); T is Plain, so any
+        // bytes are a valid T; a volatile read, as the kernel writes it.
+        Some(unsafe {
+            std::ptr::read_volatile(self.base.as_ptr().cast::<u8>().add(i * stride).cast::<T>())
+        })
     }
 }
 
-impl Drop for MappedWord {
+impl Drop for MappedArray {
     fn drop(&mut self) {
         // SAFETY: unmapping the mapping made in `map`, used by nothing else.
         unsafe { libc::munmap(self.base.as_ptr(), self.len) };
+    }
+}
+
+/// BPF_PROG_TEST_RUN of a `syscall` program with `ctx` as its context,
+/// which the kernel copies back into `ctx` after the run. Returns the
+/// program's return value.
+pub fn run_syscall_prog<T: Plain>(prog: BorrowedFd<'_>, ctx: &mut T) -> Result<u32, SysError> {
+    let mut attr = zeroed_attr();
+    // writing plain fields of the test member of a zeroed union; ctx
+    // outlives the call
+    attr.test.prog_fd = prog.as_raw_fd() as u32;
+    attr.test.ctx_in = ctx as *mut T as u64;
+    attr.test.ctx_size_in = std::mem::size_of::<T>() as u32;
+    match sys_bpf(sys::BPF_PROG_TEST_RUN, &mut attr) {
+        // SAFETY: reading back a plain field the kernel wrote.
+        Ok(_) => Ok(unsafe { attr.test.retval }),
+        Err(e) => Err(SysError::new("BPF_PROG_TEST_RUN", "pidmap_vmas", e)),
     }
 }
 

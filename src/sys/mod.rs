@@ -129,6 +129,10 @@ unsafe impl Plain for crate::abi::UnwindPageKey {}
 unsafe impl Plain for crate::abi::UnwindPage {}
 // SAFETY: repr(C), two u32, no padding.
 unsafe impl Plain for crate::abi::UnwindFile {}
+// SAFETY: repr(C), four 32-bit integers, no padding (16 bytes).
+unsafe impl Plain for crate::abi::VmaQuery {}
+// SAFETY: repr(C), four u64 and two u32, no padding (40 bytes).
+unsafe impl Plain for crate::abi::VmaEntry {}
 
 /// The bytes of a slice of plain values.
 pub fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {

@@ -5,7 +5,7 @@ use super::bpf::MapHandle;
 use super::SysError;
 use libbpf_sys as sys;
 use std::ffi::{CStr, CString};
-use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// An opened (and later loaded) BPF object with the links it attached.
@@ -199,6 +199,24 @@ impl BpfObject {
             return Err(SysError::new("BPF_OBJ_GET_INFO_BY_FD", prog, -r));
         }
         Ok((info.run_cnt, info.run_time_ns))
+    }
+
+    /// A loaded program's fd, duplicated: the caller's to keep.
+    pub fn prog_fd(&self, prog: &str) -> Result<OwnedFd, SysError> {
+        let p = self.prog_ptr(prog)?;
+        // SAFETY: p belongs to the live, loaded object.
+        let fd = unsafe { sys::bpf_program__fd(p.as_ptr()) };
+        if fd < 0 {
+            return Err(SysError::new("bpf_program__fd", prog, -fd));
+        }
+        // SAFETY: fd is the program's open fd for the object's lifetime;
+        // the duplicate is owned by the returned OwnedFd.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(SysError::new("fcntl(F_DUPFD_CLOEXEC)", prog, errno_now()));
+        }
+        // SAFETY: dup is a fresh fd nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(dup) })
     }
 
     /// Attaches a program by its section (tp_btf, ...), keeping the link.

@@ -22,11 +22,13 @@
 //! in process/tests.rs; the /proc readers in crate::proc; what other layers
 //! ask of the manager in tracker/api.rs.
 
+use crate::abi::VmaEntry;
 use crate::abi::{MappingInfo, PidPage};
 use crate::counters::{add, COUNTERS};
 use crate::error::Error;
 use crate::maps::engine::InsertOutcome;
 use crate::maps::tables::Tables;
+use crate::maps::vmas::{Declined, VmaReader};
 // the path tests/ use
 use crate::proc::stat::{liveness, start_time};
 use crate::sys::pidfd;
@@ -283,6 +285,10 @@ pub struct ProcessManager {
     short: std::collections::BTreeSet<u32>,
     last_retry: Option<Instant>,
     retry_every: Duration,
+    /// The loop's own maps read (`pidmap_vmas`), when the kernel has it;
+    /// its answer buffer is kept across reads.
+    vmas: Option<VmaReader>,
+    vma_buf: Vec<VmaEntry>,
 }
 
 /// Maps reads of one user's processes stuck past the deadline before that
@@ -336,6 +342,8 @@ impl ProcessManager {
             short: Default::default(),
             last_retry: None,
             retry_every: Duration::from_secs(1),
+            vmas: None,
+            vma_buf: Vec::new(),
         }
     }
 
@@ -677,6 +685,10 @@ impl ProcessManager {
         };
         match &mut job.phase {
             Phase::Start => match self.begin(pid) {
+                // read on the loop: on with the diff
+                Ok(()) if matches!(self.jobs.get(&pid).map(|j| &j.phase), Some(Phase::Read(_))) => {
+                    Step::More
+                }
                 Ok(()) => Step::Wait,
                 Err(out) => Step::Done(out),
             },

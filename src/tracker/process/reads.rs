@@ -3,6 +3,9 @@
 //! loop turn, stalls counted against the process's uid.
 
 use super::*;
+use crate::abi::{VMA_DELETED, VMA_FILE, VMA_VDSO};
+use crate::proc::maps::makedev;
+use crate::tracker::registry::{self, VDSO_FILE_ID};
 
 impl ProcessManager {
     /// The waker the maps worker pulls when a read is done (the agent's);
@@ -23,13 +26,111 @@ impl ProcessManager {
         self.maps.set_deadline(deadline);
     }
 
-    /// What the maps worker does for a pid (tests stall it).
+    /// What the maps worker does for a pid (tests stall it). Every read
+    /// then goes to the worker: the loop's own read is turned off.
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn set_maps_reader(
         &mut self,
         read: Arc<dyn Fn(u32) -> std::io::Result<MapsRead> + Send + Sync>,
     ) {
+        self.vmas = None;
         self.maps.set_work(read);
+    }
+
+    /// The loop's own maps read (`pidmap_vmas`), or None: every read on
+    /// the maps worker.
+    pub fn set_vma_reader(&mut self, reader: Option<VmaReader>) {
+        self.vmas = reader;
+    }
+
+    /// Whether the loop reads maps itself (the kernel loaded `pidmap_vmas`).
+    pub fn reads_here(&self) -> bool {
+        self.vmas.is_some()
+    }
+
+    /// The maps of `pid` read on the loop through `pidmap_vmas`, when it
+    /// can answer alone: the mmap lock was free, and every mapped file is
+    /// one the registry knows (so its path is known) and not deleted.
+    /// None: the maps worker reads /proc, as for every read before 6.7.
+    pub(super) fn read_here(&mut self, pid: u32) -> Option<MapsRead> {
+        let reader = self.vmas.as_ref()?;
+        let t0 = Instant::now();
+        let mut buf = std::mem::take(&mut self.vma_buf);
+        buf.clear();
+        let out = match reader.read(pid, &mut buf) {
+            Ok(visited) => self.wanted_here(&buf, visited),
+            Err(Declined::Errno(_)) => None,
+            Err(Declined::Unsupported) => {
+                log::info!(
+                    "this kernel has no task_vma iterator (Linux 6.7): every maps read goes through /proc on the maps worker"
+                );
+                self.vmas = None;
+                self.vma_buf = buf;
+                return None;
+            }
+        };
+        self.vma_buf = buf;
+        match out {
+            Some(mut r) => {
+                add(&COUNTERS.maps_reads_fast, 1);
+                r.took = t0.elapsed();
+                Some(r)
+            }
+            None => {
+                add(&COUNTERS.maps_reads_fast_declined, 1);
+                None
+            }
+        }
+    }
+
+    /// `pidmap_vmas`'s entries as the maps worker would have read them, or
+    /// None when one needs /proc: a deleted file (its name is what map_files
+    /// reaches) or a file the registry does not know (its path).
+    fn wanted_here(&self, entries: &[VmaEntry], visited: u32) -> Option<MapsRead> {
+        let mut out = MapsRead {
+            lines: visited as usize,
+            bytes: entries.len(),
+            ..Default::default()
+        };
+        for e in entries {
+            if e.flags & VMA_VDSO != 0 {
+                out.want.push(Wanted {
+                    start: e.start,
+                    end: e.end,
+                    offset: 0,
+                    file_id: VDSO_FILE_ID,
+                    dev: 0,
+                    ino: 0,
+                    deleted: false,
+                });
+                out.paths
+                    .entry(VDSO_FILE_ID)
+                    .or_insert_with(|| "[vdso]".into());
+                continue;
+            }
+            if e.flags & VMA_DELETED != 0 || e.flags & VMA_FILE == 0 {
+                return None;
+            }
+            if e.ino == 0 {
+                continue; // as in the text: no inode, not a file mapping
+            }
+            let dev = makedev(e.dev >> 20, e.dev & 0xf_ffff);
+            let file_id = registry::file_id(dev, e.ino);
+            let known = self.registry.get(file_id).filter(|k| !k.deleted)?;
+            out.paths
+                .entry(file_id)
+                .or_insert_with(|| known.path.clone());
+            out.want.push(Wanted {
+                start: e.start,
+                end: e.end,
+                offset: e.pgoff << 12,
+                file_id,
+                dev,
+                ino: e.ino,
+                deleted: false,
+            });
+        }
+        Some(out)
     }
 
     /// Takes the maps worker's answers: their syncs are queued again.

@@ -83,6 +83,15 @@ impl ProcessManager {
                 "pid {pid}: the maps of uid {uid}'s processes stalled {STALLS_PER_UID} reads: no longer read"
             ))));
         }
+        if let Some(read) = self.read_here(pid) {
+            let job = self.jobs.get_mut(&pid).expect("job of a started sync");
+            job.new = new;
+            job.fresh_fd = fresh_fd;
+            job.start_time = start;
+            job.uid = uid;
+            job.phase = Phase::Read(Box::new(Ok(read)));
+            return Ok(());
+        }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         if !self.maps.submit(ticket, pid) {
