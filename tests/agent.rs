@@ -127,6 +127,17 @@ fn the_loop_reads_the_maps_of_known_files_itself_and_exactly() {
         h.finish();
         assert!(a.handle.when_gone(pid, WAIT));
     }
+    // no process maps them now: their paths are still remembered, so the
+    // next (a short process's binary started again) is read on the loop too
+    let before = a.handle.status().unwrap().counters;
+    let third = Helper::start();
+    synced(a.handle.sync(third.pid()));
+    let since = a.handle.status().unwrap().counters.since(&before);
+    assert_eq!(since.maps_reads_fast, 1, "files that left were forgotten");
+    assert_eq!(keys_of(&trie, third.pid()), expected_keys(third.pid()));
+    let pid = third.pid();
+    third.finish();
+    assert!(a.handle.when_gone(pid, WAIT));
     stop(a);
 }
 

@@ -6,7 +6,7 @@
 //! is controlled by the mapping process's owner (DESIGN §9). Whatever needs
 //! a file's contents asks the file worker (`files`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// file_id of the [vdso] pseudo-file (not a real device/inode).
 pub const VDSO_FILE_ID: u64 = 0x7664_736f_0000_0001;
@@ -30,7 +30,15 @@ pub struct Registry {
     /// unwind tables follow the registry): taken by [`Registry::take_changes`].
     watch: bool,
     changes: Vec<Change>,
+    /// Paths of the last files that left (not deleted), oldest first: the
+    /// loop's own maps read names a file by them when it comes back (the
+    /// binary of short processes, mapped again a moment after the last
+    /// one exited). At most [`RECENT`].
+    recent: VecDeque<(u64, String)>,
 }
+
+/// Paths of files that left, kept for the loop's own maps read.
+pub const RECENT: usize = 64;
 
 /// A file entered or left the registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +85,9 @@ impl Registry {
         let mut new = false;
         let e = self.files.entry(id).or_insert_with(|| {
             new = true;
+            if let Some(i) = self.recent.iter().position(|(i, _)| *i == id) {
+                self.recent.remove(i);
+            }
             FileInfo {
                 dev,
                 ino,
@@ -101,7 +112,12 @@ impl Registry {
         if let Some(e) = self.files.get_mut(&id) {
             e.refs = e.refs.saturating_sub(1);
             if e.refs == 0 {
-                self.files.remove(&id);
+                if let Some(gone) = self.files.remove(&id).filter(|f| !f.deleted) {
+                    if self.recent.len() == RECENT {
+                        self.recent.pop_front();
+                    }
+                    self.recent.push_back((id, gone.path));
+                }
                 if self.watch {
                     self.changes.push(Change::Died(id));
                 }
@@ -122,6 +138,20 @@ impl Registry {
 
     pub fn get(&self, id: u64) -> Option<&FileInfo> {
         self.files.get(&id)
+    }
+
+    /// The path of a file in the registry, or of one that left lately;
+    /// None for a deleted file (only map_files reaches it) or an unknown one.
+    pub fn known_path(&self, id: u64) -> Option<&str> {
+        match self.files.get(&id) {
+            Some(f) => (!f.deleted).then_some(f.path.as_str()),
+            None => self
+                .recent
+                .iter()
+                .rev()
+                .find(|(i, _)| *i == id)
+                .map(|(_, p)| p.as_str()),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -181,6 +211,32 @@ mod tests {
         for i in 0..10000 {
             assert_ne!(file_id(i, i * 7), 0);
         }
+    }
+
+    #[test]
+    fn a_file_that_left_keeps_its_path_for_a_while_unless_deleted() {
+        let mut r = Registry::default();
+        r.acquire(5, 1, 2, "/bin/true", false, (1, 0, 1));
+        r.acquire(6, 1, 3, "/tmp/gone", true, (1, 0, 1));
+        assert_eq!(r.known_path(5), Some("/bin/true"));
+        assert_eq!(r.known_path(6), None, "deleted: only map_files");
+        r.release(5);
+        r.release(6);
+        assert!(r.is_empty());
+        assert_eq!(r.known_path(5), Some("/bin/true"), "left a moment ago");
+        assert_eq!(r.known_path(6), None);
+        // back, and gone again: one entry
+        r.acquire(5, 1, 2, "/bin/true", false, (2, 0, 1));
+        r.release(5);
+        assert_eq!(r.recent.len(), 1);
+        // the oldest make room
+        for i in 100..100 + RECENT as u64 {
+            r.acquire(i, 1, i, "/x", false, (1, 0, 1));
+            r.release(i);
+        }
+        assert_eq!(r.recent.len(), RECENT);
+        assert_eq!(r.known_path(5), None, "pushed out by {RECENT} newer");
+        assert_eq!(r.known_path(100 + RECENT as u64 - 1), Some("/x"));
     }
 
     #[test]

@@ -85,7 +85,8 @@ impl ProcessManager {
 
     /// `pidmap_vmas`'s entries as the maps worker would have read them, or
     /// None when one needs /proc: a deleted file (its name is what map_files
-    /// reaches) or a file the registry does not know (its path).
+    /// reaches) or a file whose path the registry does not know (not in it,
+    /// and not among the last that left it).
     fn wanted_here(&self, entries: &[VmaEntry], visited: u32) -> Option<MapsRead> {
         let mut out = MapsRead {
             lines: visited as usize,
@@ -116,10 +117,10 @@ impl ProcessManager {
             }
             let dev = makedev(e.dev >> 20, e.dev & 0xf_ffff);
             let file_id = registry::file_id(dev, e.ino);
-            let known = self.registry.get(file_id).filter(|k| !k.deleted)?;
+            let known = self.registry.known_path(file_id)?;
             out.paths
                 .entry(file_id)
-                .or_insert_with(|| known.path.clone());
+                .or_insert_with(|| known.to_string());
             out.want.push(Wanted {
                 start: e.start,
                 end: e.end,
