@@ -58,8 +58,17 @@ impl ProcessManager {
         let mut buf = std::mem::take(&mut self.vma_buf);
         buf.clear();
         let out = match reader.read(pid, &mut buf) {
-            Ok(visited) => self.wanted_here(&buf, visited),
-            Err(Declined::Errno(_)) => None,
+            Ok(visited) => {
+                let r = self.wanted_here(&buf, visited);
+                if r.is_none() {
+                    log::debug!("pid {pid}: the loop's read declined: a file without a known path, or deleted");
+                }
+                r
+            }
+            Err(Declined::Errno(e)) => {
+                log::debug!("pid {pid}: the loop's read declined: errno {e}");
+                None
+            }
             Err(Declined::Unsupported) => {
                 log::info!(
                     "this kernel has no task_vma iterator (Linux 6.7): every maps read goes through /proc on the maps worker"
