@@ -85,6 +85,32 @@ fn the_loop_reads_the_maps_of_known_files_itself_and_exactly() {
     // would move them
     let _w = FORKS.write().unwrap_or_else(|e| e.into_inner());
     let a = start("vmas", |_| {});
+    // the loop thread runs with the short slice (Linux 6.12)
+    let loop_slices: Vec<u64> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "pidmap-agent")
+        })
+        .filter_map(|t| {
+            let sched = std::fs::read_to_string(t.path().join("sched")).ok()?;
+            sched
+                .lines()
+                .find_map(|l| l.strip_prefix("se.slice"))?
+                .split(':')
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        !loop_slices.is_empty()
+            && loop_slices
+                .iter()
+                .all(|s| *s == pidmap::agent::LOOP_SLICE.as_nanos() as u64),
+        "the loop's slice: {loop_slices:?}"
+    );
     let before = a.handle.status().unwrap().counters;
     // the first helper's files are new to the registry: /proc on the
     // maps worker names them

@@ -24,6 +24,8 @@ pub const REQUEST_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Time an iteration spends on queued sync steps (each step is bounded
 /// too: a few thousand keys or 64 KiB of maps).
 pub const WORK_SLICE: Duration = Duration::from_millis(2);
+/// The loop thread's EEVDF slice (Linux 6.12; the shortest it takes).
+pub const LOOP_SLICE: Duration = Duration::from_micros(100);
 
 /// What the agent tracks.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,7 +30,7 @@ pub use unwind::UnwindView;
 
 use child::ChildCommand;
 pub use config::{
-    AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES,
+    AgentConfig, Mode, Sampling, DEFAULT_RING_PAGES, DEFAULT_SAMPLE_RING_PAGES, LOOP_SLICE,
     REQUEST_SWEEP_INTERVAL, WORK_SLICE,
 };
 pub use control::{spawn, AgentHandle, Command, Status};
@@ -210,6 +210,13 @@ impl Agent {
         };
         // the loop and its maps workers share one CPU: a read handed to a
         // worker, and its answer, wake no idle CPU (sys/sched.rs says why)
+        // a short slice: a wake-up of the loop (an exit's pidfd, a request)
+        // preempts what runs on its CPU rather than waiting out that task's
+        // slice (BENCHMARKS.md: exit latency p99)
+        match crate::sys::sched::set_own_slice(LOOP_SLICE) {
+            Ok(()) => log::debug!("the loop's slice is {LOOP_SLICE:?}"),
+            Err(e) => log::debug!("{e}: the loop keeps the default slice"),
+        }
         if let Some(cpu) = crate::sys::sched::current_cpu() {
             let me = crate::sys::sched::thread_id();
             match crate::sys::sched::pin_thread(me, cpu) {

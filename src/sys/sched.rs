@@ -35,9 +35,85 @@ pub fn pin_thread(tid: i32, cpu: u32) -> Result<(), SysError> {
     })
 }
 
+/// `struct sched_attr` of sched_setattr(2) (SCHED_ATTR_SIZE_VER1).
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+    util_min: u32,
+    util_max: u32,
+}
+
+/// Gives the calling thread a custom EEVDF slice (`sched_setattr`,
+/// SCHED_OTHER, `sched_runtime`; Linux 6.12, which clamps it to 0.1-100
+/// ms; earlier kernels accept and ignore it). Its weight and nice are kept:
+/// a short slice takes no more CPU, it makes the thread's deadline come
+/// sooner, so a wake-up preempts what runs on its CPU instead of waiting
+/// for that task's slice to end.
+pub fn set_own_slice(slice: std::time::Duration) -> Result<(), SysError> {
+    let tid = thread_id();
+    // SAFETY: getpriority reads the nice of a thread of ours; errno is
+    // cleared first, as -1 is also a valid nice.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t)
+    };
+    let mut attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: libc::SCHED_OTHER as u32,
+        nice,
+        runtime: slice.as_nanos() as u64,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid sched_attr of the size it states, alive for
+    // the call; pid 0 is the calling thread.
+    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &mut attr as *mut SchedAttr, 0) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        return Err(SysError::new("sched_setattr", format!("thread {tid}"), e));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The slice as the scheduler reports it (`se.slice`, ns), and the nice.
+    fn slice_and_nice(tid: i32) -> (u64, i32) {
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched")).unwrap();
+        let slice = text
+            .lines()
+            .find_map(|l| l.strip_prefix("se.slice"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("se.slice in /proc/self/task/TID/sched");
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice = after.split(' ').nth(16).unwrap().parse().unwrap();
+        (slice, nice)
+    }
+
+    #[test]
+    fn a_thread_gets_its_slice_and_keeps_its_nice() {
+        let t = std::thread::spawn(|| {
+            let tid = thread_id();
+            // SAFETY: setpriority on our own thread.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 3) };
+            set_own_slice(std::time::Duration::from_micros(100)).unwrap();
+            slice_and_nice(tid)
+        });
+        assert_eq!(t.join().unwrap(), (100_000, 3));
+    }
 
     #[test]
     fn a_thread_pinned_to_a_cpu_runs_there() {
