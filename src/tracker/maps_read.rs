@@ -62,18 +62,27 @@ fn may_matter(line: &[u8]) -> bool {
     line.get(sp + 3) != Some(&b'-') || line.ends_with(b"[vdso]")
 }
 
-fn wanted(e: &MapsEntry) -> Option<(Wanted, String)> {
-    if e.is_vdso() {
-        let w = Wanted {
-            start: e.start,
-            end: e.end,
+impl Wanted {
+    /// The `[vdso]` mapping at start..end.
+    pub(super) fn vdso(start: u64, end: u64) -> Wanted {
+        Wanted {
+            start,
+            end,
             offset: 0,
             file_id: VDSO_FILE_ID,
             dev: 0,
             ino: 0,
             deleted: false,
-        };
-        return Some((w, "[vdso]".into()));
+        }
+    }
+}
+
+/// The vdso's name in the maps and in the registry.
+pub(super) const VDSO_NAME: &str = "[vdso]";
+
+fn wanted(e: &MapsEntry) -> Option<(Wanted, String)> {
+    if e.is_vdso() {
+        return Some((Wanted::vdso(e.start, e.end), VDSO_NAME.into()));
     }
     if !e.is_exec_file() {
         return None;

@@ -104,18 +104,10 @@ impl ProcessManager {
         };
         for e in entries {
             if e.flags & VMA_VDSO != 0 {
-                out.want.push(Wanted {
-                    start: e.start,
-                    end: e.end,
-                    offset: 0,
-                    file_id: VDSO_FILE_ID,
-                    dev: 0,
-                    ino: 0,
-                    deleted: false,
-                });
+                out.want.push(Wanted::vdso(e.start, e.end));
                 out.paths
                     .entry(VDSO_FILE_ID)
-                    .or_insert_with(|| "[vdso]".into());
+                    .or_insert_with(|| maps_read::VDSO_NAME.into());
                 continue;
             }
             if e.flags & VMA_DELETED != 0 || e.flags & VMA_FILE == 0 {
