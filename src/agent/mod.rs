@@ -214,7 +214,8 @@ impl Agent {
         // preempts what runs on its CPU rather than waiting out that task's
         // slice (BENCHMARKS.md: exit latency p99)
         match crate::sys::sched::set_own_slice(LOOP_SLICE) {
-            Ok(()) => log::debug!("the loop's slice is {LOOP_SLICE:?}"),
+            Ok(true) => log::debug!("the loop's slice is {LOOP_SLICE:?}"),
+            Ok(false) => log::debug!("the loop keeps its scheduling policy (not SCHED_OTHER)"),
             Err(e) => log::debug!("{e}: the loop keeps the default slice"),
         }
         if let Some(cpu) = crate::sys::sched::current_cpu() {

@@ -56,9 +56,15 @@ struct SchedAttr {
 /// ms; earlier kernels accept and ignore it). Its weight and nice are kept:
 /// a short slice takes no more CPU, it makes the thread's deadline come
 /// sooner, so a wake-up preempts what runs on its CPU instead of waiting
-/// for that task's slice to end.
-pub fn set_own_slice(slice: std::time::Duration) -> Result<(), SysError> {
+/// for that task's slice to end. A thread under another policy (run with
+/// `chrt`, or systemd's CPUSchedulingPolicy) is left as it is: false.
+pub fn set_own_slice(slice: std::time::Duration) -> Result<bool, SysError> {
     let tid = thread_id();
+    // SAFETY: sched_getscheduler of the calling thread touches no memory.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy != libc::SCHED_OTHER {
+        return Ok(false);
+    }
     // SAFETY: getpriority reads the nice of a thread of ours; errno is
     // cleared first, as -1 is also a valid nice.
     let nice = unsafe {
@@ -81,7 +87,7 @@ pub fn set_own_slice(slice: std::time::Duration) -> Result<(), SysError> {
             .unwrap_or(libc::EIO);
         return Err(SysError::new("sched_setattr", format!("thread {tid}"), e));
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -109,10 +115,25 @@ mod tests {
             let tid = thread_id();
             // SAFETY: setpriority on our own thread.
             unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 3) };
-            set_own_slice(std::time::Duration::from_micros(100)).unwrap();
+            assert!(set_own_slice(std::time::Duration::from_micros(100)).unwrap());
             slice_and_nice(tid)
         });
         assert_eq!(t.join().unwrap(), (100_000, 3));
+    }
+
+    #[test]
+    fn a_real_time_thread_keeps_its_policy() {
+        let t = std::thread::spawn(|| {
+            let p = libc::sched_param { sched_priority: 1 };
+            // SAFETY: sched_setscheduler of the calling thread (root); p
+            // outlives the call.
+            let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
+            assert_eq!(r, 0);
+            let set = set_own_slice(std::time::Duration::from_micros(100)).unwrap();
+            // SAFETY: as above, no memory.
+            (set, unsafe { libc::sched_getscheduler(0) })
+        });
+        assert_eq!(t.join().unwrap(), (false, libc::SCHED_FIFO));
     }
 
     #[test]
