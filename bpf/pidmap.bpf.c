@@ -642,6 +642,7 @@ extern void bpf_iter_task_vma_destroy(struct bpf_iter_task_vma *it) __ksym __wea
 #define PIDMAP_ESRCH 3
 #define PIDMAP_E2BIG 7
 #define PIDMAP_EOPNOTSUPP 95
+#define PIDMAP_ETIME 62
 
 /* The executable mappings of q->pid, as /proc/PID/maps would list them
  * (file mappings with their device, inode and page offset, deleted or
@@ -670,12 +671,17 @@ int pidmap_vmas(struct vma_query *q)
 		q->err = -PIDMAP_ESRCH;
 		return 0;
 	}
+	__u64 t0 = bpf_ktime_get_ns();
 	q->err = bpf_iter_task_vma_new(&it, task, 0);
 	while (!q->err && (vma = bpf_iter_task_vma_next(&it))) {
 		__u32 seen = q->visited + 1;
 		q->visited = seen;
 		if (seen > PIDMAP_VMAS_VISIT_MAX) {
 			q->err = -PIDMAP_E2BIG;
+			break;
+		}
+		if (bpf_ktime_get_ns() - t0 > PIDMAP_VMAS_NS_MAX) {
+			q->err = -PIDMAP_ETIME;
 			break;
 		}
 		if (!(vma->vm_flags & PIDMAP_VM_EXEC))

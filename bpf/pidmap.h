@@ -198,14 +198,18 @@ struct sample_frame {
  * (read back after the run) and writes one vma_entry per executable
  * mapping into vma_out. It never waits for the process's mmap lock. */
 #define PIDMAP_VMAS_MAX 64
-#define PIDMAP_VMAS_VISIT_MAX 1024
+#define PIDMAP_VMAS_VISIT_MAX 256
+/* and for at most this long (ns): a process whose mappings change under
+ * the walk makes each step retry */
+#define PIDMAP_VMAS_NS_MAX 200000
 #define PIDMAP_VMA_FILE 1
 #define PIDMAP_VMA_DELETED 2
 #define PIDMAP_VMA_VDSO 4
 
 /* err: 0, or -errno: ESRCH no such process; ENOENT no address space (a
  * zombie leader, a kernel thread); EBUSY its mmap lock is held; E2BIG more
- * mappings than one run reads; EOPNOTSUPP the kernel lacks the kfuncs
+ * mappings than one run reads; ETIME the walk took too long; EOPNOTSUPP
+ * the kernel lacks the kfuncs
  * (before Linux 6.7). count: entries written to vma_out; visited: the
  * mappings looked at. */
 struct vma_query {

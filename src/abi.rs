@@ -220,7 +220,9 @@ impl ReportEvent {
 /// `pidmap_vmas` reports.
 pub const VMAS_MAX: usize = 64;
 /// Mappings one run of `pidmap_vmas` looks at before it gives up (E2BIG).
-pub const VMAS_VISIT_MAX: u32 = 1024;
+pub const VMAS_VISIT_MAX: u32 = 256;
+/// How long one run of `pidmap_vmas` walks before it gives up (ETIME), ns.
+pub const VMAS_NS_MAX: u64 = 200_000;
 pub const VMA_FILE: u32 = 1;
 pub const VMA_DELETED: u32 = 2;
 pub const VMA_VDSO: u32 = 4;
@@ -406,6 +408,7 @@ mod tests {
             ("PIDMAP_BIAS_MASK".into(), BIAS_MASK),
             ("PIDMAP_VMAS_MAX".into(), VMAS_MAX as u64),
             ("PIDMAP_VMAS_VISIT_MAX".into(), VMAS_VISIT_MAX as u64),
+            ("PIDMAP_VMAS_NS_MAX".into(), VMAS_NS_MAX),
             ("PIDMAP_VMA_FILE".into(), VMA_FILE as u64),
             ("PIDMAP_VMA_DELETED".into(), VMA_DELETED as u64),
             ("PIDMAP_VMA_VDSO".into(), VMA_VDSO as u64),

@@ -24,7 +24,7 @@ pub enum Declined {
     Unsupported,
     /// This process, this time: its errno (EBUSY: its mmap lock is held;
     /// ENOENT: no address space, a zombie leader; ESRCH: gone; E2BIG: more
-    /// mappings than one run reads).
+    /// mappings than one run reads; ETIME: the walk took too long).
     Errno(i32),
 }
 
