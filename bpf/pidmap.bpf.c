@@ -638,7 +638,6 @@ extern struct vm_area_struct *bpf_iter_task_vma_next(struct bpf_iter_task_vma *i
 extern void bpf_iter_task_vma_destroy(struct bpf_iter_task_vma *it) __ksym __weak;
 
 #define PIDMAP_VM_EXEC 0x4
-#define PIDMAP_EBUSY 16
 #define PIDMAP_ESRCH 3
 #define PIDMAP_E2BIG 7
 #define PIDMAP_EOPNOTSUPP 95

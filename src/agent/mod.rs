@@ -208,8 +208,6 @@ impl Agent {
             )),
             _ => None,
         };
-        // the loop and its maps workers share one CPU: a read handed to a
-        // worker, and its answer, wake no idle CPU (sys/sched.rs says why)
         // a short slice: a wake-up of the loop (an exit's pidfd, a request)
         // preempts what runs on its CPU rather than waiting out that task's
         // slice (BENCHMARKS.md: exit latency p99)
@@ -218,6 +216,8 @@ impl Agent {
             Ok(false) => log::debug!("the loop keeps its scheduling policy (not SCHED_OTHER)"),
             Err(e) => log::debug!("{e}: the loop keeps the default slice"),
         }
+        // the loop and its maps workers share one CPU: a read handed to a
+        // worker, and its answer, wake no idle CPU (sys/sched.rs says why)
         if let Some(cpu) = crate::sys::sched::current_cpu() {
             let me = crate::sys::sched::thread_id();
             match crate::sys::sched::pin_thread(me, cpu) {

@@ -7,6 +7,7 @@
 //! EBUSY, and its maps are read from /proc on the maps worker instead.
 
 use crate::abi::{VmaEntry, VmaQuery, VMAS_MAX};
+use crate::maps::loader::VMAS_PROG;
 use crate::sys::bpf::{run_syscall_prog, MapHandle, MappedArray};
 use crate::sys::SysError;
 use std::os::fd::{AsFd, OwnedFd};
@@ -43,7 +44,7 @@ impl VmaReader {
             pid,
             ..Default::default()
         };
-        run_syscall_prog(self.prog.as_fd(), &mut q).map_err(|e| match e.errno() {
+        run_syscall_prog(self.prog.as_fd(), VMAS_PROG, &mut q).map_err(|e| match e.errno() {
             // ENOTSUPP (524): the kernel's own "not supported"
             libc::EINVAL | libc::EOPNOTSUPP | 524 => Declined::Unsupported,
             n => Declined::Errno(n),

@@ -497,10 +497,14 @@ impl Drop for MappedArray {
     }
 }
 
-/// BPF_PROG_TEST_RUN of a `syscall` program with `ctx` as its context,
-/// which the kernel copies back into `ctx` after the run. Returns the
-/// program's return value.
-pub fn run_syscall_prog<T: Plain>(prog: BorrowedFd<'_>, ctx: &mut T) -> Result<u32, SysError> {
+/// BPF_PROG_TEST_RUN of the `syscall` program `name` with `ctx` as its
+/// context, which the kernel copies back into `ctx` after the run. Returns
+/// the program's return value.
+pub fn run_syscall_prog<T: Plain>(
+    prog: BorrowedFd<'_>,
+    name: &str,
+    ctx: &mut T,
+) -> Result<u32, SysError> {
     let mut attr = zeroed_attr();
     // writing plain fields of the test member of a zeroed union; ctx
     // outlives the call
@@ -510,7 +514,7 @@ pub fn run_syscall_prog<T: Plain>(prog: BorrowedFd<'_>, ctx: &mut T) -> Result<u
     match sys_bpf(sys::BPF_PROG_TEST_RUN, &mut attr) {
         // SAFETY: reading back a plain field the kernel wrote.
         Ok(_) => Ok(unsafe { attr.test.retval }),
-        Err(e) => Err(SysError::new("BPF_PROG_TEST_RUN", "pidmap_vmas", e)),
+        Err(e) => Err(SysError::new("BPF_PROG_TEST_RUN", name, e)),
     }
 }
 

@@ -43,11 +43,6 @@ impl ProcessManager {
         self.vmas = reader;
     }
 
-    /// Whether the loop reads maps itself (the kernel loaded `pidmap_vmas`).
-    pub fn reads_here(&self) -> bool {
-        self.vmas.is_some()
-    }
-
     /// The maps of `pid` read on the loop through `pidmap_vmas`, when it
     /// can answer alone: the mmap lock was free, and every mapped file is
     /// one the registry knows (so its path is known) and not deleted.
@@ -57,7 +52,8 @@ impl ProcessManager {
         let t0 = Instant::now();
         let mut buf = std::mem::take(&mut self.vma_buf);
         buf.clear();
-        let out = match reader.read(pid, &mut buf) {
+        let answer = reader.read(pid, &mut buf);
+        let out = match answer {
             Ok(visited) => {
                 let r = self.wanted_here(&buf, visited);
                 if r.is_none() {
@@ -69,16 +65,16 @@ impl ProcessManager {
                 log::debug!("pid {pid}: the loop's read declined: errno {e}");
                 None
             }
-            Err(Declined::Unsupported) => {
-                log::info!(
-                    "this kernel has no task_vma iterator (Linux 6.7): every maps read goes through /proc on the maps worker"
-                );
-                self.vmas = None;
-                self.vma_buf = buf;
-                return None;
-            }
+            Err(Declined::Unsupported) => None,
         };
         self.vma_buf = buf;
+        if answer == Err(Declined::Unsupported) {
+            log::info!(
+                "this kernel has no task_vma iterator (Linux 6.7): every maps read goes through /proc on the maps worker"
+            );
+            self.vmas = None;
+            return None;
+        }
         match out {
             Some(mut r) => {
                 add(&COUNTERS.maps_reads_fast, 1);
