@@ -167,6 +167,58 @@ fn the_loop_reads_the_maps_of_known_files_itself_and_exactly() {
     stop(a);
 }
 
+/// A python3 process of uid 65534 with 2 000 small mappings (read-only
+/// and writable in turn, so none merge): it prints "ready" and waits.
+const MANY_MAPPINGS: &str = r#"
+import mmap, sys
+keep = [mmap.mmap(-1, 4096, prot=mmap.PROT_READ if i % 2 else mmap.PROT_READ | mmap.PROT_WRITE)
+        for i in range(2000)]
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+#[test]
+fn the_loops_own_read_of_a_users_process_with_thousands_of_mappings_goes_to_the_worker() {
+    if !common::bpf_available() {
+        return;
+    }
+    // alone: the counters below are the process's
+    let _w = FORKS.write().unwrap_or_else(|e| e.into_inner());
+    let a = start("vmas-many", |_| {});
+    let mut child = common::spawn(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c", MANY_MAPPINGS])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = child.id();
+    // the first sync registers its files (through /proc on the worker);
+    // the second knows them all, but the loop walks at most 256 mappings
+    // (pidmap_vmas, E2BIG): the worker reads it again
+    synced(a.handle.sync(pid));
+    let before = a.handle.status().unwrap().counters;
+    synced(a.handle.sync(pid));
+    let since = a.handle.status().unwrap().counters.since(&before);
+    assert_eq!(
+        (since.maps_reads_fast, since.maps_reads_fast_declined),
+        (0, 1),
+        "a process of 2 000 mappings walked on the loop"
+    );
+    assert_eq!(keys_of(&a.trie(), pid), expected_keys(pid));
+    drop(child.stdin.take());
+    child.wait().unwrap();
+    assert!(a.handle.when_gone(pid, WAIT));
+    stop(a);
+}
+
 #[test]
 fn dlopen_then_dlclose_adds_then_removes_the_library() {
     if !common::bpf_available() {
